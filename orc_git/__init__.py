@@ -1,0 +1,37 @@
+"""orc-git: coordinate AI task runs between the people and processes sharing a git repository.
+
+Importing this package does nothing but define names; the submodules load on first use, so solo
+mode and git hooks pay only for what they touch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from orc_git.context import Context
+    from orc_git.errors import LeaseLost, LockHeld, OrcError
+    from orc_git.hookspecs import hookimpl
+    from orc_git.lease import Lease, hold
+    from orc_git.locking.info import LockEvent, LockInfo
+
+__all__ = ["Context", "Lease", "LeaseLost", "LockEvent", "LockHeld", "LockInfo", "OrcError",
+           "hold", "hookimpl"]
+
+_LAZY = {
+    "Context": "orc_git.context", "LeaseLost": "orc_git.errors", "LockHeld": "orc_git.errors",
+    "OrcError": "orc_git.errors", "hookimpl": "orc_git.hookspecs", "Lease": "orc_git.lease",
+    "hold": "orc_git.lease", "LockEvent": "orc_git.locking.info",
+    "LockInfo": "orc_git.locking.info",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'orc_git' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

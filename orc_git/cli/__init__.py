@@ -1,0 +1,88 @@
+"""``orc``: argparse front end. Every expected failure is an OrcError mapped to its exit status
+here, in one place; nothing else reaches the user as a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from orc_git.cli.output import Output
+from orc_git.errors import EXIT_INTERRUPTED, OrcError, UsageError
+
+CORE_COMMANDS = ("init", "mode", "lock", "plugins")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message}\n{self.format_usage().strip()}")
+
+
+class _StderrHandler(logging.Handler):
+    """Log lines from the library (takeovers, lost leases) as ``orc: …`` narration."""
+
+    def __init__(self, out: Output) -> None:
+        super().__init__(logging.INFO)
+        self.out = out
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.out.warn(record.getMessage())
+
+
+def build_parser(plugin_commands: bool = False) -> argparse.ArgumentParser:
+    from orc_git import __version__
+    from orc_git.cli import lock, setup
+
+    parser = _Parser(prog="orc", description="Coordinate AI task runs in a git repository.")
+    parser.add_argument("--version", action="version", version=f"orc-git {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    setup.add_parsers(sub)
+    lock.add_parser(sub)
+    if plugin_commands:
+        from orc_git.plugins import load_plugins
+
+        load_plugins().manager.hook.orc_git_cli_commands(subparsers=sub)
+    return parser
+
+
+def _wants_plugins(argv: Sequence[str]) -> bool:
+    first = next((a for a in argv if not a.startswith("-")), None)
+    return first is not None and first not in CORE_COMMANDS
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    out = Output("--json" in args_list)
+    handler = _StderrHandler(out)
+    root = logging.getLogger("orc_git")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        parser = build_parser(_wants_plugins(args_list))
+        args = parser.parse_args(args_list)
+        out.json = bool(getattr(args, "json", False))
+        if not getattr(args, "func", None):
+            parser.print_help(sys.stderr)
+            return 2
+        code: int = args.func(args, out)
+        return code
+    except OrcError as exc:
+        extra: dict[str, Any] = {}
+        lock = getattr(exc, "lock", None)
+        if lock is not None:
+            extra["lock"] = lock.to_json()
+        out.error(exc.code, exc.message, extra)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        out.error("INTERRUPTED", "interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 0
+    finally:
+        root.removeHandler(handler)
+
+
+def run() -> NoReturn:
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""``orc lock …``: the lease commands.
+
+A lease taken with ``orc lock acquire`` belongs to the calling (parent) process, usually a shell or
+a script: it stays held while that process lives and ``orc lock heartbeat`` keeps it fresh.
+``orc lock run`` holds the lease itself and heartbeats while the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from orc_git.cli.output import Output, describe, paint
+from orc_git.config import MAX_TTL
+from orc_git.context import Context
+from orc_git.errors import CommandNotRunnable, LockHeld, TimedOut, UsageError
+from orc_git.locking.info import LockInfo
+
+
+def _ttl(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
+    if not 1 <= value <= MAX_TTL:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_TTL} seconds")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value < 1e9:
+        raise argparse.ArgumentTypeError("must be a non-negative number of seconds")
+    return value
+
+
+def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
+    lock = sub.add_parser("lock", help="task leases").add_subparsers(
+        dest="lock_command", metavar="ACTION", required=True)
+
+    def cmd(name: str, func: Any, help: str, json: bool = True) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = lock.add_parser(name, help=help)
+        if name not in ("list", "clean"):
+            p.add_argument("task", metavar="TASK")
+        if json:
+            p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+        p.set_defaults(func=func)
+        return p
+
+    def waiting(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--ttl", type=_ttl, help="seconds the lease lives without a heartbeat")
+        p.add_argument("--wait", action="store_true", help="wait until the lease is free")
+        p.add_argument("--timeout", type=_seconds, help="give up waiting after S seconds "
+                       "(implies --wait; exit 124)")
+
+    p = cmd("acquire", cmd_acquire, "take the lease for the calling process")
+    waiting(p)
+    p.add_argument("--force", action="store_true", help="take it even from a live holder")
+    p = cmd("release", cmd_release, "give the lease up")
+    p.add_argument("--force", action="store_true", help="release another holder's lease")
+    cmd("heartbeat", cmd_heartbeat, "renew your lease")
+    cmd("status", cmd_status, "who holds a task's lease")
+    p = cmd("list", cmd_list, "every lease in the repository")
+    p.add_argument("--stale", action="store_true", help="only stale leases")
+    p = cmd("wait", cmd_wait, "wait until a lease is released or goes stale")
+    p.add_argument("--timeout", type=_seconds)
+    cmd("steal", cmd_steal, "acquire --force, recorded as stolen")
+    cmd("clean", cmd_clean, "remove stale leases")
+    p = cmd("run", cmd_run, "hold the lease while a command runs", json=False)
+    waiting(p)
+    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
+
+
+def _context(out: Output) -> Context:
+    ctx = Context.discover()
+    out.mode = ctx.mode
+    return ctx
+
+
+def _progress(out: Output, task: str) -> Any:
+    def show(info: LockInfo, waited: float) -> None:
+        out.progress(f"waiting for {task}: held by {info.who()}, last activity "
+                     f"{info.heartbeat_at} ({waited:.0f} s)")
+
+    return show
+
+
+def _acquire(ctx: Context, out: Output, args: argparse.Namespace, pid: int | None,
+             force: bool = False) -> LockInfo:
+    from orc_git.lease import acquire_waiting
+
+    locker = ctx.locker(pid)
+    wait = bool(args.wait or args.timeout is not None)
+    task = args.task
+    try:
+        return acquire_waiting(locker, task, ttl=args.ttl, wait=wait, timeout=args.timeout,
+                               force=force, progress=_progress(out, task))
+    except LockHeld as exc:
+        if out.json or not sys.stdin.isatty() or exc.lock is None:
+            raise
+        choice = _prompt(exc.lock)
+        if choice == "1":
+            return acquire_waiting(locker, task, ttl=args.ttl, wait=True, timeout=None,
+                                   progress=_progress(out, task))
+        if choice == "2":
+            return locker.acquire(task, ttl=args.ttl, force=True)
+        raise
+    finally:
+        out.clear_progress()
+
+
+def _prompt(info: LockInfo) -> str:
+    err = sys.stderr
+    print(paint(f"Task {info.task_id} is currently locked", "1;31", err), file=err)
+    for line in describe(info)[1:4]:
+        print(line, file=err)
+    print("\nOptions:\n  1. Wait and retry automatically when available\n"
+          "  2. Force unlock (may corrupt task state)\n  3. Cancel\n", file=err)
+    while True:
+        print("Your choice [1/2/3]: ", end="", file=err, flush=True)
+        answer = sys.stdin.readline()
+        if not answer:
+            return "3"
+        answer = answer.strip()
+        if answer in ("1", "2", "3"):
+            return answer
+
+
+def cmd_acquire(args: argparse.Namespace, out: Output) -> int:
+    ctx = _context(out)
+    info = _acquire(ctx, out, args, os.getppid(), force=args.force)
+    if ctx.mode == "solo":
+        out.say(f"solo mode: {args.task} needs no lock (nothing written)")
+    else:
+        out.say(f"acquired {args.task} (token {info.token}, ttl {info.ttl} s); keep it with "
+                f"`orc lock heartbeat {args.task}`, give it up with `orc lock release {args.task}`")
+    out.line(str(info.token) if info.token is not None else "")
+    out.result({"acquired": True, "lock": info.to_json()})
+    return 0
+
+
+def cmd_steal(args: argparse.Namespace, out: Output) -> int:
+    args.force, args.wait, args.timeout, args.ttl = True, False, None, None
+    return cmd_acquire(args, out)
+
+
+def cmd_release(args: argparse.Namespace, out: Output) -> int:
+    ctx = _context(out)
+    locker = ctx.locker(os.getppid())
+    before = locker.is_locked(args.task)
+    released = locker.release(args.task, force=args.force)
+    out.say(f"released {args.task}" if released else f"{args.task} was not locked")
+    out.result({"released": released, "lock": before.to_json()})
+    return 0
+
+
+def cmd_heartbeat(args: argparse.Namespace, out: Output) -> int:
+    ctx = _context(out)
+    info = ctx.locker(os.getppid()).heartbeat(args.task)
+    out.say(f"renewed {args.task} until {info.expires_at}")
+    out.result({"lock": info.to_json()})
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, out: Output) -> int:
+    ctx = _context(out)
+    info = ctx.locker().is_locked(args.task)
+    for line in describe(info):
+        out.line(line)
+    out.result({"lock": info.to_json()})
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, out: Output) -> int:
+    ctx = _context(out)
+    locks = [i for i in ctx.locker().list_locks() if i.stale or not args.stale]
+    if not out.json:
+        if not locks:
+            out.say("no stale leases" if args.stale else "no leases")
+        for i in locks:
+            state = f"stale:{i.stale_reason}" if i.stale else "held"
+            out.line(f"{i.task_id}\t{state}\t{i.owner or '-'}\t{i.pid or '-'}\t"
+                     f"{i.token if i.token is not None else '-'}\t{i.heartbeat_at or '-'}")
+    out.result({"locks": [i.to_json() for i in locks]})
+    return 0
+
+
+def cmd_wait(args: argparse.Namespace, out: Output) -> int:
+    from orc_git.locking.wait import wait_free
+
+    ctx = _context(out)
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    try:
+        free = wait_free(ctx.locker(), args.task, deadline, _progress(out, args.task))
+    finally:
+        out.clear_progress()
+    if not free:
+        raise TimedOut(f"timed out after {args.timeout} s waiting for {args.task}")
+    info = ctx.locker().is_locked(args.task)
+    out.say(f"{args.task} is free" if not info.locked else
+            f"{args.task} is stale ({info.stale_reason})")
+    out.result({"lock": info.to_json()})
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace, out: Output) -> int:
+    ctx = _context(out)
+    removed = ctx.locker().clean()
+    for i in removed:
+        out.line(f"{i.task_id}\t{i.stale_reason}\t{i.owner or '-'}")
+    out.say(f"removed {len(removed)} stale lease(s)")
+    out.result({"removed": [i.to_json() for i in removed]})
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, out: Output) -> int:
+    from orc_git.lease import Lease
+    from orc_git.locking.heartbeat import shared_heartbeater
+
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not argv:
+        raise UsageError("orc lock run needs a command: orc lock run TASK -- CMD [ARG...]")
+    ctx = _context(out)
+    info = _acquire(ctx, out, args, None)
+
+    # A lost lease is said on stderr at once: its log line goes through the CLI's log handler.
+    ttl = info.ttl or ctx.config.ttl
+    lease = Lease(ctx.locker(), info, ctx.heartbeat_interval(ttl))
+    if ctx.mode != "solo":
+        shared_heartbeater().add(lease)
+        out.say(f"holding {args.task} (token {info.token}) while `{' '.join(argv)}` runs")
+    try:
+        return _run_child(argv)
+    finally:
+        lease.release()
+
+
+def _run_child(argv: list[str]) -> int:
+    try:
+        child = subprocess.Popen(argv)
+    except FileNotFoundError:
+        raise CommandNotRunnable(f"command not found: {argv[0]}", 127) from None
+    except PermissionError:
+        raise CommandNotRunnable(f"command not executable: {argv[0]}", 126) from None
+    except OSError as exc:
+        raise CommandNotRunnable(f"cannot run {argv[0]}: {exc.strerror}", 126) from None
+
+    def forward(signum: int, frame: object) -> None:
+        child.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while True:
+            try:
+                code = child.wait()
+                break
+            except KeyboardInterrupt:
+                continue
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return 128 - code if code < 0 else code
+

@@ -1,0 +1,99 @@
+"""Data on stdout, narration on stderr, one JSON object with ``--json``, colour only on a TTY."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any, TextIO
+
+from orc_git.locking.info import LockInfo, parse_rfc3339
+
+SCHEMA = 1
+
+
+def use_colour(stream: TextIO) -> bool:
+    return stream.isatty() and "NO_COLOR" not in os.environ
+
+
+def paint(text: str, code: str, stream: TextIO) -> str:
+    return f"\033[{code}m{text}\033[0m" if use_colour(stream) else text
+
+
+class Output:
+    def __init__(self, as_json: bool) -> None:
+        self.json = as_json
+        self.mode: str | None = None
+        self._progress_shown = False
+
+    def say(self, message: str) -> None:
+        """Narration for people: stderr, never in the way of data."""
+        if not self.json:
+            self.clear_progress()
+            print(message, file=sys.stderr, flush=True)
+
+    def warn(self, message: str) -> None:
+        self.clear_progress()
+        print(f"{paint('orc:', '33', sys.stderr)} {message}", file=sys.stderr, flush=True)
+
+    def line(self, text: str = "") -> None:
+        if not self.json:
+            print(text, flush=True)
+
+    def result(self, payload: dict[str, Any]) -> None:
+        if self.json:
+            print(json.dumps({"schema": SCHEMA, "mode": self.mode, **payload}), flush=True)
+
+    def error(self, code: str, message: str, extra: dict[str, Any] | None = None) -> None:
+        if self.json:
+            self.result({**(extra or {}), "error": {"code": code, "message": message}})
+        else:
+            self.clear_progress()
+            print(f"{paint('orc: error:', '31', sys.stderr)} {message}", file=sys.stderr,
+                  flush=True)
+
+    def progress(self, text: str) -> None:
+        if not self.json and sys.stderr.isatty():
+            sys.stderr.write(f"\r\033[K{text}")
+            sys.stderr.flush()
+            self._progress_shown = True
+
+    def clear_progress(self) -> None:
+        if self._progress_shown:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+            self._progress_shown = False
+
+
+def ago(stamp: str | None) -> str:
+    t = parse_rfc3339(stamp) if stamp else None
+    if t is None:
+        return "unknown"
+    seconds = int(time.time() - t)
+    if seconds < 0:
+        return f"{stamp} (in the future by this machine's clock)"
+    for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute"), (1, "second")):
+        if seconds >= size or size == 1:
+            n = seconds // size
+            return f"{n} {unit}{'' if n == 1 else 's'} ago"
+    return stamp or ""
+
+
+def describe(info: LockInfo) -> list[str]:
+    """The lines a person reads about a lock: who, since when, last activity, state."""
+    if not info.locked:
+        return [f"{info.task_id}: not locked"]
+    if info.stale_reason == "unreadable":
+        return [f"{info.task_id}: stale (unreadable lease: {info.problem})",
+                f"  clean it with `orc lock clean` or take it with "
+                f"`orc lock acquire {info.task_id}`"]
+    state = f"stale ({info.stale_reason})" if info.stale else "locked"
+    lines = [f"{info.task_id}: {state}{' by you' if info.mine else ''}",
+             f"  Locked by: {info.who()}",
+             f"  Started: {ago(info.acquired_at)} ({info.acquired_at})",
+             f"  Last activity: {ago(info.heartbeat_at)}",
+             f"  Token: {info.token}   TTL: {info.ttl} s   Expires: {info.expires_at}"]
+    if info.stolen_from:
+        lines.append(f"  Stolen from: {info.stolen_from}")
+    return lines

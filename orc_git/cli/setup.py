@@ -1,0 +1,135 @@
+"""``orc init``, ``orc mode`` and ``orc plugins``: setting a repository up and saying how it is."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from orc_git.cli.output import Output
+from orc_git.config import MODES
+from orc_git.context import Context
+from orc_git.errors import StorageError, UsageError
+from orc_git.repo import find_repo
+
+SHARED_CONFIG = """\
+# orc-git team defaults, committed with the repository (personal overrides: .orc/local/config.yaml)
+mode: {mode}
+lock:
+  ttl: 60        # seconds a lease lives without a heartbeat
+  heartbeat: 10  # seconds between heartbeats (never more than ttl / 3)
+"""
+
+
+def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser("init", help="create .orc/ and merge the .gitignore lines")
+    p.add_argument("--mode", choices=MODES, default="p2p",
+                   help="p2p (default) writes .orc/shared/config.yaml so the mode travels with "
+                        "the repository")
+    p.add_argument("--server-url", help="team server base URL, e.g. ws://127.0.0.1:8765")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("mode", help="the resolved mode, and why")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_mode)
+
+    p = sub.add_parser("plugins", help="discovered plugins and their versions")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plugins)
+
+
+def gitignore_lines() -> list[str]:
+    text = resources.files("orc_git").joinpath("templates/gitignore").read_text("utf-8")
+    return text.splitlines()
+
+
+def merge_gitignore(path: Path) -> list[str]:
+    """Append the template's missing lines; idempotent, and never reorders the user's lines."""
+    try:
+        current = path.read_text("utf-8") if path.exists() else ""
+    except OSError as exc:
+        raise StorageError(f"cannot read {path}: {exc.strerror}") from None
+    have = {line.strip() for line in current.splitlines()}
+    template = gitignore_lines()
+    missing = [line for line in template if line.strip() and not line.startswith("#")
+               and line.strip() not in have]
+    if not missing:
+        return []
+    header = [template[0]] if template and template[0] not in have else []
+    prefix = "" if not current or current.endswith("\n") else "\n"
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(prefix + "\n".join(header + missing) + "\n")
+    except OSError as exc:
+        raise StorageError(f"cannot write {path}: {exc.strerror}") from None
+    return missing
+
+
+def cmd_init(args: argparse.Namespace, out: Output) -> int:
+    if args.server_url and args.mode != "team":
+        raise UsageError("--server-url goes with --mode team")
+    repo = find_repo()
+    created = []
+    try:
+        for d in (repo.orc_dir, repo.lock_root, repo.local_dir):
+            if not d.is_dir():
+                d.mkdir(parents=True, exist_ok=True)
+                created.append(str(d))
+        shared_config = repo.shared_dir / "config.yaml"
+        if args.mode != "solo":
+            repo.shared_dir.mkdir(parents=True, exist_ok=True)
+            text = SHARED_CONFIG.format(mode=args.mode)
+            if args.server_url:
+                text += f"team:\n  server_url: {args.server_url}\n"
+            if not shared_config.exists():
+                shared_config.write_text(text, "utf-8")
+                created.append(str(shared_config))
+            else:
+                out.say(f"kept the existing {shared_config}")
+    except OSError as exc:
+        raise StorageError(f"cannot create orc files: {exc.strerror} ({exc.filename})") from None
+    added = merge_gitignore(repo.worktree / ".gitignore")
+    ctx = Context.discover()
+    out.mode = ctx.mode
+    for path in created:
+        out.say(f"created {os.path.relpath(path)}")
+    if added:
+        out.say(f"added {len(added)} line(s) to .gitignore")
+    out.say(f"mode: {ctx.mode} ({ctx.mode_reason})")
+    if args.mode != "solo" and ctx.mode != args.mode:
+        out.warn(f"{args.mode} was written to {shared_config}, but {ctx.mode_reason}")
+    if ctx.mode == "team":
+        from orc_git.context import TEAM_INSTALL_HINT
+
+        if not ctx.plugins.manager.hook.orc_git_locker.get_hookimpls()[:-1]:
+            out.warn(TEAM_INSTALL_HINT)
+    out.result({"initialized": True, "created": created, "gitignore_added": added})
+    return 0
+
+
+def cmd_mode(args: argparse.Namespace, out: Output) -> int:
+    ctx = Context.discover()
+    out.mode = ctx.mode
+    out.line(ctx.mode)
+    out.say(f"because {ctx.mode_reason}")
+    out.result({"reason": ctx.mode_reason})
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace, out: Output) -> int:
+    from orc_git.plugins import load_plugins
+
+    try:
+        out.mode = Context.discover().mode
+    except Exception:
+        out.mode = None
+    records = load_plugins().records
+    for r in records:
+        state = f"FAILED: {r.error}" if r.error else "ok"
+        out.line(f"{r.name}\t{r.distribution or '?'} {r.version or '?'}\t{state}")
+    out.result({"plugins": [{"name": r.name, "distribution": r.distribution,
+                             "version": r.version, "error": r.error} for r in records]})
+    return 0

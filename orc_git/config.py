@@ -1,0 +1,159 @@
+"""Layered configuration and the mode it resolves to.
+
+Layers, later wins: built-in defaults < ``.orc/shared/config.yaml`` (committed, travels with the
+repository) < ``~/.orc/config.yaml`` (``ORC_HOME`` replaces ``~/.orc``) < ``.orc/local/config.yaml``
+< environment.  Every value remembers the layer it came from, so ``orc mode`` can say *why*.
+
+YAML is parsed only when a config file exists: a repository with none costs no ``import yaml``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orc_git.errors import ConfigError
+from orc_git.repo import RepoPaths
+
+MODES = ("solo", "p2p", "team")
+DEFAULT_TTL = 60
+DEFAULT_HEARTBEAT = 10.0
+MAX_TTL = 86_400
+MAX_CONFIG_BYTES = 1 << 20
+
+DEFAULTS: dict[str, Any] = {"lock": {"ttl": DEFAULT_TTL, "heartbeat": DEFAULT_HEARTBEAT}}
+
+
+def orc_home() -> Path:
+    home = os.environ.get("ORC_HOME")
+    return Path(home) if home else Path.home() / ".orc"
+
+
+def load_yaml_file(path: Path) -> Any:
+    """Safe-load a small YAML file; every way it can be bad becomes one clear ConfigError."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES} bytes")
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        return yaml.load(raw, Loader=loader)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path} is not valid YAML{at}: {problem}") from None
+
+
+def _merge(into: dict[str, Any], layer: Mapping[str, Any], source: str,
+           sources: dict[str, str], prefix: str = "") -> None:
+    for key, value in layer.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value, source, sources, dotted + ".")
+        elif isinstance(value, Mapping):
+            into[key] = {}
+            _merge(into[key], value, source, sources, dotted + ".")
+        else:
+            into[key] = value
+            sources[dotted] = source
+
+
+def _env_layer() -> dict[str, Any]:
+    env: dict[str, Any] = {}
+    if os.environ.get("ORC_MODE"):
+        env["mode"] = os.environ["ORC_MODE"]
+    team = {k: os.environ[v] for k, v in (("server_url", "ORC_TEAM_URL"),
+                                          ("token", "ORC_TEAM_TOKEN")) if os.environ.get(v)}
+    if team:
+        env["team"] = team
+    return env
+
+
+@dataclass
+class Config:
+    data: dict[str, Any]
+    sources: dict[str, str] = field(default_factory=dict)
+    shared_exists: bool = False
+    shared_dir: Path | None = None
+
+    def get(self, dotted: str, default: Any = None) -> Any:
+        node: Any = self.data
+        for part in dotted.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                return default
+            node = node[part]
+        return node
+
+    def section(self, name: str) -> dict[str, Any]:
+        value = self.get(name)
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def ttl(self) -> int:
+        value = self.get("lock.ttl", DEFAULT_TTL)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TTL:
+            raise ConfigError(
+                f"lock.ttl must be a whole number of seconds from 1 to {MAX_TTL} "
+                f"(got {value!r} from {self.sources.get('lock.ttl', 'defaults')})"
+            )
+        return value
+
+    @property
+    def heartbeat(self) -> float:
+        value = self.get("lock.heartbeat", DEFAULT_HEARTBEAT)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ConfigError(
+                f"lock.heartbeat must be a positive number of seconds (got {value!r} from "
+                f"{self.sources.get('lock.heartbeat', 'defaults')})"
+            )
+        return float(value)
+
+    def resolve_mode(self) -> tuple[str, str]:
+        """The mode and a sentence saying why, in the documented order of precedence."""
+        mode = self.get("mode")
+        if mode is not None:
+            if mode not in MODES:
+                raise ConfigError(
+                    f"unknown mode {mode!r} from {self.sources.get('mode')}: "
+                    f"use one of {', '.join(MODES)}"
+                )
+            return mode, f"mode: {mode} is set in {self.sources.get('mode')}"
+        if self.get("team.server_url"):
+            return "team", (f"a team server URL is configured in "
+                            f"{self.sources.get('team.server_url')}")
+        if self.shared_exists:
+            return "p2p", f"{self.shared_dir} exists (it is committed with the repository)"
+        return "solo", "no .orc/shared/ directory and no mode or team server configured"
+
+
+def load_config(repo: RepoPaths | None) -> Config:
+    data: dict[str, Any] = {"lock": dict(DEFAULTS["lock"])}
+    sources: dict[str, str] = {"lock.ttl": "defaults", "lock.heartbeat": "defaults"}
+    files: list[Path] = []
+    if repo is not None:
+        files.append(repo.shared_dir / "config.yaml")
+    files.append(orc_home() / "config.yaml")
+    if repo is not None:
+        files.append(repo.local_dir / "config.yaml")
+    for path in files:
+        layer = load_yaml_file(path)
+        if layer is None:
+            continue
+        if not isinstance(layer, Mapping):
+            raise ConfigError(f"{path} must hold a YAML mapping (key: value), "
+                              f"not {type(layer).__name__}")
+        _merge(data, layer, str(path), sources)
+    _merge(data, _env_layer(), "the environment", sources)
+    shared = repo.shared_dir if repo is not None else None
+    return Config(data, sources, bool(shared and shared.is_dir()), shared)

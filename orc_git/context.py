@@ -1,0 +1,123 @@
+"""Everything a command needs about one repository, resolved lazily and at most once.
+
+Solo mode touches nothing but the config files: no plugin discovery, no psutil, no lock files.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from orc_git.config import Config, load_config
+from orc_git.errors import PluginMissing
+from orc_git.repo import RepoPaths, find_repo
+
+if TYPE_CHECKING:
+    from orc_git.identity import Holder, Identity
+    from orc_git.locking.base import Locker
+    from orc_git.locking.file import FileLocker
+    from orc_git.locking.info import LockEvent
+    from orc_git.plugins import Plugins
+
+log = logging.getLogger("orc_git")
+
+TEAM_INSTALL_HINT = (
+    "team mode needs the orc-team plugin, which is not installed: install it with "
+    "`pip install ./plugins/orc-team` from an orc-git checkout (or `pip install orc-team`), "
+    "or switch mode with `orc init --mode p2p` or ORC_MODE=p2p"
+)
+
+
+class Context:
+    def __init__(self, repo: RepoPaths, config: Config) -> None:
+        self.repo = repo
+        self.config = config
+        self.mode, self.mode_reason = config.resolve_mode()
+        self._locker: Locker | None = None
+
+    @classmethod
+    def discover(cls, path: str | os.PathLike[str] | None = None) -> Context:
+        repo = find_repo(path)
+        return cls(repo, load_config(repo))
+
+    @functools.cached_property
+    def plugins(self) -> Plugins:
+        from orc_git.plugins import load_plugins
+
+        return load_plugins()
+
+    @functools.cached_property
+    def identity(self) -> Identity:
+        from orc_git.identity import identity_from
+
+        return identity_from(self.config)
+
+    def holder(self, pid: int | None = None) -> Holder:
+        from orc_git.identity import Holder
+
+        return Holder.for_process(self.identity, pid)
+
+    def heartbeat_interval(self, ttl: int) -> float:
+        """The configured interval, never more than a third of the TTL."""
+        return min(self.config.heartbeat, ttl / 3)
+
+    def emit(self, event: LockEvent) -> None:
+        if self.mode == "solo":
+            return
+        hook = self.plugins.manager.hook.orc_git_lock_event
+        if not hook.get_hookimpls():
+            return
+        try:
+            hook(event=event)
+        except Exception as exc:  # observers must not break locking
+            log.warning("a plugin failed handling the %s event of %s: %s", event.kind,
+                        event.task_id, exc)
+
+    def file_locker(self, pid: int | None = None) -> FileLocker:
+        from orc_git.locking.file import FileLocker
+
+        return FileLocker(self.repo.lock_root, self.holder(pid), ttl=self.config.ttl,
+                          events=self.emit, mode=self.mode)
+
+    def locker(self, pid: int | None = None) -> Locker:
+        """The mode's locker; ``pid`` names the holding process when it is not this one."""
+        if pid is None and self._locker is not None:
+            return self._locker
+        if self.mode == "solo":
+            from orc_git.locking.base import NoOpLocker
+
+            locker: Locker = NoOpLocker()
+        elif pid is not None and self.mode == "p2p":
+            locker = self.file_locker(pid)
+        else:
+            result = self.plugins.manager.hook.orc_git_locker(mode=self.mode, context=self)
+            if result is None:
+                if self.mode == "team":
+                    raise PluginMissing(TEAM_INSTALL_HINT)
+                raise PluginMissing(f"no installed plugin provides a locker for {self.mode!r}")
+            locker = result
+            if pid is not None and hasattr(locker, "for_pid"):
+                locker = locker.for_pid(pid)
+        if pid is None:
+            self._locker = locker
+        return locker
+
+
+_cache: dict[tuple[str, str, str], Context] = {}
+
+
+def default_context(path: str | os.PathLike[str] | None = None) -> Context:
+    """A context per repository and environment, reused by :func:`orc_git.hold` across calls."""
+    repo = find_repo(path)
+    key = (str(repo.worktree), os.environ.get("ORC_MODE", ""), os.environ.get("ORC_HOME", ""))
+    ctx = _cache.get(key)
+    if ctx is None:
+        ctx = _cache[key] = Context(repo, load_config(repo))
+    return ctx
+
+
+def lock_root(path: str | os.PathLike[str] | None = None) -> Path:
+    return find_repo(path).lock_root

@@ -1,0 +1,117 @@
+"""One base exception, structured subclasses, and the only place they meet exit codes.
+
+Every failure a user can cause or meet is an :class:`OrcError`; the CLI prints its message
+(or its JSON form) and exits with :attr:`OrcError.exit_code`.  Anything else escaping is a bug.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from orc_git.locking.info import LockInfo
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+EXIT_FAILURE = 3
+EXIT_TIMEOUT = 124
+EXIT_INTERRUPTED = 130
+
+
+class OrcError(Exception):
+    """Base of every expected failure. ``code`` is the stable string scripts match on."""
+
+    exit_code = EXIT_FAILURE
+    code = "FAILURE"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_json(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message}
+
+
+class UsageError(OrcError):
+    exit_code = EXIT_USAGE
+    code = "USAGE"
+
+
+class InvalidInput(UsageError):
+    code = "INVALID_INPUT"
+
+
+class NotARepository(UsageError):
+    code = "NOT_A_REPOSITORY"
+
+
+class ConfigError(OrcError):
+    code = "CONFIG_ERROR"
+
+
+class StorageError(OrcError):
+    """The filesystem refused: a full disk, read-only, permissions, a directory for a file."""
+
+    code = "IO_ERROR"
+
+
+class PluginMissing(OrcError):
+    code = "PLUGIN_MISSING"
+
+
+class LockerUnavailable(OrcError):
+    """The lock service could not be reached: the one failure a CompositeLocker falls back on."""
+
+    code = "UNAVAILABLE"
+
+
+class Refused(OrcError):
+    exit_code = EXIT_REFUSED
+    code = "REFUSED"
+
+
+class LockHeld(Refused):
+    """Another holder has the lease. ``lock`` says who, so callers can show or wait on it."""
+
+    code = "LOCK_HELD"
+
+    def __init__(self, message: str, lock: LockInfo | None = None) -> None:
+        super().__init__(message)
+        self.lock = lock
+
+
+class NotOwner(Refused):
+    code = "NOT_OWNER"
+
+    def __init__(self, message: str, lock: LockInfo | None = None) -> None:
+        super().__init__(message)
+        self.lock = lock
+
+
+class LeaseLost(Refused):
+    """The holder's lease was taken over, stolen or removed while it thought it held it."""
+
+    code = "LEASE_LOST"
+
+
+class CommandNotRunnable(OrcError):
+    """``orc lock run`` could not start its command: 127 not found, 126 not executable, as the
+    shell, ``env`` and ``timeout`` say it."""
+
+    code = "COMMAND_NOT_RUNNABLE"
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class TimedOut(OrcError):
+    exit_code = EXIT_TIMEOUT
+    code = "TIMEOUT"
+
+
+class Interrupted(OrcError):
+    exit_code = EXIT_INTERRUPTED
+    code = "INTERRUPTED"

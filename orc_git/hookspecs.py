@@ -1,0 +1,43 @@
+"""The plugin hooks the core calls. Every hook is named ``orc_git_*``; implement them with
+``@orc_git.hookimpl`` and expose the plugin through the ``orc_git`` entry-point group."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from orc_git.context import Context
+    from orc_git.locking.base import Locker
+    from orc_git.locking.info import LockEvent
+
+hookspec = pluggy.HookspecMarker("orc_git")
+hookimpl = pluggy.HookimplMarker("orc_git")
+
+
+@hookspec(firstresult=True)
+def orc_git_locker(mode: str, context: Context) -> Locker | None:
+    """Return the locker for ``mode`` (solo, p2p, team), or None to let another plugin answer."""
+
+
+@hookspec
+def orc_git_lock_event(event: LockEvent) -> None:
+    """A lease was acquired, released, taken over (expired, holder-dead, unreadable), stolen,
+    found stale, or lost by its holder."""
+
+
+@hookspec
+def orc_git_task_event(event: dict[str, Any]) -> None:
+    """A task event (``task.started``, ``task.phase``…) as ``{event_type, task_id, payload}``."""
+
+
+@hookspec
+def orc_git_cli_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add subcommands to ``orc``; give each ``set_defaults(func=callable(args, ctx) -> int)``."""
+
+
+@hookspec
+def orc_git_hook_report(hook: str, context: Context) -> list[str] | None:
+    """Lines to add to the report a git hook (post-checkout, post-merge…) prints."""

@@ -1,0 +1,114 @@
+"""Who is asking: the person (user, names) and the process that holds a lease.
+
+A *holder* is one process on one machine: ``(host_id, pid, pid_started)``.  A second process of the
+same user is another holder; a reused PID is told apart by its start time.  ``host_id`` adds the
+boot time and PID namespace to the host name, so two containers that share a name and a volume never
+judge each other's PIDs.  Process facts come from psutil, imported only when a lease needs them.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import os
+import socket
+import subprocess
+from dataclasses import dataclass
+
+from orc_git.config import Config
+
+
+@dataclass(frozen=True)
+class Identity:
+    user: str
+    display_name: str | None = None
+    email: str | None = None
+    initials: str | None = None
+    host: str = ""
+
+    @property
+    def owner(self) -> str:
+        return f"{self.user}@{self.host}"
+
+
+@dataclass(frozen=True)
+class Holder:
+    identity: Identity
+    pid: int
+    pid_started: float
+    host_id: str
+
+    @classmethod
+    def for_process(cls, identity: Identity, pid: int | None = None) -> Holder:
+        pid = os.getpid() if pid is None else pid
+        return cls(identity, pid, process_start_time(pid) or 0.0, host_id())
+
+
+@functools.cache
+def hostname() -> str:
+    return socket.gethostname() or "localhost"
+
+
+@functools.cache
+def host_id() -> str:
+    import psutil
+
+    try:
+        pidns = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        pidns = 0
+    return f"{hostname()}/{int(psutil.boot_time())}/{pidns}"
+
+
+def process_start_time(pid: int) -> float | None:
+    """Start time of a live process, or None when it is gone (zombies count as gone)."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return round(proc.create_time(), 2)
+    except psutil.NoSuchProcess:
+        return None
+    except (psutil.AccessDenied, OSError):
+        return -1.0  # alive but not ours to inspect
+
+
+def process_alive(pid: int, started: float) -> bool:
+    now = process_start_time(pid)
+    if now is None:
+        return False
+    return now < 0 or abs(now - started) < 1.0
+
+
+def _git_config(key: str) -> str | None:
+    try:
+        out = subprocess.run(["git", "config", "--get", key], capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def identity_from(config: Config) -> Identity:
+    section = config.section("identity")
+
+    def text(key: str) -> str | None:
+        value = section.get(key)
+        return str(value) if value not in (None, "") else None
+
+    user = text("user") or _default_user()
+    display = text("display_name") or _git_config("user.name")
+    email = text("email") or _git_config("user.email")
+    initials = text("initials")
+    if initials is None and display:
+        initials = "".join(part[0] for part in display.split()[:3]).upper() or None
+    return Identity(user, display, email, initials, hostname())
+
+
+def _default_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid{os.getuid()}"

@@ -1,0 +1,139 @@
+"""The executor's API: hold a task's lock for the length of a ``with`` block.
+
+    with orc_git.hold("TASK-001", wait=True, timeout=30) as lease:
+        run(task, fencing_token=lease.token)
+        lease.check()          # raises LeaseLost if the lease was taken over meanwhile
+
+While the block runs, the process-wide heartbeat thread renews the lease.  If the lease is lost
+(taken over after this process stalled, stolen, removed) or cannot be renewed (disk full,
+read-only), the holder is told at once: ``on_lost(lease, error)`` is called from the heartbeat
+thread, a log line is written, and for a real loss ``lease.lost`` is set and ``lease.check()``
+raises.  The holder is this process; a second ``hold`` of the same task in the same process is
+refused, like any other holder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from orc_git.errors import LeaseLost, LockHeld, OrcError
+from orc_git.locking.heartbeat import shared_heartbeater
+
+if TYPE_CHECKING:
+    from orc_git.context import Context
+    from orc_git.locking.base import Locker
+    from orc_git.locking.info import LockInfo
+
+log = logging.getLogger("orc_git.lease")
+
+LostCallback = Callable[["Lease", OrcError], None]
+
+
+class Lease:
+    def __init__(self, locker: Locker, info: LockInfo, interval: float,
+                 on_lost: LostCallback | None = None) -> None:
+        self.locker = locker
+        self.info = info
+        self.task_id = info.task_id
+        self.interval = interval
+        self.on_lost = on_lost
+        self.lost = threading.Event()
+        self.error: OrcError | None = None
+        self.released = False
+
+    @property
+    def token(self) -> int | None:
+        return self.info.token
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def beat(self) -> None:
+        """Renew once; called by the heartbeat thread. Reports trouble instead of raising."""
+        if self.released or self.lost.is_set():
+            return
+        try:
+            self.info = self.locker.heartbeat(self.task_id)
+        except LeaseLost as exc:
+            if self.released:
+                return
+            self.lost.set()
+            shared_heartbeater().remove(self)
+            self._tell(exc, logging.ERROR)
+        except OrcError as exc:
+            self._tell(exc, logging.WARNING)
+        except Exception as exc:  # a locker bug must still reach the holder
+            self._tell(OrcError(f"{self.task_id}: heartbeat failed: {exc!r}"), logging.ERROR)
+        else:
+            self.error = None
+
+    def _tell(self, exc: OrcError, level: int) -> None:
+        self.error = exc
+        what = "LEASE LOST" if self.lost.is_set() else "lease not renewed"
+        log.log(level, "%s: %s", what, exc.message)
+        if self.on_lost is not None:
+            try:
+                self.on_lost(self, exc)
+            except Exception:
+                log.exception("%s: the on_lost callback failed", self.task_id)
+
+    def check(self) -> None:
+        """Raise :class:`LeaseLost` if the lease is known to be lost."""
+        if self.lost.is_set():
+            assert self.error is not None
+            raise LeaseLost(self.error.message)
+
+    def release(self) -> bool:
+        if self.released:
+            return False
+        self.released = True
+        shared_heartbeater().remove(self)
+        if self.lost.is_set():
+            return False
+        return self.locker.release(self.task_id)
+
+
+def acquire_waiting(locker: Locker, task_id: str, *, ttl: int | None, wait: bool,
+                    timeout: float | None, force: bool = False,
+                    progress: Callable[[LockInfo, float], None] | None = None) -> LockInfo:
+    """Acquire, or with ``wait`` retry until the lease is released or goes stale."""
+    from orc_git.errors import TimedOut
+    from orc_git.locking.wait import wait_free
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        try:
+            return locker.acquire(task_id, ttl=ttl, force=force)
+        except LockHeld as exc:
+            if not wait:
+                raise
+            holder = exc.lock
+        if holder is None or not wait_free(locker, task_id, deadline, progress):
+            raise TimedOut(f"timed out waiting for {task_id} (held by "
+                           f"{holder.who() if holder else 'another holder'})")
+
+
+@contextmanager
+def hold(task_id: str, *, wait: bool = False, timeout: float | None = None,
+         ttl: int | None = None, on_lost: LostCallback | None = None,
+         repo: str | os.PathLike[str] | None = None,
+         context: Context | None = None) -> Iterator[Lease]:
+    from orc_git.context import default_context
+
+    ctx = context or default_context(repo)
+    locker = ctx.locker()
+    ttl = ctx.config.ttl if ttl is None else ttl
+    info = acquire_waiting(locker, task_id, ttl=ttl, wait=wait, timeout=timeout)
+    lease = Lease(locker, info, ctx.heartbeat_interval(ttl), on_lost)
+    if ctx.mode != "solo":
+        shared_heartbeater().add(lease)
+    try:
+        yield lease
+    finally:
+        lease.release()

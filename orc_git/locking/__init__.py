@@ -1,0 +1,1 @@
+"""Lockers: the spec's Locker interface and its solo, p2p (file) and composite implementations."""

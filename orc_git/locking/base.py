@@ -1,0 +1,121 @@
+"""The Locker interface of the spec, and the two lockers that need no storage of their own."""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol, runtime_checkable
+
+from orc_git.errors import LockerUnavailable
+from orc_git.locking.info import LockInfo
+from orc_git.taskid import check_task_id
+
+log = logging.getLogger("orc_git.lock")
+
+
+@runtime_checkable
+class Locker(Protocol):
+    """Acquire raises :class:`~orc_git.errors.LockHeld`; release and heartbeat raise
+    :class:`~orc_git.errors.NotOwner` or :class:`~orc_git.errors.LeaseLost`; a locker that cannot
+    reach its store raises :class:`~orc_git.errors.LockerUnavailable` (the only error a
+    :class:`CompositeLocker` falls back on)."""
+
+    name: str
+
+    def acquire(self, task_id: str, *, ttl: int | None = None, force: bool = False) -> LockInfo: ...
+
+    def release(self, task_id: str, *, force: bool = False) -> bool: ...
+
+    def heartbeat(self, task_id: str) -> LockInfo: ...
+
+    def is_locked(self, task_id: str) -> LockInfo: ...
+
+    def list_locks(self) -> list[LockInfo]: ...
+
+    def clean(self) -> list[LockInfo]: ...
+
+
+class NoOpLocker:
+    """Solo mode: every acquire succeeds, nothing is written, nothing heavy is imported."""
+
+    name = "noop"
+
+    def acquire(self, task_id: str, *, ttl: int | None = None, force: bool = False) -> LockInfo:
+        return LockInfo(check_task_id(task_id), mine=True)
+
+    def release(self, task_id: str, *, force: bool = False) -> bool:
+        check_task_id(task_id)
+        return False
+
+    def heartbeat(self, task_id: str) -> LockInfo:
+        return LockInfo(check_task_id(task_id), mine=True)
+
+    def is_locked(self, task_id: str) -> LockInfo:
+        return LockInfo(check_task_id(task_id))
+
+    def list_locks(self) -> list[LockInfo]:
+        return []
+
+    def clean(self) -> list[LockInfo]:
+        return []
+
+
+class CompositeLocker:
+    """A primary locker (the team server) that falls back to another (the file lease) only when
+    the primary cannot be reached; a refusal from the primary is a refusal.  Release and heartbeat
+    go to whichever locker granted the lease."""
+
+    name = "composite"
+
+    def __init__(self, primary: Locker, fallback: Locker) -> None:
+        self.primary = primary
+        self.fallback = fallback
+        self._granted_by: dict[str, Locker] = {}
+
+    def _route(self, task_id: str) -> Locker:
+        return self._granted_by.get(task_id, self.primary)
+
+    def acquire(self, task_id: str, *, ttl: int | None = None, force: bool = False) -> LockInfo:
+        try:
+            info = self.primary.acquire(task_id, ttl=ttl, force=force)
+            self._granted_by[task_id] = self.primary
+        except LockerUnavailable as exc:
+            log.warning("%s: lock server unavailable (%s); using the file lease", task_id,
+                        exc.message)
+            info = self.fallback.acquire(task_id, ttl=ttl, force=force)
+            self._granted_by[task_id] = self.fallback
+        return info
+
+    def release(self, task_id: str, *, force: bool = False) -> bool:
+        locker = self._granted_by.pop(task_id, None)
+        if locker is not None:
+            return locker.release(task_id, force=force)
+        try:
+            return self.primary.release(task_id, force=force)
+        except LockerUnavailable:
+            return self.fallback.release(task_id, force=force)
+
+    def heartbeat(self, task_id: str) -> LockInfo:
+        return self._route(task_id).heartbeat(task_id)
+
+    def _read(self, call: str) -> object:
+        try:
+            return getattr(self.primary, call)()
+        except LockerUnavailable as exc:
+            log.warning("lock server unavailable (%s); showing file leases", exc.message)
+            return getattr(self.fallback, call)()
+
+    def is_locked(self, task_id: str) -> LockInfo:
+        try:
+            return self.primary.is_locked(task_id)
+        except LockerUnavailable:
+            return self.fallback.is_locked(task_id)
+
+    def list_locks(self) -> list[LockInfo]:
+        result = self._read("list_locks")
+        assert isinstance(result, list)
+        return result
+
+    def clean(self) -> list[LockInfo]:
+        result = self._read("clean")
+        assert isinstance(result, list)
+        return result

@@ -1,0 +1,89 @@
+"""What a lock looks like to everyone who is not its holder, and the events lockers emit."""
+
+from __future__ import annotations
+
+import calendar
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+STALE_REASONS = ("expired", "holder-dead", "unreadable")
+
+
+def rfc3339(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def parse_rfc3339(text: str) -> float | None:
+    try:
+        return float(calendar.timegm(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S")))
+    except (ValueError, TypeError, OverflowError):
+        return None
+
+
+@dataclass
+class LockInfo:
+    """One task's lease as read from its store; ``locked`` False means nobody holds it."""
+
+    task_id: str
+    locked: bool = False
+    stale: bool = False
+    stale_reason: str | None = None
+    owner: str | None = None
+    user: str | None = None
+    host: str | None = None
+    pid: int | None = None
+    acquired_at: str | None = None
+    heartbeat_at: str | None = None
+    ttl: int | None = None
+    token: int | None = None
+    mine: bool = False
+    pid_started: float | None = None
+    host_id: str | None = None
+    display_name: str | None = None
+    email: str | None = None
+    stolen_from: str | None = None
+    problem: str | None = None  # why an unreadable lease could not be read
+    mtime: float | None = field(default=None, repr=False)
+
+    @property
+    def expires_at(self) -> str | None:
+        beat = parse_rfc3339(self.heartbeat_at) if self.heartbeat_at else None
+        if beat is None or self.ttl is None:
+            return None
+        return rfc3339(beat + self.ttl)
+
+    def with_(self, **changes: Any) -> LockInfo:
+        return replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id, "locked": self.locked, "stale": self.stale,
+            "stale_reason": self.stale_reason, "owner": self.owner, "user": self.user,
+            "host": self.host, "pid": self.pid, "acquired_at": self.acquired_at,
+            "heartbeat_at": self.heartbeat_at, "expires_at": self.expires_at, "ttl": self.ttl,
+            "token": self.token, "mine": self.mine,
+        }
+
+    def who(self) -> str:
+        if not self.locked:
+            return "nobody"
+        if self.stale_reason == "unreadable":
+            return "an unreadable lease"
+        name = f"{self.display_name} ({self.owner})" if self.display_name else str(self.owner)
+        return f"{name}, pid {self.pid}"
+
+
+@dataclass(frozen=True)
+class LockEvent:
+    """Passed to ``orc_git_lock_event``.
+
+    ``kind`` is acquired, released, expired, holder-dead or unreadable (a stale lease taken over),
+    stolen (taken by force), stale (found stale by a reader), or lost (a holder learned it lost).
+    """
+
+    kind: str
+    task_id: str
+    lock: LockInfo | None
+    previous: LockInfo | None = None
+    mode: str = "p2p"

@@ -1,0 +1,58 @@
+"""Plugin discovery: the core's own lockers plus every ``orc_git`` entry point, each loaded in
+isolation so that a broken plugin is reported and skipped, never fatal."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import pluggy
+
+from orc_git import hookspecs
+
+log = logging.getLogger("orc_git.plugins")
+
+
+@dataclass(frozen=True)
+class PluginRecord:
+    name: str
+    distribution: str | None
+    version: str | None
+    error: str | None = None
+
+
+@dataclass
+class Plugins:
+    manager: pluggy.PluginManager
+    records: list[PluginRecord]
+
+
+def load_plugins(entry_points: bool = True) -> Plugins:
+    from orc_git.locking import defaults
+
+    pm = pluggy.PluginManager("orc_git")
+    pm.add_hookspecs(hookspecs)
+    pm.register(defaults, name="orc_git.lockers")
+    records = [PluginRecord("orc_git.lockers", "orc-git", _own_version())]
+    if entry_points:
+        from importlib.metadata import entry_points as eps
+
+        for ep in eps(group="orc_git"):
+            dist = ep.dist.name if ep.dist else None
+            version = ep.dist.version if ep.dist else None
+            try:
+                pm.register(ep.load(), name=ep.name)
+            except Exception as exc:  # a plugin's bug must not take the core down
+                error = f"{type(exc).__name__}: {exc}"
+                log.warning("plugin %r (%s) failed to load and was skipped: %s", ep.name,
+                            dist or "?", error)
+                records.append(PluginRecord(ep.name, dist, version, error))
+            else:
+                records.append(PluginRecord(ep.name, dist, version))
+    return Plugins(pm, records)
+
+
+def _own_version() -> str:
+    from orc_git import __version__
+
+    return __version__
