@@ -53,6 +53,9 @@ def load_yaml_file(path: Path) -> Any:
         at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{path} is not valid YAML{at}: {problem}") from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        # YAML constructors raise these for `when: 2024-02-30` or `ttl: !!int x`
+        raise ConfigError(f"{path} is not valid YAML: {str(exc)[:200]}") from None
 
 
 def _merge(into: dict[str, Any], layer: Mapping[str, Any], source: str,

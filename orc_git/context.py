@@ -80,7 +80,7 @@ class Context:
         from orc_git.locking.file import FileLocker
 
         return FileLocker(self.repo.lock_root, self.holder(pid), ttl=self.config.ttl,
-                          events=self.emit, mode=self.mode)
+                          events=self.emit, mode=self.mode, user_owns=pid is not None)
 
     def locker(self, pid: int | None = None) -> Locker:
         """The mode's locker; ``pid`` names the holding process when it is not this one."""

@@ -54,6 +54,10 @@ def _wants_plugins(argv: Sequence[str]) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
+    command_argv: list[str] = []
+    if "--" in args_list:  # `orc lock run TASK [options] -- CMD [ARG...]`
+        cut = args_list.index("--")
+        args_list, command_argv = args_list[:cut], args_list[cut + 1 :]
     out = Output("--json" in args_list)
     handler = _StderrHandler(out)
     root = logging.getLogger("orc_git")
@@ -62,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser(_wants_plugins(args_list))
         args = parser.parse_args(args_list)
+        args.command_argv = command_argv
         out.json = bool(getattr(args, "json", False))
         if not getattr(args, "func", None):
             parser.print_help(sys.stderr)

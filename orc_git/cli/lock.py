@@ -76,7 +76,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     cmd("clean", cmd_clean, "remove stale leases")
     p = cmd("run", cmd_run, "hold the lease while a command runs", json=False)
     waiting(p)
-    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
+    p.epilog = "the command follows `--`: orc lock run TASK [options] -- CMD [ARG...]"
 
 
 def _context(out: Output) -> Context:
@@ -225,7 +225,7 @@ def cmd_run(args: argparse.Namespace, out: Output) -> int:
     from orc_git.lease import Lease
     from orc_git.locking.heartbeat import shared_heartbeater
 
-    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    argv = args.command_argv
     if not argv:
         raise UsageError("orc lock run needs a command: orc lock run TASK -- CMD [ARG...]")
     ctx = _context(out)

@@ -89,7 +89,7 @@ def describe(info: LockInfo) -> list[str]:
                 f"  clean it with `orc lock clean` or take it with "
                 f"`orc lock acquire {info.task_id}`"]
     state = f"stale ({info.stale_reason})" if info.stale else "locked"
-    lines = [f"{info.task_id}: {state}{' by you' if info.mine else ''}",
+    lines = [f"{info.task_id}: {state}{' (yours)' if info.mine else ''}",
              f"  Locked by: {info.who()}",
              f"  Started: {ago(info.acquired_at)} ({info.acquired_at})",
              f"  Last activity: {ago(info.heartbeat_at)}",

@@ -72,8 +72,12 @@ class FileLocker:
     name = "file"
 
     def __init__(self, root: Path, holder: Holder, *, ttl: int = 60,
-                 events: EventSink | None = None, mode: str = "p2p") -> None:
+                 events: EventSink | None = None, mode: str = "p2p",
+                 user_owns: bool = False) -> None:
+        """``user_owns``: leases this locker did not grant itself may be renewed and released by
+        the same user on the same host (the CLI's rule); otherwise only by the same process."""
         self.root = root
+        self.user_owns = user_owns
         self.holder = holder
         self.ttl = ttl
         self.mode = mode
@@ -203,8 +207,7 @@ class FileLocker:
             return info
         reason = None
         same_host = info.host_id == self.holder.host_id and info.pid is not None
-        if same_host and info.pid != self.holder.pid and not process_alive(
-                info.pid or 0, info.pid_started or 0.0):
+        if same_host and not process_alive(info.pid or 0, info.pid_started or 0.0):
             reason = "holder-dead"
         elif info.mtime is not None and info.ttl is not None and now() - info.mtime > info.ttl:
             reason = "expired"
@@ -225,6 +228,11 @@ class FileLocker:
     def _same_process(self, info: LockInfo) -> bool:
         return (info.host_id == self.holder.host_id and info.pid == self.holder.pid
                 and abs((info.pid_started or 0.0) - self.holder.pid_started) < 1.0)
+
+    def _may_touch(self, info: LockInfo) -> bool:
+        if info.stale_reason == "unreadable":
+            return False
+        return (info.mine if self.user_owns else False) or self._same_process(info)
 
     def _emit(self, kind: str, info: LockInfo | None, previous: LockInfo | None = None) -> None:
         if self._events is not None:
@@ -413,7 +421,7 @@ class FileLocker:
             current = self._read(task_dir, task_id)
             if current is None:
                 return False
-            if not force and not (current.mine and current.stale_reason is None):
+            if not force and not self._may_touch(current):
                 raise NotOwner(f"{task_id} is locked by {current.who()}, not by you; "
                                "use --force to release it anyway", current)
             try:
@@ -456,7 +464,7 @@ class FileLocker:
             current = self._read(task_dir, task_id)
             if current is None:
                 raise NotOwner(f"{task_id} is not locked; nothing to renew")
-            if not current.mine or current.stale_reason == "unreadable":
+            if not self._may_touch(current):
                 raise NotOwner(f"{task_id} is locked by {current.who()}, not by you", current)
             info = current.with_(heartbeat_at=rfc3339(time.time()))
             self._replace(task_dir, leasefile.render(info))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import re
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -14,11 +15,25 @@ def rfc3339(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
+_RFC3339 = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ]([0-9]{2}:[0-9]{2}:[0-9]{2})"
+                      r"(?:\.[0-9]{1,9})?(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))")
+
+
 def parse_rfc3339(text: str) -> float | None:
-    try:
-        return float(calendar.timegm(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S")))
-    except (ValueError, TypeError, OverflowError):
+    """Whole seconds since the epoch of an RFC 3339 time (``Z`` or a ``+hh:mm`` offset, which
+    is applied); ``None`` for anything else, trailing text or a missing offset included."""
+    m = _RFC3339.fullmatch(text) if isinstance(text, str) else None
+    if m is None:
         return None
+    try:
+        t = calendar.timegm(time.strptime(f"{m[1]}T{m[2]}", "%Y-%m-%dT%H:%M:%S"))
+    except (ValueError, OverflowError):
+        return None
+    if m[3]:
+        if int(m[4]) > 23 or int(m[5]) > 59:
+            return None
+        t -= (1 if m[3] == "+" else -1) * (int(m[4]) * 3600 + int(m[5]) * 60)
+    return float(t)
 
 
 @dataclass

@@ -51,7 +51,7 @@ def _fast_parse(text: str) -> dict[str, Any] | None:
             return None
         try:
             out[key] = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):  # deeply nested brackets exhaust json's recursion
             return None
     return out
 
@@ -66,6 +66,8 @@ def _yaml_parse(raw: bytes) -> Any:
         raise Unreadable(f"not valid YAML: {str(exc).splitlines()[0]}") from None
     except (RecursionError, MemoryError):
         raise Unreadable("YAML too deeply nested") from None
+    except (ValueError, TypeError, OverflowError) as exc:  # constructors: `!!int x`, 2024-02-30
+        raise Unreadable(f"not valid YAML: {str(exc)[:200]}") from None
 
 
 def _check(name: str, kind: str, value: Any) -> Any:
@@ -115,7 +117,12 @@ def parse(raw: bytes, task_id: str) -> LockInfo:
             if required:
                 raise Unreadable(f"the field {name} is missing")
             continue
-        fields[name] = _check(name, kind, data[name])
+        try:
+            fields[name] = _check(name, kind, data[name])
+        except Unreadable:
+            raise
+        except (ValueError, TypeError, OverflowError, OSError) as exc:  # 10**400, year 1 ...
+            raise Unreadable(f"{name} is out of range: {str(exc)[:200]}") from None
     if fields["task_id"] != task_id:
         raise Unreadable(f"it names task {fields['task_id'][:100]!r}, not {task_id!r}")
     return LockInfo(locked=True, **fields)

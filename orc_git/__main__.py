@@ -1,0 +1,3 @@
+from orc_git.cli import run
+
+run()

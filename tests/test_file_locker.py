@@ -1,0 +1,259 @@
+"""FileLocker against real processes: races, kill -9, SIGSTOP past the TTL, fencing, worktrees."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import HolderProcess, git, lock_path, make_repo, wait_for
+
+from orc_git.context import Context
+from orc_git.errors import LeaseLost, LockHeld, NotOwner
+from orc_git.hookspecs import hookimpl
+from orc_git.locking import leasefile
+from orc_git.locking.info import LockEvent
+
+RACERS = 8
+ROUNDS = 40
+
+
+def _racer(repo: str, rounds: int, start: Any, results: Any) -> None:
+    """Acquire the one task ``rounds`` times; inside, prove nobody else is inside."""
+    locker = Context.discover(repo).locker()
+    marker = Path(repo) / "critical-section"
+    tokens, overlaps = [], 0
+    start.wait()
+    while len(tokens) < rounds:
+        try:
+            info = locker.acquire("RACE")
+        except LockHeld:
+            continue
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            overlaps += 1
+        else:
+            os.close(fd)
+            os.unlink(marker)
+        tokens.append(info.token)
+        assert locker.release("RACE")
+    results.put((os.getpid(), tokens, overlaps))
+
+
+@pytest.mark.slow
+def test_eight_processes_racing_never_overlap(repo: Path) -> None:
+    mp = multiprocessing.get_context("spawn")
+    start = mp.Event()
+    results = mp.Queue()
+    procs = [mp.Process(target=_racer, args=(str(repo), ROUNDS, start, results))
+             for _ in range(RACERS)]
+    for p in procs:
+        p.start()
+    start.set()
+    outcomes = [results.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    assert sum(o[2] for o in outcomes) == 0
+    tokens = [t for o in outcomes for t in o[1]]
+    assert len(tokens) == RACERS * ROUNDS
+    assert len(set(tokens)) == len(tokens), "a fencing token was granted twice"
+    for _, own, _ in outcomes:
+        assert own == sorted(own), "tokens must increase with every grant"
+    assert not lock_path(repo, "RACE").exists()
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[LockEvent] = []
+
+    @hookimpl
+    def orc_git_lock_event(self, event: LockEvent) -> None:
+        self.events.append(event)
+
+
+def recorded(ctx: Context) -> Recorder:
+    rec = Recorder()
+    ctx.plugins.manager.register(rec)
+    return rec
+
+
+def test_fencing_token_increases_across_grants_and_processes(ctx: Context, repo: Path) -> None:
+    locker = ctx.locker()
+    tokens = []
+    for _ in range(3):
+        tokens.append(locker.acquire("T").token)
+        locker.release("T")
+    other = Context.discover(repo).file_locker()  # another locker, same holder process
+    tokens.append(other.acquire("T").token)
+    other.release("T")
+    assert tokens == [1, 2, 3, 4]
+    assert (lock_path(repo, "T").parent / "lock.fence").stat().st_size == 4
+
+
+def test_kill_9_holder_is_taken_over_at_once(ctx: Context, repo: Path,
+                                             holders: list[HolderProcess],
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    holder = HolderProcess(repo, "T")
+    holders.append(holder)
+    locker = ctx.locker()
+    with pytest.raises(LockHeld) as exc:
+        locker.acquire("T")
+    assert exc.value.lock is not None and exc.value.lock.pid == holder.pid
+    rec = recorded(ctx)
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.proc.wait(10)
+    info = locker.acquire("T")  # no waiting: a dead holder on this host is stale at once
+    assert info.token == holder.token + 1
+    assert [e.kind for e in rec.events] == ["holder-dead", "acquired"]
+    assert rec.events[0].previous is not None and rec.events[0].previous.pid == holder.pid
+    assert "took over a stale lease (holder-dead" in caplog.text
+    locker.release("T")
+
+
+def test_reused_pid_is_not_mistaken_for_the_holder(ctx: Context, repo: Path) -> None:
+    """A lease naming a live PID with another start time belongs to a dead process."""
+    locker = ctx.locker()
+    info = locker.acquire("T")
+    path = lock_path(repo, "T")
+    text = path.read_text().replace(f"pid_started: {info.pid_started}", "pid_started: 1000.0")
+    locker.release("T")
+    path.write_text(text)
+    assert ctx.locker().is_locked("T").stale_reason == "holder-dead"
+
+
+@pytest.mark.slow
+def test_stopped_holder_loses_lease_and_is_told_when_resumed(repo: Path,
+                                                             holders: list[HolderProcess]) -> None:
+    holder = HolderProcess(repo, "T", ttl=2)
+    holders.append(holder)
+    ctx = Context.discover(repo)
+    locker = ctx.locker()
+    os.kill(holder.pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: locker.is_locked("T").stale, timeout=20, what="the lease to expire")
+        assert locker.is_locked("T").stale_reason == "expired"  # alive, but silent past its TTL
+        mine = locker.acquire("T", ttl=60)
+        before = lock_path(repo, "T").read_bytes()
+    finally:
+        os.kill(holder.pid, signal.SIGCONT)
+    line = holder.expect("lost")
+    assert "taken over" in line and f"token {mine.token}" in line
+    holder.tell("release")
+    assert holder.expect("released") == "released False"
+    assert lock_path(repo, "T").read_bytes() == before, "the former holder touched our lease"
+    assert locker.heartbeat("T").token == mine.token
+    assert locker.release("T")
+
+
+def test_former_holder_cannot_release_or_renew_successor(ctx: Context, repo: Path) -> None:
+    locker = ctx.locker()
+    first = locker.acquire("T", ttl=60)
+    path = lock_path(repo, "T")
+    # Simulate the successor: a takeover rewrites the file with a newer token.
+    successor = leasefile.parse(path.read_bytes(), "T").with_(token=first.token + 5,
+                                                               pid=1, pid_started=1.0)
+    path.write_bytes(leasefile.render(successor))
+    with pytest.raises(LeaseLost, match="taken over"):
+        locker.heartbeat("T")
+    with pytest.raises(NotOwner):
+        locker.release("T")
+    assert leasefile.parse(path.read_bytes(), "T").token == first.token + 5
+
+
+def test_second_process_of_same_user_is_another_holder(ctx: Context, repo: Path,
+                                                       holders: list[HolderProcess]) -> None:
+    holders.append(HolderProcess(repo, "T"))
+    with pytest.raises(LockHeld, match="locked by Alice Martinez"):
+        ctx.locker().acquire("T")
+
+
+def test_same_process_reacquire_is_refused_in_process(ctx: Context) -> None:
+    locker = ctx.locker()
+    locker.acquire("T")
+    with pytest.raises(LockHeld, match="already held by this process"):
+        locker.acquire("T")
+    locker.release("T")
+
+
+def test_force_records_stolen(ctx: Context, repo: Path, holders: list[HolderProcess]) -> None:
+    holder = HolderProcess(repo, "T")
+    holders.append(holder)
+    rec = recorded(ctx)
+    info = ctx.locker().acquire("T", force=True)
+    assert info.stolen_from == "alice@" + info.host
+    assert [e.kind for e in rec.events] == ["stolen", "acquired"]
+    ctx.locker().release("T")
+
+
+def test_worktrees_share_leases(repo: Path, tmp_path: Path) -> None:
+    git("add", "-A", cwd=repo)  # .orc/shared/ travels with the branch into the worktree
+    git("commit", "-qm", "init", cwd=repo)
+    wt = tmp_path / "wt"
+    git("worktree", "add", "-q", str(wt), cwd=repo)
+    main_locker = Context.discover(repo).locker()
+    wt_ctx = Context.discover(wt)
+    assert wt_ctx.repo.lock_root == repo / ".orc" / "tasks"
+    main_locker.acquire("T")
+    seen = wt_ctx.locker().is_locked("T")
+    assert seen.locked and seen.pid == os.getpid()
+    main_locker.release("T")
+    assert not wt_ctx.locker().is_locked("T").locked
+
+
+def test_foreign_release_needs_ownership(ctx: Context, repo: Path,
+                                         holders: list[HolderProcess],
+                                         isolated_env: Path) -> None:
+    holder = HolderProcess(repo, "T", ttl=3)
+    holders.append(holder)
+    (isolated_env / "config.yaml").write_text("identity: {user: bob}\n")
+    bob = Context.discover(repo).file_locker(pid=os.getppid())
+    with pytest.raises(NotOwner):
+        bob.release("T")
+    assert bob.release("T", force=True)
+    assert "removed by someone else" in holder.expect("lost")  # at its next heartbeat
+    holder.tell("release")
+
+
+def test_solo_writes_nothing_and_imports_nothing_heavy(solo_repo: Path, tmp_path: Path) -> None:
+    empty_home = tmp_path / "empty-home"
+    empty_home.mkdir()
+    script = (
+        "import sys, orc_git\n"
+        f"with orc_git.hold('T', repo={str(solo_repo)!r}) as lease:\n"
+        "    assert lease.token is None\n"
+        "print(sorted(m for m in ('psutil', 'yaml', 'pluggy', 'git') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env={**os.environ, "ORC_HOME": str(empty_home)}, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+    assert not (solo_repo / ".orc").exists()
+
+
+def test_list_and_clean(ctx: Context, repo: Path, holders: list[HolderProcess]) -> None:
+    dead = HolderProcess(repo, "DEAD")
+    holders.append(dead)
+    holders.append(HolderProcess(repo, "LIVE"))
+    os.kill(dead.pid, signal.SIGKILL)
+    dead.proc.wait(10)
+    rec = recorded(ctx)
+    states = {i.task_id: i.stale_reason for i in ctx.locker().list_locks()}
+    assert states == {"DEAD": "holder-dead", "LIVE": None}
+    removed = ctx.locker().clean()
+    assert [i.task_id for i in removed] == ["DEAD"]
+    assert [e.kind for e in rec.events] == ["stale"]
+    assert not lock_path(repo, "DEAD").exists() and lock_path(repo, "LIVE").exists()
+
+
+def test_new_repo_per_test_is_independent(tmp_path: Path) -> None:
+    a = Context.discover(make_repo(tmp_path / "a")).locker()
+    b = Context.discover(make_repo(tmp_path / "b")).locker()
+    a.acquire("T")
+    assert b.acquire("T").token == 1
