@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orc_git.config import Config, load_config
@@ -111,13 +110,9 @@ _cache: dict[tuple[str, str, str], Context] = {}
 
 def default_context(path: str | os.PathLike[str] | None = None) -> Context:
     """A context per repository and environment, reused by :func:`orc_git.hold` across calls."""
-    repo = find_repo(path)
-    key = (str(repo.worktree), os.environ.get("ORC_MODE", ""), os.environ.get("ORC_HOME", ""))
+    where = os.fspath(path) if path is not None else os.getcwd()
+    key = (where, os.environ.get("ORC_MODE", ""), os.environ.get("ORC_HOME", ""))
     ctx = _cache.get(key)
     if ctx is None:
-        ctx = _cache[key] = Context(repo, load_config(repo))
+        ctx = _cache[key] = Context.discover(where)
     return ctx
-
-
-def lock_root(path: str | os.PathLike[str] | None = None) -> Path:
-    return find_repo(path).lock_root
