@@ -18,13 +18,38 @@ from dataclasses import dataclass
 from orc_git.config import Config
 
 
-@dataclass(frozen=True)
 class Identity:
-    user: str
-    display_name: str | None = None
-    email: str | None = None
-    initials: str | None = None
-    host: str = ""
+    """The person. Names missing from the config come from ``git config`` on first use only,
+    so commands that never write a lease never run git."""
+
+    def __init__(self, user: str, display_name: str | None = None, email: str | None = None,
+                 initials: str | None = None, host: str = "", from_git: bool = False) -> None:
+        self.user = user
+        self.host = host
+        self._names = (display_name, email, initials)
+        self._from_git = from_git
+
+    @functools.cached_property
+    def _resolved(self) -> tuple[str | None, str | None, str | None]:
+        display, email, initials = self._names
+        if self._from_git:
+            display = display or _git_config("user.name")
+            email = email or _git_config("user.email")
+        if initials is None and display:
+            initials = "".join(part[0] for part in display.split()[:3]).upper() or None
+        return display, email, initials
+
+    @property
+    def display_name(self) -> str | None:
+        return self._resolved[0]
+
+    @property
+    def email(self) -> str | None:
+        return self._resolved[1]
+
+    @property
+    def initials(self) -> str | None:
+        return self._resolved[2]
 
     @property
     def owner(self) -> str:
@@ -98,13 +123,8 @@ def identity_from(config: Config) -> Identity:
         value = section.get(key)
         return str(value) if value not in (None, "") else None
 
-    user = text("user") or _default_user()
-    display = text("display_name") or _git_config("user.name")
-    email = text("email") or _git_config("user.email")
-    initials = text("initials")
-    if initials is None and display:
-        initials = "".join(part[0] for part in display.split()[:3]).upper() or None
-    return Identity(user, display, email, initials, hostname())
+    return Identity(text("user") or _default_user(), text("display_name"), text("email"),
+                    text("initials"), hostname(), from_git=True)
 
 
 def _default_user() -> str:

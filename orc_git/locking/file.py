@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import logging
 import os
 import stat
@@ -84,11 +85,16 @@ class FileLocker:
         self._events = events
         self._held: dict[str, _Held] = {}
         self._lock = threading.Lock()
-        ident = holder.identity
-        self._me = LockInfo(task_id="", locked=True, owner=ident.owner, user=ident.user,
-                            host=ident.host, pid=holder.pid, pid_started=holder.pid_started,
-                            host_id=holder.host_id, display_name=ident.display_name,
-                            email=ident.email, mine=True)
+        self._user, self._host = holder.identity.user, holder.identity.host
+
+    @functools.cached_property
+    def _me(self) -> LockInfo:
+        """This holder as a lease, less the per-grant fields; built on the first write."""
+        ident, holder = self.holder.identity, self.holder
+        return LockInfo(task_id="", locked=True, owner=ident.owner, user=ident.user,
+                        host=ident.host, pid=holder.pid, pid_started=holder.pid_started,
+                        host_id=holder.host_id, display_name=ident.display_name,
+                        email=ident.email, mine=True)
 
     # -- paths and the guard -------------------------------------------------------------
 
@@ -180,7 +186,7 @@ class FileLocker:
         except leasefile.Unreadable as exc:
             return self._unreadable(task_id, str(exc), path, st.st_mtime)
         info.mtime = st.st_mtime
-        info.mine = info.user == self._me.user and info.host == self._me.host
+        info.mine = info.user == self._user and info.host == self._host
         return info
 
     @staticmethod
@@ -236,7 +242,8 @@ class FileLocker:
 
     def _emit(self, kind: str, info: LockInfo | None, previous: LockInfo | None = None) -> None:
         if self._events is not None:
-            self._events(LockEvent(kind, (info or previous or self._me).task_id, info, previous,
+            task_id = (info or previous or self._me).task_id
+            self._events(LockEvent(kind, task_id, info, previous,
                                    self.mode))
 
     # -- writing -------------------------------------------------------------------------
@@ -509,28 +516,44 @@ class FileLocker:
         return out
 
     def clean(self) -> list[LockInfo]:
+        """Remove every stale lease that can be removed; one that cannot (a directory in the
+        way, a permission) does not stop the others: it is raised as a StorageError at the end."""
         removed = []
+        failed: list[StorageError] = []
         for info in self.list_locks():
             if not info.stale:
                 continue
-            with self._guarded(info.task_id) as (task_dir, _):
-                current = self._read(task_dir, info.task_id)
-                if current is None:
-                    continue
-                current = self._judge(current, self._clock())
-                if not current.stale:
-                    continue
-                try:
-                    os.unlink(task_dir / LOCK_NAME)
-                except IsADirectoryError:
-                    raise StorageError(f"{task_dir / LOCK_NAME} is a directory, not a lease; "
-                                       "remove it by hand") from None
-                except OSError as exc:
-                    raise _storage_error("remove", task_dir / LOCK_NAME, exc) from None
+            try:
+                current = self._clean_one(info.task_id)
+            except StorageError as exc:
+                failed.append(exc)
+                continue
+            if current is None:
+                continue
             log.warning("%s: removed a stale lease (%s)", info.task_id, current.stale_reason)
             self._emit("stale", None, current)
             removed.append(current)
+        if failed:
+            raise StorageError(f"removed {len(removed)} stale lease(s), but could not remove "
+                               f"{len(failed)}: " + "; ".join(e.message for e in failed))
         return removed
+
+    def _clean_one(self, task_id: str) -> LockInfo | None:
+        with self._guarded(task_id) as (task_dir, _):
+            current = self._read(task_dir, task_id)
+            if current is None:
+                return None
+            current = self._judge(current, self._clock())
+            if not current.stale:
+                return None
+            try:
+                os.unlink(task_dir / LOCK_NAME)
+            except IsADirectoryError:
+                raise StorageError(f"{task_dir / LOCK_NAME} is a directory, not a lease; "
+                                   "remove it by hand") from None
+            except OSError as exc:
+                raise _storage_error("remove", task_dir / LOCK_NAME, exc) from None
+        return current
 
     def peek(self, task_id: str) -> tuple[int, int] | None:
         """A cheap fingerprint of the lease file (no read, no parse) for waiters to poll."""
