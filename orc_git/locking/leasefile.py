@@ -1,19 +1,18 @@
 """The ``lock.yaml`` format: written by hand-rolled formatting, read without a YAML parser.
 
-The writer emits one ``key: value`` line per field with JSON scalars, which is plain YAML that any
-tool can read.  The reader takes that exact shape with ``json.loads`` per line and falls back to
-PyYAML's safe loader only for files some other writer produced; either way nothing executes tags,
-files over :data:`MAX_BYTES` are not parsed, and every field is type-checked.  A file that fails
-any of this is *unreadable*, which the locker treats as a stale lease, never as a crash.
+The encoding is :mod:`orc_git.flatyaml` (no YAML parser on the hot path, safe loading for
+anything else); files over :data:`MAX_BYTES` are not parsed, and every field is type-checked.
+A file that fails any of this is *unreadable*, which the locker treats as a stale lease, never as
+a crash.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from datetime import UTC, datetime
 from typing import Any
 
+from orc_git import flatyaml
 from orc_git.config import MAX_TTL
 from orc_git.locking.info import LockInfo, parse_rfc3339, rfc3339
 
@@ -35,39 +34,7 @@ class Unreadable(ValueError):
 
 
 def render(info: LockInfo) -> bytes:
-    lines = []
-    for name in _FIELDS:
-        value = getattr(info, name)
-        if value is not None:
-            lines.append(f"{name}: {json.dumps(value)}\n")
-    return "".join(lines).encode()
-
-
-def _fast_parse(text: str) -> dict[str, Any] | None:
-    out: dict[str, Any] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(": ")
-        if not sep or key in out:
-            return None
-        try:
-            out[key] = json.loads(value)
-        except (ValueError, RecursionError):  # deeply nested brackets exhaust json's recursion
-            return None
-    return out
-
-
-def _yaml_parse(raw: bytes) -> Any:
-    import yaml
-
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    try:
-        return yaml.load(raw, Loader=loader)
-    except yaml.YAMLError as exc:
-        raise Unreadable(f"not valid YAML: {str(exc).splitlines()[0]}") from None
-    except (RecursionError, MemoryError):
-        raise Unreadable("YAML too deeply nested") from None
-    except (ValueError, TypeError, OverflowError) as exc:  # constructors: `!!int x`, 2024-02-30
-        raise Unreadable(f"not valid YAML: {str(exc)[:200]}") from None
+    return flatyaml.dump((name, getattr(info, name)) for name in _FIELDS)
 
 
 def _check(name: str, kind: str, value: Any) -> Any:
@@ -98,19 +65,10 @@ def _check(name: str, kind: str, value: Any) -> Any:
 
 def parse(raw: bytes, task_id: str) -> LockInfo:
     """Decode a lease file's bytes; raises :class:`Unreadable` with a reason a person can act on."""
-    if not raw.strip():
-        raise Unreadable("the file is empty")
-    if len(raw) > MAX_BYTES:
-        raise Unreadable(f"the file is larger than {MAX_BYTES} bytes")
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise Unreadable("the file is not UTF-8 text") from None
-    data = _fast_parse(text)
-    if data is None:
-        data = _yaml_parse(raw)
-    if not isinstance(data, dict):
-        raise Unreadable(f"expected a mapping, found {type(data).__name__}")
+        data = flatyaml.load(raw, MAX_BYTES)
+    except flatyaml.NotFlatYaml as exc:
+        raise Unreadable(str(exc)) from None
     fields: dict[str, Any] = {}
     for name, (kind, required) in _FIELDS.items():
         if name not in data or data[name] is None:
