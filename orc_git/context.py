@@ -59,9 +59,17 @@ class Context:
 
         return Holder.for_process(self.identity, pid)
 
+    @functools.cached_property
+    def ttl(self) -> int:
+        return self.config.ttl
+
+    @functools.cached_property
+    def _heartbeat(self) -> float:
+        return self.config.heartbeat
+
     def heartbeat_interval(self, ttl: int) -> float:
         """The configured interval, never more than a third of the TTL."""
-        return min(self.config.heartbeat, ttl / 3)
+        return min(self._heartbeat, ttl / 3)
 
     def emit(self, event: LockEvent) -> None:
         if self.mode == "solo":
@@ -78,7 +86,7 @@ class Context:
     def file_locker(self, pid: int | None = None) -> FileLocker:
         from orc_git.locking.file import FileLocker
 
-        return FileLocker(self.repo.lock_root, self.holder(pid), ttl=self.config.ttl,
+        return FileLocker(self.repo.lock_root, self.holder(pid), ttl=self.ttl,
                           events=self.emit, mode=self.mode, user_owns=pid is not None)
 
     def locker(self, pid: int | None = None) -> Locker:
@@ -105,13 +113,14 @@ class Context:
         return locker
 
 
-_cache: dict[tuple[str, str, str], Context] = {}
+_cache: dict[tuple[str, str, str, int], Context] = {}
 
 
 def default_context(path: str | os.PathLike[str] | None = None) -> Context:
     """A context per repository and environment, reused by :func:`orc_git.hold` across calls."""
     where = os.fspath(path) if path is not None else os.getcwd()
-    key = (where, os.environ.get("ORC_MODE", ""), os.environ.get("ORC_HOME", ""))
+    # The pid is part of the key: a forked child is another holder and needs its own locker.
+    key = (where, os.environ.get("ORC_MODE", ""), os.environ.get("ORC_HOME", ""), os.getpid())
     ctx = _cache.get(key)
     if ctx is None:
         ctx = _cache[key] = Context.discover(where)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from json.encoder import encode_basestring_ascii as _quote
 from typing import Any
 
 
@@ -16,8 +17,17 @@ class NotFlatYaml(ValueError):
     """The bytes are not a YAML mapping this module can read; the message says why."""
 
 
-def dump(fields: Iterable[tuple[str, Any]]) -> bytes:
-    return "".join(f"{k}: {json.dumps(v)}\n" for k, v in fields if v is not None).encode()
+def _scalar(value: Any) -> str:
+    if type(value) is str:
+        return _quote(value)
+    if type(value) is int:
+        return str(value)
+    return json.dumps(value)
+
+
+def dump(fields: Iterable[tuple[str, Any]], keep_none: bool = False) -> bytes:
+    return "".join(f"{k}: {_scalar(v)}\n" for k, v in fields
+                   if keep_none or v is not None).encode()
 
 
 def _fast(text: str) -> dict[str, Any] | None:

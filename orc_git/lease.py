@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from orc_git.errors import LeaseLost, LockHeld, OrcError
+from orc_git.errors import LeaseLost, LockHeld, OrcError, TimedOut
 from orc_git.locking.heartbeat import shared_heartbeater
+from orc_git.locking.wait import wait_free
 
 if TYPE_CHECKING:
     from orc_git.context import Context
@@ -43,7 +43,7 @@ class Lease:
         self.task_id = info.task_id
         self.interval = interval
         self.on_lost = on_lost
-        self.lost = threading.Event()
+        self.lost = False  # set by the heartbeat thread; a plain flag, read without a lock
         self.error: OrcError | None = None
         self.released = False
 
@@ -56,14 +56,14 @@ class Lease:
 
     def beat(self) -> None:
         """Renew once; called by the heartbeat thread. Reports trouble instead of raising."""
-        if self.released or self.lost.is_set():
+        if self.released or self.lost:
             return
         try:
             self.info = self.locker.heartbeat(self.task_id)
         except LeaseLost as exc:
             if self.released:
                 return
-            self.lost.set()
+            self.lost = True
             shared_heartbeater().remove(self)
             self._tell(exc, logging.ERROR)
         except OrcError as exc:
@@ -75,7 +75,7 @@ class Lease:
 
     def _tell(self, exc: OrcError, level: int) -> None:
         self.error = exc
-        what = "LEASE LOST" if self.lost.is_set() else "lease not renewed"
+        what = "LEASE LOST" if self.lost else "lease not renewed"
         log.log(level, "%s: %s", what, exc.message)
         if self.on_lost is not None:
             try:
@@ -85,7 +85,7 @@ class Lease:
 
     def check(self) -> None:
         """Raise :class:`LeaseLost` if the lease is known to be lost."""
-        if self.lost.is_set():
+        if self.lost:
             assert self.error is not None
             raise LeaseLost(self.error.message)
 
@@ -94,7 +94,7 @@ class Lease:
             return False
         self.released = True
         shared_heartbeater().remove(self)
-        if self.lost.is_set():
+        if self.lost:
             return False
         return self.locker.release(self.task_id)
 
@@ -103,9 +103,6 @@ def acquire_waiting(locker: Locker, task_id: str, *, ttl: int | None, wait: bool
                     timeout: float | None, force: bool = False,
                     progress: Callable[[LockInfo, float], None] | None = None) -> LockInfo:
     """Acquire, or with ``wait`` retry until the lease is released or goes stale."""
-    from orc_git.errors import TimedOut
-    from orc_git.locking.wait import wait_free
-
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         try:
@@ -114,9 +111,13 @@ def acquire_waiting(locker: Locker, task_id: str, *, ttl: int | None, wait: bool
             if not wait:
                 raise
             holder = exc.lock
-        if holder is None or not wait_free(locker, task_id, deadline, progress):
-            raise TimedOut(f"timed out waiting for {task_id} (held by "
-                           f"{holder.who() if holder else 'another holder'})")
+        if holder is None:  # busy mid-update, holder unknown: look again shortly
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimedOut(f"timed out waiting for {task_id}")
+            time.sleep(0.05)
+            continue
+        if not wait_free(locker, task_id, deadline, progress):
+            raise TimedOut(f"timed out waiting for {task_id} (held by {holder.who()})")
 
 
 @contextmanager
@@ -128,7 +129,7 @@ def hold(task_id: str, *, wait: bool = False, timeout: float | None = None,
 
     ctx = context or default_context(repo)
     locker = ctx.locker()
-    ttl = ctx.config.ttl if ttl is None else ttl
+    ttl = ctx.ttl if ttl is None else ttl
     info = acquire_waiting(locker, task_id, ttl=ttl, wait=wait, timeout=timeout)
     lease = Lease(locker, info, ctx.heartbeat_interval(ttl), on_lost)
     if ctx.mode != "solo":

@@ -156,10 +156,11 @@ def test_former_holder_cannot_release_or_renew_successor(ctx: Context, repo: Pat
     locker = ctx.locker()
     first = locker.acquire("T", ttl=60)
     path = lock_path(repo, "T")
-    # Simulate the successor: a takeover rewrites the file with a newer token.
+    # Simulate the successor the way a takeover writes: a new file renamed over the lease.
     successor = leasefile.parse(path.read_bytes(), "T").with_(token=first.token + 5,
                                                                pid=1, pid_started=1.0)
-    path.write_bytes(leasefile.render(successor))
+    path.with_name("successor").write_bytes(leasefile.render(successor))
+    os.replace(path.with_name("successor"), path)
     with pytest.raises(LeaseLost, match="taken over"):
         locker.heartbeat("T")
     with pytest.raises(NotOwner):

@@ -54,7 +54,7 @@ def test_holder_is_told_at_once_when_lease_is_taken(repo: Path) -> None:
         path.write_bytes(leasefile.render(successor))
         error = problems.get(timeout=10)
         assert isinstance(error, LeaseLost) and "token 99" in error.message
-        assert lease.lost.is_set()
+        assert lease.lost
         with pytest.raises(LeaseLost):
             lease.check()
     assert leasefile.parse(path.read_bytes(), "T").token == 99  # exit did not touch it
@@ -118,7 +118,7 @@ def test_full_disk_during_heartbeat_tells_holder(repo: Path, tmpfs_lock_root: Pa
         _fill(tmpfs_lock_root / "filler")
         error = problems.get(timeout=10)
         assert isinstance(error, StorageError) and "No space left" in error.message
-        assert not lease.lost.is_set()
+        assert not lease.lost
         (tmpfs_lock_root / "filler").unlink()
         wait_for(lambda: _recovers(lease), timeout=10, what="a heartbeat after space returns")
         lease.check()
@@ -138,7 +138,7 @@ def test_read_only_lock_dir_during_heartbeat_tells_holder(repo: Path) -> None:
         finally:
             subprocess.run(["chattr", "-i", str(task_dir)], check=True)
         assert isinstance(error, StorageError) and "Operation not permitted" in error.message
-        assert not lease.lost.is_set()
+        assert not lease.lost
         wait_for(lambda: _recovers(lease), timeout=10, what="a heartbeat once writable")
     assert not lock_path(repo, "T").exists()
 

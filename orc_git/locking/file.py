@@ -1,72 +1,64 @@
-"""P2P leases: ``.orc/tasks/<TASK>/lock.yaml`` in the main worktree, guarded per task.
+"""P2P leases: ``.orc/tasks/<TASK>/lock.yaml`` in the main worktree.
 
-How it stays race-free whatever the interleaving: every change to a task's ``lock.yaml``
-(creation, takeover, heartbeat, release, clean) happens while holding an exclusive ``flock`` on the
-task's ``lock.fence`` file.  The fence is never replaced or removed, so all processes lock the same
-inode; the kernel drops the lock when its holder dies, so a ``kill -9`` never wedges a task.
-Readers (status, list) take no lock; they only see whole files because replacements are written
-to a temporary file and renamed into place.
-
-The fence also mints fencing tokens: a grant appends one byte to it under the guard and the
-resulting size is the token, so tokens strictly increase across grants and releases, survive
-restarts, and cost one ``write``.  Never edit or delete ``lock.fence``.
-
-Why not ``filelock``: a bare ``filelock.FileLock`` acquire+release costs several times the whole
-lease cycle here (see ``bench/lock_throughput.py``); the guard needs only ``fcntl.flock`` on a file
-we must open anyway.  POSIX only.
+Race freedom comes from the per-task guard (:mod:`orc_git.locking.guard`): every change to a
+lease happens under it, and readers, which take no lock, only see whole files
+(:mod:`orc_git.locking.leasefs`).  The uncontended cycle is a handful of syscalls and no YAML:
+the lease written stays open, so releasing it needs a ``stat`` (is the path still my inode?),
+not a read.  POSIX only (``fcntl.flock``); a bare ``filelock.FileLock`` cycle costs
+more than this whole cycle (``bench/lock_throughput.py``).
 
 Staleness: a lease is stale when it is unreadable, when its holder process is gone (judged only on
-the same machine and PID namespace, by PID and process start time), or when the file was last
-rewritten more than ``ttl`` seconds ago *by the filesystem's own clock*: the age compares the
-file's mtime with the mtime of a probe file created just now in the same directory, so a skewed
-clock on the reader's or writer's machine cannot make a live lease look stale.
+the same machine and PID namespace, by PID and process start time), or when it was last rewritten
+more than ``ttl`` seconds ago *by the filesystem's own clock* (the file's mtime against a probe
+file's), so a skewed clock on another machine cannot make a live lease look stale.
 """
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import functools
 import logging
 import os
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from orc_git import flatyaml
 from orc_git.errors import LeaseLost, LockHeld, NotOwner, StorageError
 from orc_git.identity import Holder, process_alive
-from orc_git.locking import leasefile
+from orc_git.locking import leasefile, leasefs
+from orc_git.locking.guard import Guards, next_token
 from orc_git.locking.info import LockEvent, LockInfo, rfc3339
 from orc_git.taskid import check_task_id
 
 log = logging.getLogger("orc_git.lock")
 
-LOCK_NAME = "lock.yaml"
-FENCE_NAME = "lock.fence"
-TMP_NAME = "lock.yaml.tmp"
-GUARD_TIMEOUT = 5.0
 EventSink = Callable[[LockEvent], None]
-
-_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_HOLDER_FIELDS = ("owner", "user", "host", "host_id", "pid", "pid_started", "display_name",
+                  "email")
 
 
 @dataclass
 class _Held:
-    """A lease this locker granted in this process: its guard fd and the exact bytes written."""
+    """A lease this locker granted in this process: its guard, and the lease file it wrote, kept
+    open so that its inode number identifies it (see :mod:`orc_git.locking.leasefs`)."""
 
     guard: int
-    content: bytes
+    fd: int
+    stamp: leasefs.Stamp
     info: LockInfo
     mutex: threading.Lock
 
+    def close(self) -> None:
+        os.close(self.fd)
 
-def _storage_error(what: str, path: Path, exc: OSError) -> StorageError:
-    return StorageError(f"cannot {what} {path}: {exc.strerror or exc}")
+
+@functools.lru_cache(maxsize=4)
+def _now_text(second: int) -> str:
+    return rfc3339(second)
 
 
 class FileLocker:
@@ -78,6 +70,7 @@ class FileLocker:
         """``user_owns``: leases this locker did not grant itself may be renewed and released by
         the same user on the same host (the CLI's rule); otherwise only by the same process."""
         self.root = root
+        self._root = os.fspath(root)
         self.user_owns = user_owns
         self.holder = holder
         self.ttl = ttl
@@ -85,6 +78,7 @@ class FileLocker:
         self._events = events
         self._held: dict[str, _Held] = {}
         self._lock = threading.Lock()
+        self._guards = Guards(self._root)
         self._user, self._host = holder.identity.user, holder.identity.host
 
     @functools.cached_property
@@ -96,117 +90,24 @@ class FileLocker:
                         host_id=holder.host_id, display_name=ident.display_name,
                         email=ident.email, mine=True)
 
-    # -- paths and the guard -------------------------------------------------------------
-
-    def _dir(self, task_id: str) -> Path:
-        task_dir = self.root / check_task_id(task_id)
-        if os.path.islink(task_dir):
-            raise StorageError(f"{task_dir} is a symbolic link; orc-git keeps leases inside "
-                               f"{self.root} and will not follow it")
-        return task_dir
-
-    def _open_guard(self, task_dir: Path, create: bool = True) -> int | None:
-        path = task_dir / FENCE_NAME
-        flags = os.O_RDWR | os.O_APPEND | _O_CLOEXEC | _O_NOFOLLOW | (os.O_CREAT if create else 0)
-        for _ in range(2):
-            try:
-                return os.open(path, flags, 0o644)
-            except FileNotFoundError:
-                if not create:
-                    return None
-                self._make_dir(task_dir)
-            except OSError as exc:
-                if exc.errno == errno.ELOOP:
-                    raise StorageError(f"{path} is a symbolic link; orc-git will not follow "
-                                       "it. Remove it (this resets the task's fencing tokens).") \
-                        from None
-                raise _storage_error("open", path, exc) from None
-        raise StorageError(f"cannot create {path}")
-
-    def _make_dir(self, task_dir: Path) -> None:
-        try:
-            os.makedirs(task_dir, exist_ok=True)
-        except OSError as exc:
-            raise _storage_error("create the directory", task_dir, exc) from None
-
-    @staticmethod
-    def _lock_guard(fd: int, task_id: str, shared: bool = False) -> None:
-        op = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB
-        deadline = time.monotonic() + GUARD_TIMEOUT
-        pause = 0.0005
-        while True:
-            try:
-                fcntl.flock(fd, op)
-                return
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise LockHeld(f"{task_id}: another process has been updating this lease for "
-                                   f"over {GUARD_TIMEOUT:.0f} s (stopped mid-update?); "
-                                   "try again") from None
-                time.sleep(pause)
-                pause = min(pause * 2, 0.02)
+    @functools.cached_property
+    def _me_bytes(self) -> bytes:
+        return flatyaml.dump((k, getattr(self._me, k)) for k in _HOLDER_FIELDS)
 
     @contextmanager
-    def _guarded(self, task_id: str) -> Iterator[tuple[Path, int]]:
-        task_dir = self._dir(task_id)
-        guard = self._open_guard(task_dir)
-        assert guard is not None
-        try:
-            self._lock_guard(guard, task_id)
-            yield task_dir, guard
-        finally:
-            os.close(guard)
+    def guarded(self, task_id: str) -> Iterator[str]:
+        """Hold the task's guard, the per-task mutex every lease (and state) change takes."""
+        check_task_id(task_id)
+        with self._guards.held(task_id):
+            yield self._guards.task_dir(task_id)
 
     # -- reading and judging -------------------------------------------------------------
 
-    def _read(self, task_dir: Path, task_id: str) -> LockInfo | None:
-        """The lease as it is on disk, ``None`` when there is none; never raises for bad files."""
-        path = task_dir / LOCK_NAME
-        try:
-            fd = os.open(path, os.O_RDONLY | _O_CLOEXEC | _O_NOFOLLOW | os.O_NONBLOCK)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                return self._unreadable(task_id, "it is a symbolic link (never followed)", path)
-            if exc.errno == errno.ENOTDIR:
-                return None
-            return self._unreadable(task_id, exc.strerror or str(exc), path)
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                return self._unreadable(task_id, "it is not a regular file", path, st.st_mtime)
-            raw = os.read(fd, leasefile.MAX_BYTES + 1)
-        except OSError as exc:
-            return self._unreadable(task_id, exc.strerror or str(exc), path)
-        finally:
-            os.close(fd)
-        try:
-            info = leasefile.parse(raw, task_id)
-        except leasefile.Unreadable as exc:
-            return self._unreadable(task_id, str(exc), path, st.st_mtime)
-        info.mtime = st.st_mtime
-        info.mine = info.user == self._user and info.host == self._host
+    def _read(self, task_dir: str, task_id: str) -> LockInfo | None:
+        info = leasefs.read(task_dir, task_id)
+        if info is not None and info.user is not None:
+            info.mine = info.user == self._user and info.host == self._host
         return info
-
-    @staticmethod
-    def _unreadable(task_id: str, why: str, path: Path, mtime: float | None = None) -> LockInfo:
-        return LockInfo(task_id, locked=True, stale=True, stale_reason="unreadable",
-                        problem=f"{path}: {why}", mtime=mtime)
-
-    def fs_now(self) -> float:
-        """The filesystem's clock: the mtime of a file created now beside the leases."""
-        probe = self.root / f".clock.{os.getpid()}.{threading.get_ident()}"
-        try:
-            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_CLOEXEC | _O_NOFOLLOW,
-                         0o600)
-            try:
-                return os.fstat(fd).st_mtime
-            finally:
-                os.close(fd)
-                os.unlink(probe)
-        except OSError:
-            return time.time()  # read-only store: the local clock is all there is
 
     def _judge(self, info: LockInfo, now: Callable[[], float]) -> LockInfo:
         if info.stale_reason == "unreadable":
@@ -222,14 +123,8 @@ class FileLocker:
         return info
 
     def _clock(self) -> Callable[[], float]:
-        cache: list[float] = []
-
-        def now() -> float:
-            if not cache:
-                cache.append(self.fs_now())
-            return cache[0]
-
-        return now
+        """The filesystem's time, probed at most once per operation and only if needed."""
+        return functools.cache(lambda: leasefs.fs_now(self._root))
 
     def _same_process(self, info: LockInfo) -> bool:
         return (info.host_id == self.holder.host_id and info.pid == self.holder.pid
@@ -238,160 +133,110 @@ class FileLocker:
     def _may_touch(self, info: LockInfo) -> bool:
         if info.stale_reason == "unreadable":
             return False
-        return (info.mine if self.user_owns else False) or self._same_process(info)
+        return (self.user_owns and info.mine) or self._same_process(info)
 
-    def _emit(self, kind: str, info: LockInfo | None, previous: LockInfo | None = None) -> None:
+    def _emit(self, kind: str, task_id: str, info: LockInfo | None,
+              previous: LockInfo | None = None) -> None:
         if self._events is not None:
-            task_id = (info or previous or self._me).task_id
-            self._events(LockEvent(kind, task_id, info, previous,
-                                   self.mode))
+            self._events(LockEvent(kind, task_id, info, previous, self.mode))
 
     # -- writing -------------------------------------------------------------------------
 
-    def _next_token(self, guard: int, at_least: int = 0) -> int:
-        os.write(guard, b"\n")
-        token = os.lseek(guard, 0, os.SEEK_CUR)
-        if token <= at_least:  # the fence was reset by hand: never hand out an old token again
-            os.write(guard, b"\n" * (at_least + 1 - token))
-            token = os.lseek(guard, 0, os.SEEK_CUR)
-        return token
+    def _grant(self, task_id: str, token: int, ttl: int, stolen_from: str | None = None,
+               into: list[LockInfo] | None = None) -> bytes:
+        """The lease of a new grant as bytes; its LockInfo is appended to ``into``."""
+        now = _now_text(int(time.time()))
+        me = self._me
+        info = LockInfo(task_id, True, False, None, me.owner, me.user, me.host, me.pid, now,
+                        now, ttl, token, True, me.pid_started, me.host_id, me.display_name,
+                        me.email, stolen_from)
+        head = flatyaml.dump((("task_id", task_id), ("acquired_at", now), ("heartbeat_at", now),
+                              ("ttl", ttl), ("token", token), ("stolen_from", stolen_from)))
+        if into is not None:
+            into.append(info)
+        return head + self._me_bytes
 
-    def _lease(self, task_id: str, token: int, ttl: int, acquired: str | None = None,
-               stolen_from: str | None = None) -> LockInfo:
-        now = rfc3339(time.time())
-        return self._me.with_(task_id=task_id, token=token, ttl=ttl, acquired_at=acquired or now,
-                              heartbeat_at=now, stolen_from=stolen_from)
-
-    @staticmethod
-    def _replace(task_dir: Path, content: bytes) -> None:
-        """Write the whole lease beside the old one and rename it over: readers see old or new."""
-        tmp = task_dir / TMP_NAME
-        path = task_dir / LOCK_NAME
-        try:
-            with suppress(FileNotFoundError):
-                os.unlink(tmp)  # a leftover (or a planted symlink) from a crashed writer
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC | _O_NOFOLLOW,
-                         0o644)
-            try:
-                if os.write(fd, content) != len(content):
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            finally:
-                os.close(fd)
-            if os.path.isdir(path) and not os.path.islink(path):
-                raise OSError(errno.EISDIR, "a directory is in the way; remove it by hand")
-            os.rename(tmp, path)
-        except OSError as exc:
-            with suppress(OSError):
-                os.unlink(tmp)
-            raise _storage_error("write", path, exc) from None
-
-    def _create(self, task_dir: Path, guard: int, task_id: str, ttl: int) -> LockInfo | None:
-        """The uncontended path: ``O_EXCL`` create; ``None`` when a lease already exists."""
-        path = task_dir / LOCK_NAME
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC | _O_NOFOLLOW,
-                         0o644)
-        except FileExistsError:
-            return None
-        except OSError as exc:
-            raise _storage_error("create", path, exc) from None
-        try:
-            info = self._lease(task_id, self._next_token(guard), ttl)
-            content = leasefile.render(info)
-            if os.write(fd, content) != len(content):
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        except OSError as exc:
-            os.close(fd)
-            os.unlink(path)
-            raise _storage_error("write", path, exc) from None
-        os.close(fd)
-        self._keep(task_id, guard, content, info)
-        return info
-
-    def _keep(self, task_id: str, guard: int, content: bytes, info: LockInfo) -> None:
+    def _keep(self, task_id: str, guard: int, written: leasefs.Written, info: LockInfo) -> None:
         with self._lock:
-            self._held[task_id] = _Held(guard, content, info, threading.Lock())
+            self._held[task_id] = _Held(guard, *written, info, threading.Lock())
 
     # -- the Locker interface ------------------------------------------------------------
 
     def acquire(self, task_id: str, *, ttl: int | None = None, force: bool = False) -> LockInfo:
-        task_dir = self._dir(task_id)
+        check_task_id(task_id)
         ttl = self.ttl if ttl is None else ttl
-        if task_id in self._held:
+        held = self._held.get(task_id)
+        if held is not None:
             raise LockHeld(f"{task_id} is already held by this process "
-                           f"(token {self._held[task_id].info.token})", self._held[task_id].info)
-        guard = self._open_guard(task_dir)
+                           f"(token {held.info.token})", held.info)
+        guards = self._guards
+        guard = guards.take(task_id)
         assert guard is not None
         try:
-            self._lock_guard(guard, task_id)
-            info = self._create(task_dir, guard, task_id, ttl)
-            if info is None:
-                info = self._acquire_existing(task_dir, guard, task_id, ttl, force)
-            fcntl.flock(guard, fcntl.LOCK_UN)
+            guards.lock(guard, task_id)
+            task_dir = f"{self._root}/{task_id}"
+            granted: list[LockInfo] = []
+            written = leasefs.create(task_dir, lambda: self._grant(
+                task_id, next_token(guard), ttl, into=granted))
+            if written is None:
+                info, written = self._acquire_existing(task_dir, guard, task_id, ttl, force)
+            else:
+                info = granted[0]
+            self._keep(task_id, guard, written, info)
         except BaseException:
-            os.close(guard)
-            with self._lock:
-                held = self._held.get(task_id)
-                if held is not None and held.guard == guard:
-                    del self._held[task_id]
+            guards.give_back(task_id, guard)
             raise
-        self._emit("acquired", info)
+        fcntl.flock(guard, fcntl.LOCK_UN)
+        self._emit("acquired", task_id, info)
         return info
 
-    def _acquire_existing(self, task_dir: Path, guard: int, task_id: str, ttl: int,
-                          force: bool) -> LockInfo:
+    def _acquire_existing(self, task_dir: str, guard: int, task_id: str, ttl: int,
+                          force: bool) -> tuple[LockInfo, leasefs.Written]:
         current = self._read(task_dir, task_id)
         if current is None:  # removed behind the guard's back (by hand): start afresh
-            info = self._create(task_dir, guard, task_id, ttl)
-            if info is None:
+            granted: list[LockInfo] = []
+            written = leasefs.create(task_dir, lambda: self._grant(
+                task_id, next_token(guard), ttl, into=granted))
+            if written is None:
                 raise LockHeld(f"{task_id}: the lease changed while acquiring; try again")
-            return info
+            return granted[0], written
         if self._same_process(current):
-            # Re-acquiring one's own lease (e.g. `orc lock acquire` twice from one shell) renews it.
+            # Re-acquiring one's own lease (`orc lock acquire` twice from one shell) renews it.
             info = current.with_(heartbeat_at=rfc3339(time.time()), ttl=ttl, mine=True)
-            content = leasefile.render(info)
-            self._replace(task_dir, content)
-            self._keep(task_id, guard, content, info)
-            return info
+            kept = leasefs.replace(task_dir, leasefile.render(info), keep=True)
+            assert kept is not None
+            return info, kept
         current = self._judge(current, self._clock())
         if not current.stale and not force:
             raise LockHeld(f"{task_id} is locked by {current.who()} since {current.acquired_at}",
                            current)
         stolen = None if current.stale else (current.owner or "unknown")
-        info = self._lease(task_id, self._next_token(guard, current.token or 0), ttl,
-                           stolen_from=stolen)
-        content = leasefile.render(info)
-        self._replace(task_dir, content)
-        self._keep(task_id, guard, content, info)
+        taken: list[LockInfo] = []
+        content = self._grant(task_id, next_token(guard, current.token or 0), ttl, stolen,
+                              into=taken)
+        info = taken[0]
+        kept = leasefs.replace(task_dir, content, keep=True)
+        assert kept is not None
         if stolen:
             log.warning("%s: lease of %s stolen (forced), token %s", task_id, current.who(),
                         info.token)
-            self._emit("stolen", info, current)
+            self._emit("stolen", task_id, info, current)
         else:
             detail = current.problem if current.stale_reason == "unreadable" else current.who()
             log.warning("%s: took over a stale lease (%s: %s), token %s", task_id,
                         current.stale_reason, detail, info.token)
-            self._emit(str(current.stale_reason), info, current)
-        return info
+            self._emit(str(current.stale_reason), task_id, info, current)
+        return info, kept
 
-    def _still_mine(self, task_dir: Path, held: _Held) -> LockInfo | None:
-        """Under the guard: the current lease if it is still ours, else raise LeaseLost."""
-        path = task_dir / LOCK_NAME
-        try:
-            fd = os.open(path, os.O_RDONLY | _O_CLOEXEC | _O_NOFOLLOW)
-            try:
-                raw = os.read(fd, leasefile.MAX_BYTES + 1)
-            finally:
-                os.close(fd)
-        except OSError:
-            raw = b""
-        if raw == held.content:
+    def _still_mine(self, task_dir: str, held: _Held) -> LockInfo:
+        """Under the guard: the lease if it is still ours, else raise LeaseLost."""
+        if leasefs.current_stamp(task_dir) == held.stamp:
             return held.info
-        current = self._read(task_dir, held.info.task_id)
+        task = held.info.task_id
+        current = self._read(task_dir, task)
         if current is not None and current.token == held.info.token and self._same_process(
                 current):
             return current  # renewed by another call of the same holder
-        task = held.info.task_id
         if current is None:
             raise LeaseLost(f"{task}: the lease was removed by someone else")
         if current.stolen_from:
@@ -406,36 +251,31 @@ class FileLocker:
         if held is None:
             return self._release_foreign(task_id, force)
         with held.mutex:
-            task_dir = self._dir(task_id)
             try:
-                self._lock_guard(held.guard, task_id)
+                self._guards.lock(held.guard, task_id)
+                task_dir = f"{self._root}/{task_id}"
                 try:
                     self._still_mine(task_dir, held)
                 except LeaseLost as exc:
                     log.warning("%s", exc.message)
                     return False
-                try:
-                    os.unlink(task_dir / LOCK_NAME)
-                except OSError as exc:
-                    raise _storage_error("remove", task_dir / LOCK_NAME, exc) from None
+                leasefs.remove(task_dir)
             finally:
-                os.close(held.guard)
-        self._emit("released", None, held.info)
+                held.close()
+                self._guards.give_back(task_id, held.guard)
+        self._emit("released", task_id, None, held.info)
         return True
 
     def _release_foreign(self, task_id: str, force: bool) -> bool:
-        with self._guarded(task_id) as (task_dir, _):
+        with self.guarded(task_id) as task_dir:
             current = self._read(task_dir, task_id)
             if current is None:
                 return False
             if not force and not self._may_touch(current):
                 raise NotOwner(f"{task_id} is locked by {current.who()}, not by you; "
                                "use --force to release it anyway", current)
-            try:
-                os.unlink(task_dir / LOCK_NAME)
-            except OSError as exc:
-                raise _storage_error("remove", task_dir / LOCK_NAME, exc) from None
-        self._emit("released", None, current)
+            leasefs.remove(task_dir)
+        self._emit("released", task_id, None, current)
         return True
 
     def heartbeat(self, task_id: str) -> LockInfo:
@@ -445,52 +285,54 @@ class FileLocker:
         with held.mutex:
             if self._held.get(task_id) is not held:
                 raise LeaseLost(f"{task_id}: the lease was released")
-            task_dir = self._dir(task_id)
-            self._lock_guard(held.guard, task_id)
+            self._guards.lock(held.guard, task_id)
+            task_dir = f"{self._root}/{task_id}"
             try:
-                try:
-                    current = self._still_mine(task_dir, held)
-                except LeaseLost:
-                    with self._lock:
-                        self._held.pop(task_id, None)
-                    os.close(held.guard)
-                    self._emit("lost", None, held.info)
-                    raise
-                assert current is not None
+                current = self._still_mine(task_dir, held)
                 info = current.with_(heartbeat_at=rfc3339(time.time()), mine=True)
-                content = leasefile.render(info)
-                self._replace(task_dir, content)
-                held.content, held.info = content, info
+                kept = leasefs.replace(task_dir, leasefile.render(info), keep=True)
+                assert kept is not None
+                held.close()
+                held.fd, held.stamp = kept
+                held.info = info
                 return info
+            except LeaseLost:
+                with self._lock:
+                    self._held.pop(task_id, None)
+                held.close()
+                self._emit("lost", task_id, None, held.info)
+                raise
             finally:
-                if self._held.get(task_id) is held:
-                    fcntl.flock(held.guard, fcntl.LOCK_UN)
+                fcntl.flock(held.guard, fcntl.LOCK_UN)
+                if self._held.get(task_id) is not held:
+                    self._guards.give_back(task_id, held.guard)
 
     def _heartbeat_foreign(self, task_id: str) -> LockInfo:
-        with self._guarded(task_id) as (task_dir, _):
+        with self.guarded(task_id) as task_dir:
             current = self._read(task_dir, task_id)
             if current is None:
                 raise NotOwner(f"{task_id} is not locked; nothing to renew")
             if not self._may_touch(current):
                 raise NotOwner(f"{task_id} is locked by {current.who()}, not by you", current)
             info = current.with_(heartbeat_at=rfc3339(time.time()))
-            self._replace(task_dir, leasefile.render(info))
+            leasefs.replace(task_dir, leasefile.render(info))
             return info
 
     def is_locked(self, task_id: str) -> LockInfo:
-        task_dir = self._dir(task_id)
+        check_task_id(task_id)
+        task_dir = self._guards.task_dir(task_id)
         info = self._read(task_dir, task_id)
         if info is not None and info.stale_reason == "unreadable":
             # Maybe caught between create and write: look again once the writer is done.
-            guard = self._open_guard(task_dir, create=False)
+            guard = self._guards.take(task_id, create=False)
             if guard is not None:
                 try:
-                    self._lock_guard(guard, task_id, shared=True)
+                    self._guards.lock(guard, task_id, shared=True)
                     info = self._read(task_dir, task_id)
                 except LockHeld:
                     pass
                 finally:
-                    os.close(guard)
+                    self._guards.give_back(task_id, guard)
         if info is None:
             return LockInfo(task_id)
         return self._judge(info, self._clock())
@@ -499,18 +341,18 @@ class FileLocker:
         now = self._clock()
         out = []
         try:
-            entries = sorted(e.name for e in os.scandir(self.root)
+            entries = sorted(e.name for e in os.scandir(self._root)
                              if e.is_dir(follow_symlinks=False))
         except FileNotFoundError:
             return []
         except OSError as exc:
-            raise _storage_error("list", self.root, exc) from None
+            raise StorageError(f"cannot list {self._root}: {exc.strerror}") from None
         for name in entries:
             try:
                 check_task_id(name)
             except Exception:
                 continue
-            info = self._read(self.root / name, name)
+            info = self._read(f"{self._root}/{name}", name)
             if info is not None:
                 out.append(self._judge(info, now))
         return out
@@ -531,7 +373,7 @@ class FileLocker:
             if current is None:
                 continue
             log.warning("%s: removed a stale lease (%s)", info.task_id, current.stale_reason)
-            self._emit("stale", None, current)
+            self._emit("stale", info.task_id, None, current)
             removed.append(current)
         if failed:
             raise StorageError(f"removed {len(removed)} stale lease(s), but could not remove "
@@ -539,26 +381,20 @@ class FileLocker:
         return removed
 
     def _clean_one(self, task_id: str) -> LockInfo | None:
-        with self._guarded(task_id) as (task_dir, _):
+        with self.guarded(task_id) as task_dir:
             current = self._read(task_dir, task_id)
             if current is None:
                 return None
             current = self._judge(current, self._clock())
             if not current.stale:
                 return None
-            try:
-                os.unlink(task_dir / LOCK_NAME)
-            except IsADirectoryError:
-                raise StorageError(f"{task_dir / LOCK_NAME} is a directory, not a lease; "
-                                   "remove it by hand") from None
-            except OSError as exc:
-                raise _storage_error("remove", task_dir / LOCK_NAME, exc) from None
+            leasefs.remove(task_dir)
         return current
 
     def peek(self, task_id: str) -> tuple[int, int] | None:
         """A cheap fingerprint of the lease file (no read, no parse) for waiters to poll."""
         try:
-            st = os.stat(self.root / task_id / LOCK_NAME, follow_symlinks=False)
+            st = os.stat(f"{self._root}/{task_id}/{leasefs.LOCK_NAME}", follow_symlinks=False)
         except OSError:
             return None
         return st.st_ino, st.st_mtime_ns

@@ -8,6 +8,7 @@ whether its lease survived.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import Protocol
@@ -25,17 +26,24 @@ class Heartbeater:
         self._due: dict[Beating, float] = {}
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._wake_at = math.inf  # when the thread will next look at the schedule
 
     def add(self, lease: Beating) -> None:
         with self._cond:
-            self._due[lease] = time.monotonic() + lease.interval
+            due = time.monotonic() + lease.interval
+            self._due[lease] = due
             if self._thread is None or not self._thread.is_alive():
                 self._stopping = False
+                self._wake_at = due
                 self._thread = threading.Thread(target=self._run, name="orc-heartbeat",
                                                 daemon=True)
                 self._thread.start()
-            else:
-                self._cond.notify()  # the new lease may be due before the current sleep ends
+            elif due < self._wake_at:
+                # Wake the thread only when it would sleep past this lease: a wake-up per
+                # acquire would cost the acquiring thread a GIL hand-off every time.  The
+                # thread then sleeps at least until this due time, even if the lease goes.
+                self._wake_at = due
+                self._cond.notify()
 
     def remove(self, lease: Beating) -> None:
         with self._cond:
@@ -53,18 +61,21 @@ class Heartbeater:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._stopping and not self._due:
-                    self._cond.wait()
                 if self._stopping:
                     return
                 now = time.monotonic()
-                wake = min(self._due.values())
-                if wake > now:
-                    self._cond.wait(wake - now)
-                    continue
                 ready = [lease for lease, due in self._due.items() if due <= now]
+                if not ready:
+                    if self._due:
+                        self._wake_at = min(self._due.values())
+                    elif self._wake_at <= now:
+                        self._wake_at = math.inf  # idle: sleep until a lease arrives
+                    # else: keep the old wake time, so a lease added soon needs no wake-up
+                    self._cond.wait(None if self._wake_at == math.inf else self._wake_at - now)
+                    continue
                 for lease in ready:
                     self._due[lease] = now + lease.interval
+                self._wake_at = now
             for lease in ready:
                 lease.beat()  # never raises: a lease reports its own trouble
 
