@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from orc_git.identity import Holder, Identity
     from orc_git.locking.base import Locker
     from orc_git.locking.file import FileLocker
-    from orc_git.locking.info import LockEvent
+    from orc_git.locking.info import LockInfo
     from orc_git.plugins import Plugins
 
 log = logging.getLogger("orc_git")
@@ -71,12 +71,17 @@ class Context:
         """The configured interval, never more than a third of the TTL."""
         return min(self._heartbeat, ttl / 3)
 
-    def emit(self, event: LockEvent) -> None:
+    def emit(self, kind: str, task_id: str, lock: LockInfo | None,
+             previous: LockInfo | None = None, mode: str | None = None) -> None:
+        """Tell ``orc_git_lock_event`` plugins; the event is only built when someone listens."""
         if self.mode == "solo":
             return
         hook = self.plugins.manager.hook.orc_git_lock_event
         if not hook.get_hookimpls():
             return
+        from orc_git.locking.info import LockEvent
+
+        event = LockEvent(kind, task_id, lock, previous, mode or self.mode)
         try:
             hook(event=event)
         except Exception as exc:  # observers must not break locking

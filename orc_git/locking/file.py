@@ -31,12 +31,12 @@ from orc_git.errors import LeaseLost, LockHeld, NotOwner, StorageError
 from orc_git.identity import Holder, process_alive
 from orc_git.locking import leasefile, leasefs
 from orc_git.locking.guard import Guards, next_token
-from orc_git.locking.info import LockEvent, LockInfo, rfc3339
+from orc_git.locking.info import LockInfo, rfc3339
 from orc_git.taskid import check_task_id
 
 log = logging.getLogger("orc_git.lock")
 
-EventSink = Callable[[LockEvent], None]
+EventSink = Callable[[str, str, LockInfo | None, LockInfo | None, str], None]
 _HOLDER_FIELDS = ("owner", "user", "host", "host_id", "pid", "pid_started", "display_name",
                   "email")
 
@@ -138,7 +138,7 @@ class FileLocker:
     def _emit(self, kind: str, task_id: str, info: LockInfo | None,
               previous: LockInfo | None = None) -> None:
         if self._events is not None:
-            self._events(LockEvent(kind, task_id, info, previous, self.mode))
+            self._events(kind, task_id, info, previous, self.mode)
 
     # -- writing -------------------------------------------------------------------------
 
@@ -169,12 +169,21 @@ class FileLocker:
         if held is not None:
             raise LockHeld(f"{task_id} is already held by this process "
                            f"(token {held.info.token})", held.info)
+        task_dir = f"{self._root}/{task_id}"
+        if not force:
+            # A live lease is refused without taking the guard: contenders only read, so they
+            # never crowd out the holder's own heartbeat and release.
+            seen = self._read(task_dir, task_id)
+            if seen is not None and not self._same_process(seen):
+                seen = self._judge(seen, self._clock())
+                if not seen.stale:
+                    raise LockHeld(f"{task_id} is locked by {seen.who()} since "
+                                   f"{seen.acquired_at}", seen)
         guards = self._guards
         guard = guards.take(task_id)
         assert guard is not None
         try:
             guards.lock(guard, task_id)
-            task_dir = f"{self._root}/{task_id}"
             granted: list[LockInfo] = []
             written = leasefs.create(task_dir, lambda: self._grant(
                 task_id, next_token(guard), ttl, into=granted))

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from orc_git.errors import LockHeld, StorageError
 
 FENCE_NAME = "lock.fence"
-GUARD_TIMEOUT = 5.0
+GUARD_TIMEOUT = 10.0
 CACHE_SIZE = 64
 
 O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
