@@ -25,8 +25,12 @@ import threading
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from _common import file_locker, median, ms, scratch_repo, table
+
+if TYPE_CHECKING:
+    from orc_git.locking.file import FileLocker
 
 ROUNDS = 10
 TASK = "BENCH-TAKEOVER"
@@ -60,9 +64,18 @@ def waiting_child(repo: Path, conn: Connection) -> None:
         conn.send(got)
 
 
-def after_kill(repo: Path, rounds: int) -> tuple[list[float], list[str]]:
+def wait_into(locker: FileLocker, got: list[float], errors: list[str]) -> None:
+    """The in-process waiter: note when the acquire returned, or why it failed."""
     from orc_git.lease import acquire_waiting
 
+    try:
+        acquire_waiting(locker, TASK, ttl=None, wait=True, timeout=WAIT_TIMEOUT)
+        got.append(time.perf_counter())
+    except Exception as exc:
+        errors.append(repr(exc))
+
+
+def after_kill(repo: Path, rounds: int) -> tuple[list[float], list[str]]:
     ctx = mp.get_context("spawn")
     locker = file_locker(repo)
     latencies, failures = [], []
@@ -77,15 +90,7 @@ def after_kill(repo: Path, rounds: int) -> tuple[list[float], list[str]]:
             parent.recv()
             got: list[float] = []
             errors: list[str] = []
-
-            def wait() -> None:
-                try:
-                    acquire_waiting(locker, TASK, ttl=None, wait=True, timeout=WAIT_TIMEOUT)
-                    got.append(time.perf_counter())
-                except Exception as exc:
-                    errors.append(repr(exc))
-
-            waiter = threading.Thread(target=wait)
+            waiter = threading.Thread(target=wait_into, args=(locker, got, errors))
             waiter.start()
             time.sleep(SETTLE + random.uniform(0, JITTER))
             killed = time.perf_counter()

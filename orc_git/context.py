@@ -88,6 +88,14 @@ class Context:
             log.warning("a plugin failed handling the %s event of %s: %s", event.kind,
                         event.task_id, exc)
 
+    def plugin_report(self, hook: str) -> list[str]:
+        """Lines plugins add to a git hook's report; a failing plugin costs its lines only."""
+        try:
+            results = self.plugins.manager.hook.orc_git_hook_report(hook=hook, context=self)
+        except Exception as exc:
+            return [f"a plugin failed adding to the {hook} report: {exc}"]
+        return [str(line) for result in results if result for line in result]
+
     def file_locker(self, pid: int | None = None) -> FileLocker:
         from orc_git.locking.file import FileLocker
 

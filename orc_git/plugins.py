@@ -42,7 +42,7 @@ def load_plugins(entry_points: bool = True) -> Plugins:
             version = ep.dist.version if ep.dist else None
             try:
                 pm.register(ep.load(), name=ep.name)
-            except Exception as exc:  # a plugin's bug must not take the core down
+            except (Exception, SystemExit) as exc:  # a plugin's bug must not take the core down
                 error = f"{type(exc).__name__}: {exc}"
                 log.warning("plugin %r (%s) failed to load and was skipped: %s", ep.name,
                             dist or "?", error)

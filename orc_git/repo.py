@@ -55,7 +55,12 @@ def _read_gitfile(dotgit: Path) -> Path:
     if not text.startswith("gitdir:"):
         raise NotARepository(f"{dotgit} is not a git file (expected 'gitdir: …')")
     target = Path(text[len("gitdir:") :].strip())
-    return target if target.is_absolute() else (dotgit.parent / target).resolve()
+    target = target if target.is_absolute() else (dotgit.parent / target).resolve()
+    if not text[len("gitdir:") :].strip() or not target.is_dir():
+        # as git says: a worktree whose repository was moved or deleted is no repository
+        raise NotARepository(f"{dotgit} points to {target}, which is not a git directory "
+                             "(moved or deleted? `git worktree repair` can fix a moved one)")
+    return target
 
 
 def _common_dir(git_dir: Path) -> Path:

@@ -158,3 +158,113 @@ def wait_for(predicate: Any, timeout: float = 30, what: str = "condition") -> An
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.02)
+
+
+def tree_snapshot(root: Path) -> dict[str, str]:
+    """Every path under ``root`` (relative) with what it is: file content hash, dir, or link
+    target; compare two snapshots to prove a command created, changed or removed nothing."""
+    import hashlib
+
+    out: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            rel = str(path.relative_to(root))
+            if path.is_symlink():
+                out[rel] = f"link:{os.readlink(path)}"
+            elif path.is_dir():
+                out[rel] = "dir"
+            elif path.is_file():
+                out[rel] = "file:" + hashlib.sha256(path.read_bytes()).hexdigest()
+            else:
+                out[rel] = "other"
+    return out
+
+
+def dead_pid() -> int:
+    """The PID of a process that has exited and been reaped (a holder that died)."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+# A process in between: `orc lock acquire` run through it has that process as its parent (the
+# lease holder), not the test process.  (`bash -c 'orc …'` would not do: bash execs a lone command.)
+# Like a shell, it outlives a Ctrl-C sent to its process group and exits with the child's status.
+OTHER_PARENT = """
+import subprocess, sys
+child = subprocess.Popen(sys.argv[1:])
+while True:
+    try:
+        code = child.wait()
+        break
+    except KeyboardInterrupt:
+        pass
+sys.exit(128 - code if code < 0 else code)
+"""
+
+
+def orc_argv(*args: str, other_parent: bool = False) -> list[str]:
+    """The argv of the real CLI, optionally run through an intermediate parent process."""
+    argv = [sys.executable, "-m", "orc_git", *args]
+    return [sys.executable, "-c", OTHER_PARENT, *argv] if other_parent else argv
+
+
+def orc_elsewhere(*args: str, cwd: Path, input: str | None = None,
+                  env: dict[str, str] | None = None,
+                  timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Like :func:`orc`, but from another parent: `orc lock acquire` is then another holder."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(orc_argv(*args, other_parent=True), cwd=cwd, input=input,
+                          capture_output=True, text=True, env=full_env, timeout=timeout)
+
+
+def identity_env(tmp_path: Path, user: str) -> dict[str, str]:
+    """Environment for another person: an ORC_HOME whose identity is ``user``."""
+    home = tmp_path / f"orc-home-{user}"
+    home.mkdir(exist_ok=True)
+    (home / "config.yaml").write_text(f"identity: {{user: {user}}}\n")
+    return {"ORC_HOME": str(home)}
+
+
+class PluginFreePython:
+    """Runs the real CLI in an environment where no ``orc_git`` plugin is installed, whatever
+    this environment has installed: ``python -S`` with ``PYTHONPATH`` = the source tree and a
+    symlinked copy of site-packages without the plugin distributions.  Extra directories (fake
+    plugins laid out like ``pip install`` would) go first on the path."""
+
+    def __init__(self, dest: Path) -> None:
+        import sysconfig
+        from importlib.metadata import entry_points
+
+        import orc_git
+
+        plugin_dists = {ep.dist.name.lower().replace("-", "_")
+                        for ep in entry_points(group="orc_git") if ep.dist is not None}
+        self.site = dest
+        self.source = Path(orc_git.__file__).resolve().parent.parent
+        for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
+            name = entry.name.lower().replace("-", "_")
+            if entry.suffix == ".pth" or any(dist in name for dist in plugin_dists):
+                continue
+            (dest / entry.name).symlink_to(entry)
+
+    def env(self, *first: Path) -> dict[str, str]:
+        return {"PYTHONPATH": os.pathsep.join([*map(str, first), str(self.source),
+                                              str(self.site)])}
+
+    def argv(self, *args: str, other_parent: bool = False) -> list[str]:
+        argv = [sys.executable, "-S", "-m", "orc_git", *args]
+        return [sys.executable, "-S", "-c", OTHER_PARENT, *argv] if other_parent else argv
+
+    def orc(self, *args: str, cwd: Path, path: tuple[Path, ...] = (),
+            env: dict[str, str] | None = None, other_parent: bool = False,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        full_env = {**os.environ, **(env or {}), **self.env(*path)}
+        return subprocess.run(self.argv(*args, other_parent=other_parent), cwd=cwd,
+                              capture_output=True, text=True, env=full_env, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def plugin_free(tmp_path_factory: pytest.TempPathFactory) -> PluginFreePython:
+    return PluginFreePython(tmp_path_factory.mktemp("site-without-plugins"))

@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 from orc_git.cli.output import Output
 from orc_git.errors import EXIT_INTERRUPTED, OrcError, UsageError
 
-CORE_COMMANDS = ("init", "mode", "lock", "plugins")
+CORE_COMMANDS = ("init", "mode", "lock", "plugins", "task", "tasks", "hooks")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,13 +33,15 @@ class _StderrHandler(logging.Handler):
 
 def build_parser(plugin_commands: bool = False) -> argparse.ArgumentParser:
     from orc_git import __version__
-    from orc_git.cli import lock, setup
+    from orc_git.cli import hooks, lock, setup, tasks
 
     parser = _Parser(prog="orc", description="Coordinate AI task runs in a git repository.")
     parser.add_argument("--version", action="version", version=f"orc-git {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     setup.add_parsers(sub)
     lock.add_parser(sub)
+    hooks.add_parser(sub)
+    tasks.add_parsers(sub)
     if plugin_commands:
         from orc_git.plugins import load_plugins
 

@@ -68,6 +68,30 @@ def merge_gitignore(path: Path) -> list[str]:
     return missing
 
 
+def _switch_mode(path: Path, mode: str, server_url: str | None) -> bool:
+    """``orc init --mode X`` on a repository set up before: change the ``mode:`` (and
+    ``server_url:``) lines of the shared config in place, keeping every other line."""
+    import re
+
+    old = path.read_text("utf-8")
+    new = (re.sub(r"(?m)^mode:.*$", f"mode: {mode}", old, count=1)
+           if re.search(r"(?m)^mode:", old) else f"mode: {mode}\n{old}")
+    if server_url:
+        if re.search(r"(?m)^[ \t]+server_url:", new):
+            new = re.sub(r"(?m)^([ \t]+)server_url:.*$",
+                         lambda m: f"{m.group(1)}server_url: {server_url}", new, count=1)
+        elif re.search(r"(?m)^team:[ \t]*$", new):
+            new = re.sub(r"(?m)^team:[ \t]*$", lambda m: f"team:\n  server_url: {server_url}",
+                         new, count=1)
+        else:
+            sep = "" if not new or new.endswith("\n") else "\n"
+            new += f"{sep}team:\n  server_url: {server_url}\n"
+    if new == old:
+        return False
+    path.write_text(new, "utf-8")
+    return True
+
+
 def cmd_init(args: argparse.Namespace, out: Output) -> int:
     if args.server_url and args.mode != "team":
         raise UsageError("--server-url goes with --mode team")
@@ -87,6 +111,8 @@ def cmd_init(args: argparse.Namespace, out: Output) -> int:
             if not shared_config.exists():
                 shared_config.write_text(text, "utf-8")
                 created.append(str(shared_config))
+            elif _switch_mode(shared_config, args.mode, args.server_url):
+                out.say(f"set mode: {args.mode} in {shared_config}")
             else:
                 out.say(f"kept the existing {shared_config}")
     except OSError as exc:
@@ -99,8 +125,8 @@ def cmd_init(args: argparse.Namespace, out: Output) -> int:
     if added:
         out.say(f"added {len(added)} line(s) to .gitignore")
     out.say(f"mode: {ctx.mode} ({ctx.mode_reason})")
-    if args.mode != "solo" and ctx.mode != args.mode:
-        out.warn(f"{args.mode} was written to {shared_config}, but {ctx.mode_reason}")
+    if ctx.mode != args.mode:
+        out.warn(f"you asked for {args.mode}, but the mode is {ctx.mode}: {ctx.mode_reason}")
     if ctx.mode == "team":
         from orc_git.context import TEAM_INSTALL_HINT
 

@@ -1,0 +1,1 @@
+../orc_git/templates/hooks/shim.sh

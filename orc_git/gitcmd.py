@@ -1,0 +1,45 @@
+"""Running git for the few questions its files do not answer cheaply (diffs, refs, config).
+
+Plain subprocess calls: hooks must stay far below 100 ms, and ``import git`` alone costs more.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from orc_git.errors import OrcError
+
+NULL_SHA = "0" * 40
+
+
+class GitFailed(OrcError):
+    code = "GIT_FAILED"
+
+
+def git(*args: str, cwd: Path | str, check: bool = True, input: str | None = None) -> str:
+    try:
+        proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                              input=input, timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise GitFailed(f"cannot run git {args[0]}: {exc}") from None
+    if check and proc.returncode != 0:
+        raise GitFailed(f"git {' '.join(args[:3])} failed: {proc.stderr.strip()[:300]}")
+    return proc.stdout
+
+
+def rev(name: str, cwd: Path | str) -> str | None:
+    out = git("rev-parse", "--verify", "--quiet", f"{name}^{{commit}}", cwd=cwd, check=False)
+    return out.strip() or None
+
+
+def changed_tasks(old: str, new: str, cwd: Path | str) -> set[str]:
+    """Tasks whose committed files differ between two commits."""
+    out = git("diff", "--name-only", "-z", "--no-renames", old, new, "--", ".orc/tasks",
+              cwd=cwd, check=False)
+    tasks = set()
+    for path in out.split("\0"):
+        parts = path.split("/")
+        if len(parts) == 4 and parts[3] in ("state.yaml", "task.yaml"):
+            tasks.add(parts[2])
+    return tasks

@@ -1,0 +1,253 @@
+"""Committed task state: ``task.yaml`` says what a task is, ``state.yaml`` where its run stands.
+
+Both live in the *current* worktree's ``.orc/tasks/<TASK>/`` and travel through git; they are the
+eventually consistent view others see after they pull.  Writes are fenced: a write made under a
+lease records the lease's token, and a write carrying a token older than the one recorded is
+refused, so a holder that lost its lease cannot overwrite its successor's state.  Writes take the
+task's lease guard (p2p, team) so that check and write are one step, and replace the file
+atomically.  Both files use :mod:`orc_git.flatyaml`, so hooks read them without PyYAML.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from contextlib import suppress
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from orc_git import flatyaml
+from orc_git.errors import InvalidInput, LockHeld, OrcError, Refused, StorageError
+from orc_git.locking.info import parse_rfc3339, rfc3339
+from orc_git.taskid import check_task_id
+
+if TYPE_CHECKING:
+    from orc_git.context import Context
+
+STATUSES = ("created", "running", "paused", "blocked", "completed", "failed")
+MAX_BYTES = 64 * 1024
+STATE_NAME = "state.yaml"
+TASK_NAME = "task.yaml"
+
+
+class StateUnreadable(OrcError):
+    code = "STATE_UNREADABLE"
+
+
+class StaleToken(Refused):
+    code = "STALE_TOKEN"
+
+
+@dataclass
+class TaskDef:
+    id: str
+    title: str
+    created_by: str
+    created_at: str
+
+
+@dataclass
+class TaskState:
+    task_id: str
+    status: str
+    phase: str | None
+    iteration: int | None
+    updated_at: str
+    updated_by: str
+    host: str
+    token: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def age(self, now: float | None = None) -> float | None:
+        t = parse_rfc3339(self.updated_at)
+        return None if t is None else (time.time() if now is None else now) - t
+
+    def summary(self) -> str:
+        where = [self.status]
+        if self.phase:
+            where.append(f"phase {self.phase}")
+        if self.iteration is not None:
+            where.append(f"iteration {self.iteration}")
+        return f"{', '.join(where)} by {self.updated_by}@{self.host} at {self.updated_at}"
+
+
+def _text(data: dict[str, Any], key: str, required: bool = True) -> str | None:
+    value = data.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value or len(value) > 1000:
+        raise ValueError(f"{key} must be a non-empty string")
+    return value
+
+
+def _count(data: dict[str, Any], key: str) -> int | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 62:
+        raise ValueError(f"{key} must be a non-negative integer")
+    return value
+
+
+def parse_state(raw: bytes, task_id: str, where: str = "state.yaml") -> TaskState:
+    """Decode a ``state.yaml``; every way it can be bad is one StateUnreadable naming the file."""
+    try:
+        data = flatyaml.load(raw, MAX_BYTES)
+        status = _text(data, "status")
+        if status not in STATUSES:
+            raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+        state = TaskState(
+            task_id=_text(data, "task_id") or "", status=status,
+            phase=_text(data, "phase", required=False),
+            iteration=_count(data, "iteration"),
+            updated_at=_text(data, "updated_at") or "", updated_by=_text(data, "updated_by") or "",
+            host=_text(data, "host") or "", token=_count(data, "token"))
+    except (flatyaml.NotFlatYaml, ValueError) as exc:
+        raise StateUnreadable(f"{where} is unreadable: {exc}") from None
+    if state.task_id != task_id:
+        raise StateUnreadable(f"{where} names task {state.task_id!r}, not {task_id!r}")
+    return state
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StateUnreadable(f"{path} is unreadable: {exc.strerror}") from None
+    try:
+        return os.read(fd, MAX_BYTES + 1)
+    except OSError as exc:
+        raise StateUnreadable(f"{path} is unreadable: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def read_state(tasks_dir: Path, task_id: str) -> TaskState | None:
+    path = tasks_dir / check_task_id(task_id) / STATE_NAME
+    raw = _read_bytes(path)
+    return None if raw is None else parse_state(raw, task_id, str(path))
+
+
+def read_task(tasks_dir: Path, task_id: str) -> TaskDef | None:
+    path = tasks_dir / check_task_id(task_id) / TASK_NAME
+    raw = _read_bytes(path)
+    if raw is None:
+        return None
+    try:
+        data = flatyaml.load(raw, MAX_BYTES)
+        return TaskDef(_text(data, "id") or "", str(data.get("title") or ""),
+                       _text(data, "created_by") or "", _text(data, "created_at") or "")
+    except (flatyaml.NotFlatYaml, ValueError) as exc:
+        raise StateUnreadable(f"{path} is unreadable: {exc}") from None
+
+
+def _write(path: Path, content: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        try:
+            if os.write(fd, content) != len(content):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise StorageError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _dump_state(state: TaskState) -> bytes:
+    return flatyaml.dump(asdict(state).items(), keep_none=True)
+
+
+def create_task(ctx: Context, task_id: str, title: str = "") -> tuple[TaskDef, TaskState]:
+    task_dir = ctx.repo.tasks_dir / check_task_id(task_id)
+    if (task_dir / TASK_NAME).exists():
+        raise InvalidInput(f"task {task_id} already exists ({task_dir / TASK_NAME})")
+    ident = ctx.identity
+    now = rfc3339(time.time())
+    task = TaskDef(task_id, title, ident.user, now)
+    state = TaskState(task_id, "created", None, None, now, ident.user, ident.host, None)
+    try:
+        task_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create {task_dir}: {exc.strerror}") from None
+    _write(task_dir / TASK_NAME, flatyaml.dump(asdict(task).items(), keep_none=True))
+    _write(task_dir / STATE_NAME, _dump_state(state))
+    return task, state
+
+
+def write_state(ctx: Context, task_id: str, *, status: str | None = None,
+                phase: str | None = None, iteration: int | None = None,
+                token: int | None = None, force: bool = False,
+                holder_pid: int | None = None) -> TaskState:
+    """Change a task's state. ``token`` is the writer's lease token; when None, the lease this
+    user holds on this host supplies it, and a lease held by another holder refuses the write
+    unless ``force``.  ``holder_pid`` names the lease's holding process (the CLI's parent)."""
+    check_task_id(task_id)
+    if status is not None and status not in STATUSES:
+        raise InvalidInput(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
+    if ctx.mode == "solo":
+        return _write_state(ctx, task_id, status, phase, iteration, token, force)
+    locker = ctx.locker(holder_pid)
+    guard = getattr(locker, "guarded", None)
+    if token is None:
+        lease = locker.is_locked(task_id)
+        if lease.locked and not lease.stale:
+            if not lease.mine and not force:
+                raise LockHeld(f"{task_id} is locked by {lease.who()}; its state belongs to "
+                               "that holder (use --force to write anyway)", lease)
+            token = lease.token if lease.mine else None
+    if guard is None:
+        return _write_state(ctx, task_id, status, phase, iteration, token, force)
+    with guard(task_id):
+        return _write_state(ctx, task_id, status, phase, iteration, token, force)
+
+
+def _write_state(ctx: Context, task_id: str, status: str | None, phase: str | None,
+                 iteration: int | None, token: int | None, force: bool) -> TaskState:
+    tasks_dir = ctx.repo.tasks_dir
+    current = read_state(tasks_dir, task_id)
+    if current is None:
+        raise InvalidInput(f"task {task_id} has no {STATE_NAME}: create it with "
+                           f"`orc task new {task_id}`")
+    if (token is not None and current.token is not None and token < current.token
+            and not force):
+        raise StaleToken(f"{task_id}: refusing a state write with fencing token {token}: "
+                         f"token {current.token} was recorded since (by "
+                         f"{current.updated_by}@{current.host}); this writer lost its lease")
+    ident = ctx.identity
+    new = TaskState(task_id, status or current.status,
+                    phase if phase is not None else current.phase,
+                    iteration if iteration is not None else current.iteration,
+                    rfc3339(time.time()), ident.user, ident.host,
+                    token if token is not None else current.token)
+    _write(tasks_dir / task_id / STATE_NAME, _dump_state(new))
+    return new
+
+
+def iter_states(tasks_dir: Path) -> list[tuple[str, TaskState | StateUnreadable]]:
+    """Every task's state in a worktree, unreadable ones included as their error."""
+    out: list[tuple[str, TaskState | StateUnreadable]] = []
+    try:
+        names = sorted(e.name for e in os.scandir(tasks_dir) if e.is_dir(follow_symlinks=False))
+    except OSError:
+        return out
+    for name in names:
+        try:
+            state = read_state(tasks_dir, name)
+        except StateUnreadable as exc:
+            out.append((name, exc))
+        except InvalidInput:
+            continue
+        else:
+            if state is not None:
+                out.append((name, state))
+    return out
