@@ -1,0 +1,147 @@
+"""``orc team serve`` and ``orc team token``: argument parsing and the two commands.
+
+The orc CLI calls each command as ``func(args, out)`` and maps an OrcError to its exit status
+(2 usage, 3 failure); ``python -m orc_team.server`` reuses the same parser and mapping.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from orc_git.cli.output import Output
+from orc_git.errors import OrcError, UsageError
+
+from orc_team.server.auth import ROLES
+
+log = logging.getLogger("orc_team")
+
+
+def _number(low: float, high: float, kind: type = float) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low:g} to {high:g}")
+        return value
+    return parse
+
+
+def _user(text: str) -> str:
+    if not text or len(text) > 100 or text != text.strip():
+        raise argparse.ArgumentTypeError("a user id is 1-100 characters without surrounding "
+                                         "spaces")
+    return text
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    p.add_argument("--port", type=_number(0, 65535, int), default=8765,
+                   help="port to listen on (8765; 0 picks a free one)")
+    p.add_argument("--store", default="", metavar="PATH",
+                   help="SQLite file keeping locks and fencing counters "
+                        "($ORC_HOME/team.sqlite3)")
+    p.add_argument("--away-after", type=_number(0.1, 1e7), default=300.0, metavar="S",
+                   help="seconds without activity before a user shows as away (300)")
+    p.add_argument("--keepalive", type=_number(0, 3600), default=20.0, metavar="S",
+                   help="WebSocket ping interval; an unanswered peer is dropped after half "
+                        "of it (20; 0 disables)")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="a browser origin allowed besides the server's own (repeatable)")
+    p.add_argument("--rate", type=_number(0.1, 1e6), default=100.0, metavar="N",
+                   help="messages per second a connection may sustain, lock traffic and other "
+                        "messages counted apart (100)")
+    p.add_argument("--burst", type=_number(1, 1e6), default=200.0, metavar="N",
+                   help="messages a connection may send at once (200)")
+    p.add_argument("--send-queue", type=_number(1, 1e6, int), default=1024, metavar="N",
+                   help="messages queued for a slow client before it is dropped (1024)")
+    p.add_argument("--log-level", default="info",
+                   choices=("debug", "info", "warning", "error"))
+
+
+def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
+    team = sub.add_parser("team", help="the team server (orc-team plugin)")
+    actions = team.add_subparsers(dest="team_command", metavar="ACTION", required=True)
+    serve = actions.add_parser("serve", help="run the team server")
+    add_serve_arguments(serve)
+    serve.set_defaults(func=cmd_serve)
+    token = actions.add_parser("token", help="print a token signed with ORC_TEAM_SECRET")
+    token.add_argument("--user", required=True, type=_user, metavar="ID")
+    token.add_argument("--name", metavar="N", help="display name (defaults to the user id)")
+    token.add_argument("--email", metavar="E")
+    token.add_argument("--role", choices=ROLES, default="member")
+    token.add_argument("--expires", type=_number(1, 10 * 365 * 86400), default=30 * 86400,
+                       metavar="S", help="seconds until the token expires (30 days)")
+    token.set_defaults(func=cmd_token)
+
+
+def _secret(out: Any) -> str:
+    from orc_team.server.config import MIN_SECRET_BYTES, secret_from_env
+
+    secret = secret_from_env()
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        out.warn(f"ORC_TEAM_SECRET is shorter than {MIN_SECRET_BYTES} bytes; tokens signed "
+                 "with it can be forged by brute force")
+    return secret
+
+
+def cmd_token(args: argparse.Namespace, out: Any) -> int:
+    from orc_team.server.auth import mint_token
+
+    token = mint_token(_secret(out), args.user, name=args.name, email=args.email,
+                       role=args.role, expires_in=args.expires)
+    print(token, flush=True)
+    return 0
+
+
+def _configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("orc_team", "aiohttp"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(level.upper() if name == "orc_team" else logging.WARNING)
+        logger.propagate = False
+
+
+def cmd_serve(args: argparse.Namespace, out: Any) -> int:
+    from orc_team.server.app import run
+    from orc_team.server.config import ServerConfig
+    from orc_team.server.sqlite_store import SQLiteStore
+
+    if args.store.startswith("redis://"):
+        raise UsageError("the Redis store is not built yet: give --store a SQLite file path")
+    config = ServerConfig(secret=_secret(out), host=args.host, port=args.port, store=args.store,
+                          away_after=args.away_after, keepalive=args.keepalive,
+                          allowed_origins=frozenset(args.allow_origin), rate=args.rate,
+                          burst=args.burst, send_queue=args.send_queue)
+    _configure_logging(args.log_level)
+    store = SQLiteStore(config.store)
+    try:
+        run(config, store)
+    except OSError as exc:
+        raise OrcError(f"cannot listen on {config.host}:{config.port}: "
+                       f"{exc.strerror or exc}") from None
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m orc_team.server [serve options]``: the server without the orc front end."""
+    parser = argparse.ArgumentParser(prog="python -m orc_team.server",
+                                     description="Run the orc-team server.")
+    add_serve_arguments(parser)
+    out = Output(False)
+    try:
+        args = parser.parse_args(argv)
+        cmd_serve(args, out)
+        return 0
+    except OrcError as exc:
+        out.error(exc.code, exc.message)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

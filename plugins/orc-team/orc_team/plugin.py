@@ -1,0 +1,34 @@
+"""The hooks orc-git calls (entry point ``team = orc_team.plugin`` in group ``orc_git``).
+
+Kept small and cheap to import: orc-git loads it for every plugin command, so the server and its
+dependencies are imported only when ``orc team serve`` actually runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from orc_git.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from orc_git.context import Context
+    from orc_git.locking.base import Locker
+
+
+@hookimpl
+def orc_git_cli_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
+    from orc_team.cli import add_parser
+
+    add_parser(subparsers)
+
+
+@hookimpl
+def orc_git_locker(mode: str, context: Context) -> Locker | None:
+    """Team mode's locker: CompositeLocker(WebSocketLocker, FileLocker) once the client exists."""
+    if mode != "team":
+        return None
+    from orc_git.errors import PluginMissing
+
+    raise PluginMissing("team client not built yet: the orc-team plugin provides the server "
+                        "only for now; use ORC_MODE=p2p meanwhile")

@@ -1,0 +1,13 @@
+"""The team server: ``orc team serve`` (or ``python -m orc_team.server``).
+
+Modules, one job each: ``app`` (routes, connection life cycle), ``auth`` (tokens, Origin, client
+id), ``protocol`` (messages, validation, error codes), ``dispatch`` (one message, one reply),
+``hub`` (connections, subscriptions, fan-out), ``connection`` (bounded send queue), ``locks``,
+``presence``, ``events``, ``ratelimit``, ``store`` (interface) and ``sqlite_store``.
+"""
+
+from __future__ import annotations
+
+from orc_team.server.config import ServerConfig
+
+__all__ = ["ServerConfig"]

@@ -1,0 +1,122 @@
+"""One WebSocket client: who it is, what it subscribed to, and its bounded outgoing queue.
+
+Nothing ever awaits a peer's socket except this connection's own writer task: replies and fan-out
+only append to the queue.  A consumer that stops reading fills its own queue and is disconnected;
+it can never delay delivery to anybody else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from orc_team.server import protocol
+from orc_team.server.auth import Claims
+from orc_team.server.config import ServerConfig
+from orc_team.server.ratelimit import TokenBucket
+from orc_team.server.store import Holder
+
+log = logging.getLogger("orc_team.server")
+
+CLOSE_POLICY = 1008  # abuse: a flood past the rate limit
+
+
+class Connection:
+    def __init__(self, cid: int, claims: Claims, client: str, remote: str,
+                 ws: web.WebSocketResponse, request: web.Request, config: ServerConfig) -> None:
+        self.id = cid
+        self.claims = claims
+        self.holder = Holder(claims.user, client, claims.name, claims.email)
+        self.remote = remote
+        self.ws = ws
+        self._request = request
+        self.tasks: set[str] = set()
+        self.projects: set[str] = set()
+        self.general = TokenBucket(config.rate, config.burst)
+        self.control = TokenBucket(config.rate, config.burst)
+        self.strikes = TokenBucket(config.rate, min(config.abuse_burst,
+                                                    max(1, config.send_queue // 2)))
+        self._max_items = config.send_queue
+        self._max_bytes = config.send_queue_bytes
+        self._queue: collections.deque[bytes] = collections.deque()
+        self._queued_bytes = 0
+        self._wakeup = asyncio.Event()
+        self.closing = False
+        self.close_reason: str | None = None
+        self.close_code: int | None = None
+
+    @property
+    def user(self) -> str:
+        return self.claims.user
+
+    def __repr__(self) -> str:
+        return f"<conn {self.id} {self.user}/{self.holder.client}>"
+
+    def send(self, message: dict[str, Any]) -> bool:
+        return self.send_bytes(protocol.encode(message))
+
+    def send_bytes(self, data: bytes) -> bool:
+        """Queue a message; False (and the connection is being dropped) when it is full."""
+        if self.closing:
+            return False
+        if (len(self._queue) >= self._max_items
+                or self._queued_bytes + len(data) > self._max_bytes):
+            self.drop("send queue full: the client is not reading", None)
+            return False
+        self._queue.append(data)
+        self._queued_bytes += len(data)
+        self._wakeup.set()
+        return True
+
+    async def writer(self) -> None:
+        """Drain the queue into the socket, one message at a time, until the connection ends."""
+        try:
+            while not self.closing:
+                while self._queue and not self.closing:
+                    data = self._queue.popleft()
+                    self._queued_bytes -= len(data)
+                    await self.ws.send_frame(data, WSMsgType.TEXT)
+                self._wakeup.clear()
+                if not self.closing:
+                    await self._wakeup.wait()
+        except (ConnectionError, RuntimeError) as exc:  # the peer went away mid-send
+            log.debug("%r: send failed: %s", self, exc)
+            self.drop(f"send failed: {exc}", None)
+        except Exception:  # never leave a connection without its writer silently
+            log.exception("%r: writer failed", self)
+            self.drop("internal error while sending", None)
+
+    def drop(self, reason: str, code: int | None) -> None:
+        """End the connection.  With ``code`` (abuse: the peer reads, it just misbehaves) the
+        read loop stops at once and closes with that code, draining what the peer still sends
+        so the close frame is not lost to a reset.  Without, the socket is aborted now: a stuck
+        peer would never read a close frame.  Either way the hub then forgets the connection."""
+        if self.closing:
+            return
+        self.closing = True
+        self.close_reason = reason
+        self.close_code = code
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._wakeup.set()
+        log.warning("%r from %s disconnected: %s", self, self.remote, reason)
+        if code is None:
+            self._abort()
+
+    def _abort(self) -> None:
+        transport = self._request.transport
+        if transport is not None:
+            transport.abort()
+
+    async def close(self, code: int, reason: str) -> None:
+        """An orderly close (server shutdown): pending messages are dropped."""
+        self.closing = True
+        self._wakeup.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), 2.0)
+        self._abort()

@@ -1,0 +1,99 @@
+"""Who is connected and who listens to what; fan-out of one encoded message to many queues.
+
+Fan-out never awaits: it appends the same bytes to each target's bounded queue (see
+:mod:`orc_team.server.connection`), so delivery to a thousand subscribers costs a thousand
+appends, and a slow subscriber only ever fills its own queue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal
+
+from orc_team.server.connection import Connection
+
+Kind = Literal["task", "project"]
+
+
+class Hub:
+    def __init__(self, max_subscriptions: int) -> None:
+        self.max_subscriptions = max_subscriptions
+        self.connections: dict[int, Connection] = {}
+        self._by_holder: dict[tuple[str, str], set[Connection]] = {}
+        self._subs: dict[Kind, dict[str, set[Connection]]] = {"task": {}, "project": {}}
+        self._next_id = 0
+
+    def next_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def add(self, conn: Connection) -> None:
+        self.connections[conn.id] = conn
+        self._by_holder.setdefault(conn.holder.key, set()).add(conn)
+
+    def remove(self, conn: Connection) -> None:
+        self.connections.pop(conn.id, None)
+        holders = self._by_holder.get(conn.holder.key)
+        if holders is not None:
+            holders.discard(conn)
+            if not holders:
+                del self._by_holder[conn.holder.key]
+        for task in conn.tasks:
+            self._forget("task", task, conn)
+        for project in conn.projects:
+            self._forget("project", project, conn)
+        conn.tasks.clear()
+        conn.projects.clear()
+
+    def _forget(self, kind: Kind, key: str, conn: Connection) -> None:
+        subs = self._subs[kind].get(key)
+        if subs is not None:
+            subs.discard(conn)
+            if not subs:
+                del self._subs[kind][key]
+
+    def subscribe(self, conn: Connection, kind: Kind, key: str) -> bool:
+        """False when the connection already has as many subscriptions as it may."""
+        mine = conn.tasks if kind == "task" else conn.projects
+        if key not in mine and len(conn.tasks) + len(conn.projects) >= self.max_subscriptions:
+            return False
+        mine.add(key)
+        self._subs[kind].setdefault(key, set()).add(conn)
+        return True
+
+    def unsubscribe(self, conn: Connection, kind: Kind, key: str) -> bool:
+        mine = conn.tasks if kind == "task" else conn.projects
+        if key not in mine:
+            return False
+        mine.discard(key)
+        self._forget(kind, key, conn)
+        return True
+
+    def subscribers(self, task_id: str | None, project_id: str | None) -> set[Connection]:
+        targets: set[Connection] = set()
+        if task_id is not None:
+            targets.update(self._subs["task"].get(task_id, ()))
+        if project_id is not None:
+            targets.update(self._subs["project"].get(project_id, ()))
+        return targets
+
+    def holder_connections(self, key: tuple[str, str]) -> set[Connection]:
+        return set(self._by_holder.get(key, ()))
+
+    def fanout(self, data: bytes, task_id: str | None, project_id: str | None,
+               also: Iterable[Connection] = ()) -> int:
+        """Queue ``data`` once for each subscriber of the task or the project (and ``also``)."""
+        targets = self.subscribers(task_id, project_id)
+        targets.update(also)
+        return self._deliver(data, targets)
+
+    def broadcast(self, data: bytes) -> int:
+        return self._deliver(data, list(self.connections.values()))
+
+    @staticmethod
+    def _deliver(data: bytes, targets: Iterable[Connection]) -> int:
+        sent = 0
+        for conn in targets:
+            if conn.send_bytes(data):
+                sent += 1
+        return sent

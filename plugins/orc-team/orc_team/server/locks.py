@@ -1,0 +1,130 @@
+"""Task locks: permissions, replies and lock events on top of the store's compare-and-set.
+
+The store decides (grant, extend, steal, refuse) in one transaction; this module decides who may
+force, answers the requester first, then announces ``lock.acquired / released / expired /
+stolen`` to the task's and project's subscribers, and to the connections of a holder who just
+lost a lease, so a client learns at once that it no longer holds what it thinks it holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from orc_team.server import protocol
+from orc_team.server.connection import Connection
+from orc_team.server.events import EventBus
+from orc_team.server.hub import Hub
+from orc_team.server.protocol import FORBIDDEN, NOT_LOCK_OWNER, Id, ProtocolError
+from orc_team.server.store import LockRecord, Store
+
+log = logging.getLogger("orc_team.server")
+
+Reply = Callable[[dict[str, Any]], None]
+
+
+def lock_json(lock: LockRecord) -> dict[str, Any]:
+    return {
+        "task_id": lock.task_id, "project_id": lock.project_id, "owner": lock.holder.user,
+        "owner_name": lock.holder.name, "owner_email": lock.holder.email,
+        "client": lock.holder.client, "token": lock.token, "ttl": lock.ttl,
+        "acquired_at": protocol.iso(lock.acquired_at),
+        "heartbeat_at": protocol.iso(lock.heartbeat_at),
+        "expires_at": protocol.iso(lock.expires_at),
+    }
+
+
+def _who(lock: LockRecord) -> str:
+    name = lock.holder.name or lock.holder.user
+    return f"{name} ({lock.holder.user}, client {lock.holder.client})"
+
+
+class LockService:
+    def __init__(self, store: Store, events: EventBus, hub: Hub) -> None:
+        self.store = store
+        self.events = events
+        self.hub = hub
+
+    async def lock(self, conn: Connection, req_id: Id | None, reply: Reply, task_id: str,
+                   ttl: int, force: bool, project_id: str | None) -> None:
+        """Acquire, or extend when ``conn`` is already the holder (the heartbeat)."""
+        grant = await self.store.acquire(task_id, conn.holder, ttl, time.time(),
+                                         steal=force and conn.claims.admin,
+                                         project_id=project_id)
+        if grant.expired is not None:
+            await self._announce_expired(grant.expired)
+        lock = grant.lock
+        if not grant.granted:
+            if force:
+                raise ProtocolError(FORBIDDEN, f"force needs the admin role; {task_id} is held "
+                                    f"by {_who(lock)}", req_id)
+            reply({"acquired": False, "extended": False, "stolen_from": None, **lock_json(lock)})
+            return
+        stolen = grant.stolen
+        reply({"acquired": True, "extended": grant.outcome == "extended",
+               "stolen_from": stolen.holder.user if stolen else None, **lock_json(lock)})
+        if grant.outcome == "extended":
+            return
+        payload = {"task_id": task_id, "owner": conn.user, "owner_name": conn.claims.name,
+                   "client": lock.holder.client, "ttl": lock.ttl, "token": lock.token,
+                   "expires_at": protocol.iso(lock.expires_at)}
+        if stolen is None:
+            await self.events.announce("lock.acquired", task_id, lock.project_id, payload,
+                                       user=conn.user, user_name=conn.claims.name)
+            return
+        log.info("%s: %s stole the lock from %s", task_id, conn.user, _who(stolen))
+        payload.update(old_owner=stolen.holder.user, old_client=stolen.holder.client,
+                       old_token=stolen.token, new_owner=conn.user)
+        await self.events.announce("lock.stolen", task_id, lock.project_id, payload,
+                                   user=conn.user, user_name=conn.claims.name,
+                                   also=self.hub.holder_connections(stolen.holder.key))
+
+    async def unlock(self, conn: Connection, req_id: Id | None, reply: Reply, task_id: str,
+                     force: bool) -> None:
+        forced = force and conn.claims.admin
+        result = await self.store.release(task_id, None if forced else conn.holder, time.time())
+        if result.expired is not None:
+            await self._announce_expired(result.expired)
+        lock = result.lock
+        if lock is None:
+            reply({"released": False, "task_id": task_id})
+            return
+        if not result.released:
+            if force:
+                raise ProtocolError(FORBIDDEN, f"releasing another holder's lock needs the admin "
+                                    f"role; {task_id} is held by {_who(lock)}", req_id)
+            raise ProtocolError(NOT_LOCK_OWNER, f"{task_id} is held by {_who(lock)}", req_id)
+        reply({"released": True, "task_id": task_id, "token": lock.token})
+        by_other = not lock.held_by(conn.holder)
+        payload = {"task_id": task_id, "owner": lock.holder.user, "client": lock.holder.client,
+                   "token": lock.token, "forced_by": conn.user if by_other else None}
+        also = self.hub.holder_connections(lock.holder.key) if by_other else ()
+        await self.events.announce("lock.released", task_id, lock.project_id, payload,
+                                   user=conn.user, user_name=conn.claims.name, also=also)
+
+    async def _announce_expired(self, lock: LockRecord) -> None:
+        log.info("%s: the lock of %s expired", lock.task_id, _who(lock))
+        payload = {"task_id": lock.task_id, "previous_owner": lock.holder.user,
+                   "previous_client": lock.holder.client, "token": lock.token,
+                   "expired_at": protocol.iso(lock.expires_at)}
+        await self.events.announce("lock.expired", lock.task_id, lock.project_id, payload,
+                                   user=lock.holder.user, user_name=lock.holder.name,
+                                   also=self.hub.holder_connections(lock.holder.key))
+
+    async def sweep(self) -> int:
+        expired = await self.store.expire(time.time())
+        for lock in expired:
+            await self._announce_expired(lock)
+        return len(expired)
+
+    async def run_sweeper(self, interval: float) -> None:
+        """Remove expired locks every ``interval`` seconds, so each is announced within it."""
+        while True:
+            try:
+                await self.sweep()
+            except Exception:  # a failing sweep must not end sweeping
+                log.exception("lock expiry sweep failed")
+            await asyncio.sleep(interval)

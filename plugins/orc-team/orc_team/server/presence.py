@@ -1,0 +1,138 @@
+"""Presence per user, across all of that user's connections.
+
+A user is ``online`` from their first connection, ``active`` while a connection says it runs a
+task (``active_task``), ``away`` after ``away_after`` seconds without a message from any of their
+connections (pings do not count: a keepalive is not a person), and ``offline`` when their last
+connection closes.  Every change is broadcast to every connected client as a ``presence``
+message whose ``event_type`` names the transition (presence.online, .active, .idle, .away,
+.offline).  When the connection that set ``active_task`` closes, the task is cleared with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from orc_team.server import protocol
+from orc_team.server.connection import Connection
+from orc_team.server.hub import Hub
+
+log = logging.getLogger("orc_team.server")
+
+
+@dataclass
+class UserPresence:
+    user_id: str
+    display_name: str
+    email: str | None
+    last_activity: float
+    last_seen: float
+    connections: set[int] = field(default_factory=set)
+    status: str = "online"
+    active_task: str | None = None
+    active_conn: int | None = None
+    said_away: bool = False
+
+    def json(self) -> dict[str, Any]:
+        return {"user_id": self.user_id, "display_name": self.display_name,
+                "email": self.email, "status": self.status, "active_task": self.active_task,
+                "last_seen": protocol.iso(self.last_seen), "connections": len(self.connections)}
+
+
+def _transition(before: str, after: str) -> str:
+    if after == "online" and before == "active":
+        return "presence.idle"
+    return f"presence.{after}"
+
+
+class Presence:
+    def __init__(self, hub: Hub, away_after: float) -> None:
+        self.hub = hub
+        self.away_after = away_after
+        self.users: dict[str, UserPresence] = {}
+
+    def _status(self, p: UserPresence, now: float) -> str:
+        if p.said_away:
+            return "away"
+        if p.active_task is not None:
+            return "active"
+        return "away" if now - p.last_activity >= self.away_after else "online"
+
+    def _settle(self, p: UserPresence, now: float, *, force: bool = False) -> None:
+        status = self._status(p, now)
+        if status != p.status or force:
+            before, p.status = p.status, status
+            event = "presence.online" if force else _transition(before, status)
+            self._broadcast(p, event)
+
+    def _broadcast(self, p: UserPresence, event_type: str) -> None:
+        data = {**p.json(), "event_type": event_type}
+        self.hub.broadcast(protocol.encode(protocol.message("presence", data=data)))
+
+    def connect(self, conn: Connection) -> None:
+        now = time.monotonic()
+        p = self.users.get(conn.user)
+        if p is None:
+            p = self.users[conn.user] = UserPresence(conn.user, conn.claims.name,
+                                                     conn.claims.email, now, time.time())
+            p.connections.add(conn.id)
+            self._settle(p, now, force=True)
+            return
+        p.connections.add(conn.id)
+        self.touch(conn)
+
+    def disconnect(self, conn: Connection) -> None:
+        p = self.users.get(conn.user)
+        if p is None:
+            return
+        p.connections.discard(conn.id)
+        if not p.connections:
+            del self.users[conn.user]
+            p.status, p.active_task = "offline", None
+            self._broadcast(p, "presence.offline")
+            return
+        if p.active_conn == conn.id:
+            p.active_task = p.active_conn = None
+        self._settle(p, time.monotonic())
+
+    def touch(self, conn: Connection) -> None:
+        """A message from the user (anything but a ping): they are not away."""
+        p = self.users.get(conn.user)
+        if p is None:
+            return
+        now = time.monotonic()
+        p.last_activity, p.last_seen, p.said_away = now, time.time(), False
+        self._settle(p, now)
+
+    def update(self, conn: Connection, status: str | None, active_task: str | None
+               ) -> dict[str, Any]:
+        """A ``presence`` message: ``active_task`` (or null) and optionally ``status: away``."""
+        p = self.users[conn.user]
+        now = time.monotonic()
+        p.last_activity, p.last_seen = now, time.time()
+        p.said_away = status == "away"
+        p.active_task = active_task
+        p.active_conn = conn.id if active_task is not None else None
+        self._settle(p, now)
+        return p.json()
+
+    def sweep(self) -> None:
+        now = time.monotonic()
+        for p in list(self.users.values()):
+            self._settle(p, now)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [p.json() for p in sorted(self.users.values(), key=lambda p: p.user_id)]
+
+    async def run_sweeper(self) -> None:
+        """Notice users going away: a quarter of ``away_after`` late at most (and ≤ 1 s)."""
+        interval = max(0.05, min(1.0, self.away_after / 4))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("presence sweep failed")

@@ -1,0 +1,243 @@
+"""Real server processes on loopback and a small WebSocket test client.
+
+A server is ``python -m orc_git team serve --port 0`` (through the plugin's entry point); the
+fixture reads the port from its "listening on" line and checks ``/api/health``.  Clients use the
+websockets library.  Nothing waits by sleeping: every wait is for a message, with a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import itertools
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from orc_team.server.auth import mint_token
+
+SECRET = "test-secret-" + "0123456789abcdef" * 3
+WAIT = 5.0  # seconds any single expected message may take
+_LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
+
+
+class ServerProc:
+    """One ``orc team serve`` process; its stderr is collected for assertions on the log."""
+
+    def __init__(self, store: Path, home: Path, args: list[str], port: int = 0) -> None:
+        self.store, self.home, self.args = store, home, args
+        self.port = port
+        self.lines: list[str] = []
+        self.proc: subprocess.Popen[str] | None = None
+        self.start()
+
+    def start(self) -> None:
+        env = {**os.environ, "ORC_TEAM_SECRET": SECRET, "ORC_HOME": str(self.home)}
+        cmd = [sys.executable, "-m", "orc_git", "team", "serve", "--host", "127.0.0.1",
+               "--port", str(self.port), "--store", str(self.store), *self.args]
+        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True)
+        ready: queue.Queue[int] = queue.Queue()
+        threading.Thread(target=self._read, args=(self.proc, ready), daemon=True).start()
+        try:
+            self.port = ready.get(timeout=15)
+        except queue.Empty:
+            self.kill()
+            raise RuntimeError("server did not start:\n" + self.log) from None
+        assert self.http("/api/health") == (200, {"status": "ok"})
+
+    def _read(self, proc: subprocess.Popen[str], ready: queue.Queue[int]) -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            self.lines.append(line)
+            m = _LISTENING.search(line)
+            if m:
+                ready.put(int(m[1]))
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    @property
+    def base(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def ws_url(self, token: str | None, client: str | None = None) -> str:
+        query = [f"token={token}"] if token else []
+        if client:
+            query.append(f"client={client}")
+        return f"ws://{self.base}/api/ws" + ("?" + "&".join(query) if query else "")
+
+    def http(self, path: str, token: str | None = None) -> tuple[int, Any]:
+        request = urllib.request.Request(f"http://{self.base}{path}")
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=WAIT) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            body = exc.read()
+            try:
+                return exc.code, json.loads(body)
+            except ValueError:
+                return exc.code, body.decode(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=15)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=15)
+
+
+ServerFactory = Callable[..., ServerProc]
+
+
+@pytest.fixture(scope="session")
+def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFactory]:
+    """``start_server("--away-after", "1", ...)``: a fresh server with its own store."""
+    started: list[ServerProc] = []
+
+    def start(*args: str, store: Path | None = None) -> ServerProc:
+        home = tmp_path_factory.mktemp("orc-home")
+        server = ServerProc(store or home / "team.sqlite3", home, list(args))
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.kill()
+
+
+@pytest.fixture(scope="session")
+def server(start_server: ServerFactory) -> ServerProc:
+    """A shared server with default settings; tests keep apart by unique task ids."""
+    return start_server()
+
+
+_ids = itertools.count(1)
+
+
+def unique(prefix: str = "TASK") -> str:
+    return f"{prefix}-{next(_ids)}-{os.getpid()}"
+
+
+def token(user: str, role: str = "member", *, name: str | None = None,
+          expires_in: float = 3600, now: float | None = None, secret: str = SECRET) -> str:
+    return mint_token(secret, user, name=name or user.title(), email=f"{user}@example.com",
+                      role=role, expires_in=expires_in, now=now)
+
+
+class Client:
+    """A WebSocket client that keeps what it has not been asked for yet, in arrival order."""
+
+    def __init__(self, ws: ClientConnection, user: str, client: str | None) -> None:
+        self.ws = ws
+        self.user = user
+        self.client = client
+        self.inbox: list[dict[str, Any]] = []
+        self._n = itertools.count(1)
+
+    async def send(self, message: dict[str, Any] | str | bytes) -> None:
+        await self.ws.send(message if isinstance(message, str | bytes) else json.dumps(message))
+
+    async def expect(self, match: Callable[[dict[str, Any]], bool],
+                     timeout: float = WAIT) -> dict[str, Any]:
+        for i, message in enumerate(self.inbox):
+            if match(message):
+                return self.inbox.pop(i)
+        async with asyncio.timeout(timeout):
+            while True:
+                message = json.loads(await self.ws.recv())
+                assert isinstance(message, dict)
+                if match(message):
+                    return message
+                self.inbox.append(message)
+
+    async def request(self, type_: str, data: dict[str, Any] | None = None,
+                      timeout: float = WAIT, **extra: Any) -> dict[str, Any]:
+        req_id = f"{self.user}-{next(self._n)}"
+        message: dict[str, Any] = {"type": type_, "id": req_id, **extra}
+        if data is not None:
+            message["data"] = data
+        await self.send(message)
+        return await self.expect(lambda m: m.get("id") == req_id, timeout)
+
+    async def event(self, event_type: str, task_id: str | None = None,
+                    timeout: float = WAIT) -> dict[str, Any]:
+        def match(m: dict[str, Any]) -> bool:
+            data = m.get("data") or {}
+            return (m.get("type") == "event" and data.get("event_type") == event_type
+                    and (task_id is None or data.get("task_id") == task_id))
+        data: dict[str, Any] = (await self.expect(match, timeout))["data"]
+        return data
+
+    async def presence(self, user: str, status: str, timeout: float = WAIT) -> dict[str, Any]:
+        def match(m: dict[str, Any]) -> bool:
+            data = m.get("data") or {}
+            return (m.get("type") == "presence" and "id" not in m
+                    and data.get("user_id") == user and data.get("status") == status)
+        data: dict[str, Any] = (await self.expect(match, timeout))["data"]
+        return data
+
+    async def barrier(self) -> list[dict[str, Any]]:
+        """Everything the server sent before answering a ping (it answers in order)."""
+        await self.request("ping")
+        got, self.inbox = self.inbox, []
+        return got
+
+    async def lock(self, task_id: str, **data: Any) -> dict[str, Any]:
+        reply = await self.request("lock", {"task_id": task_id, **data})
+        assert reply["type"] == "lock_result", reply
+        result: dict[str, Any] = reply["data"]
+        return result
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+@pytest.fixture
+async def connect_as(server: ServerProc) -> Any:
+    """``await connect_as("alice", role="admin", client="laptop", on=server)``."""
+    clients: list[Client] = []
+
+    async def open_client(user: str, role: str = "member", client: str | None = "",
+                          on: ServerProc | None = None, **kwargs: Any) -> Client:
+        """``client=""`` gives each connection its own instance id; None sends none."""
+        target = on or server
+        if client == "":
+            client = unique(f"{user}-client")
+        ws = await connect(target.ws_url(token(user, role), client), open_timeout=WAIT,
+                           **kwargs)
+        c = Client(ws, user, client)
+        clients.append(c)
+        return c
+
+    yield open_client
+    await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+
+
+def elapsed_since(iso: str) -> float:
+    """Seconds from an RFC 3339 UTC time (with milliseconds) to now."""
+    whole, _, frac = iso.rstrip("Z").partition(".")
+    t = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
+    return time.time() - (t + float(f"0.{frac or 0}"))

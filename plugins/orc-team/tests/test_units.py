@@ -1,0 +1,128 @@
+"""In-process checks of the parts whose failures a real client cannot provoke: the store's
+decisions and persistence, INTERNAL errors, the one-reply rule when a handler fails late."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orc_team.server import protocol
+from orc_team.server.auth import Claims
+from orc_team.server.config import ServerConfig
+from orc_team.server.dispatch import Dispatcher
+from orc_team.server.events import EventBus
+from orc_team.server.hub import Hub
+from orc_team.server.locks import LockService
+from orc_team.server.presence import Presence
+from orc_team.server.ratelimit import TokenBucket
+from orc_team.server.sqlite_store import SQLiteStore, StoreInUse
+from orc_team.server.store import Holder
+
+ALICE = Holder("alice", "laptop", "Alice", None)
+ALICE_DESKTOP = Holder("alice", "desktop", "Alice", None)
+BOB = Holder("bob", "b1", "Bob", None)
+
+
+async def test_store_decisions(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "s.sqlite3"))
+    grant = await store.acquire("T-1", ALICE, 10, 100.0, project_id="acme")
+    assert (grant.outcome, grant.lock.token, grant.lock.project_id) == ("acquired", 1, "acme")
+    assert (await store.acquire("T-1", ALICE, 20, 105.0)).outcome == "extended"
+    refused = await store.acquire("T-1", ALICE_DESKTOP, 10, 106.0)
+    assert refused.outcome == "held" and refused.lock.expires_at == 125.0
+    stolen = await store.acquire("T-1", BOB, 10, 107.0, steal=True)
+    assert stolen.outcome == "stolen" and stolen.stolen is not None
+    assert stolen.stolen.holder == ALICE and stolen.lock.token == 2
+    assert (await store.release("T-1", ALICE, 108.0)).released is False
+    after_expiry = await store.acquire("T-1", ALICE, 10, 200.0)
+    assert after_expiry.outcome == "acquired" and after_expiry.expired is not None
+    assert after_expiry.lock.token == 3
+    assert [lock.task_id for lock in await store.expire(300.0)] == ["T-1"]
+    assert await store.list_locks(300.0) == []
+    await store.close()
+
+
+async def test_store_persists_and_is_exclusive(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.sqlite3")
+    store = SQLiteStore(path)
+    await store.acquire("T-1", ALICE, 60, 1000.0)
+    offset, task = await store.record_event("T-1", "acme", {"status": "running"})
+    assert offset == 1 and task.state == {"status": "running"}
+    with pytest.raises(StoreInUse):
+        SQLiteStore(path)
+    await store.close()
+    reopened = SQLiteStore(path)
+    lock = await reopened.get_lock("T-1", 1001.0)
+    assert lock is not None and lock.holder == ALICE and lock.token == 1
+    assert (await reopened.acquire("T-1", BOB, 60, 1002.0)).outcome == "held"
+    assert (await reopened.acquire("T-1", BOB, 60, 2000.0)).lock.token == 2
+    assert await reopened.next_offset("acme") == 2
+    task2 = await reopened.get_task("T-1")
+    assert task2 is not None and task2.state == {"status": "running"}
+    await reopened.close()
+
+
+class FakeConn:
+    """Just what the dispatcher touches of a connection."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.claims = Claims("alice", "Alice", None, "member", 2e9)
+        self.holder = ALICE
+        self.user = "alice"
+        self.id = 1
+        self.closing = False
+        self.tasks: set[str] = set()
+        self.projects: set[str] = set()
+        self.general = self.control = TokenBucket(100, 100)
+        self.strikes = TokenBucket(100, 100)
+
+    def send(self, message: dict[str, Any]) -> bool:
+        self.sent.append(message)
+        return True
+
+    def send_bytes(self, data: bytes) -> bool:
+        return self.send(json.loads(data))
+
+
+def dispatcher(store: Any) -> Dispatcher:
+    config = ServerConfig(secret="x" * 32, store=":memory:")
+    hub = Hub(10)
+    events = EventBus(hub, store)
+    return Dispatcher(config, store, hub, events, LockService(store, events, hub),
+                      Presence(hub, 300))
+
+
+async def test_an_unexpected_failure_is_internal_and_answered_once() -> None:
+    class Broken(SQLiteStore):
+        async def get_task(self, task_id: str) -> Any:
+            raise RuntimeError("disk on fire")
+
+        async def next_offset(self, project_id: str) -> int:
+            raise RuntimeError("disk on fire")
+
+    d = dispatcher(Broken(":memory:"))
+    conn = FakeConn()
+    await d.handle(conn, b'{"type": "subscribe", "id": "s", "data": {"task_id": "T-1"}}')  # type: ignore[arg-type]
+    assert conn.sent == [protocol.error("s", "INTERNAL", "internal server error")]
+    conn.sent.clear()
+    # The lock is granted and answered; announcing it then fails: still one reply.
+    await d.handle(conn, b'{"type": "lock", "id": "l", "data": {"task_id": "T-2", '  # type: ignore[arg-type]
+                         b'"project_id": "acme"}}')
+    assert [m["type"] for m in conn.sent if m.get("id") == "l"] == ["lock_result"]
+
+
+def test_token_bucket_refills() -> None:
+    now = [0.0]
+    bucket = TokenBucket(rate=2, burst=3, clock=lambda: now[0])
+    assert [bucket.take() for _ in range(4)] == [True, True, True, False]
+    now[0] = 0.5
+    assert bucket.take() and not bucket.take()
+
+
+def test_iso_has_milliseconds() -> None:
+    assert protocol.iso(0.25) == "1970-01-01T00:00:00.250Z"
+    assert protocol.iso(59.9999) == "1970-01-01T00:00:59.999Z"
