@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,27 @@ def orc_home() -> Path:
 
 
 def load_yaml_file(path: Path) -> Any:
-    """Safe-load a small YAML file; every way it can be bad becomes one clear ConfigError."""
+    """Safe-load a small YAML file; every way it can be bad becomes one clear ConfigError.
+    The result is cached as JSON while the file is unchanged, so hooks skip ``import yaml``."""
+    from orc_git import cache
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    key = [st.st_ino, st.st_mtime_ns, st.st_size]
+    name = f"yaml/{os.path.abspath(path)}"
+    hit = cache.get(name, key)
+    if isinstance(hit, dict) and "data" in hit:
+        return hit["data"]
+    data = _parse_yaml_file(path)
+    cache.put(name, key, {"data": data})
+    return data
+
+
+def _parse_yaml_file(path: Path) -> Any:
     try:
         with open(path, "rb") as fh:
             raw = fh.read(MAX_CONFIG_BYTES + 1)
@@ -83,12 +102,13 @@ def _env_layer() -> dict[str, Any]:
     return env
 
 
-@dataclass
 class Config:
-    data: dict[str, Any]
-    sources: dict[str, str] = field(default_factory=dict)
-    shared_exists: bool = False
-    shared_dir: Path | None = None
+    def __init__(self, data: dict[str, Any], sources: dict[str, str] | None = None,
+                 shared_exists: bool = False, shared_dir: Path | None = None) -> None:
+        self.data = data
+        self.sources = sources if sources is not None else {}
+        self.shared_exists = shared_exists
+        self.shared_dir = shared_dir
 
     def get(self, dotted: str, default: Any = None) -> Any:
         node: Any = self.data

@@ -90,6 +90,10 @@ class Context:
 
     def plugin_report(self, hook: str) -> list[str]:
         """Lines plugins add to a git hook's report; a failing plugin costs its lines only."""
+        from orc_git.pluginindex import implemented_hooks
+
+        if "orc_git_hook_report" not in implemented_hooks():
+            return []
         try:
             results = self.plugins.manager.hook.orc_git_hook_report(hook=hook, context=self)
         except Exception as exc:

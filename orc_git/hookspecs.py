@@ -35,7 +35,10 @@ def orc_git_task_event(event: dict[str, Any]) -> None:
 
 @hookspec
 def orc_git_cli_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add subcommands to ``orc``; give each ``set_defaults(func=callable(args, ctx) -> int)``."""
+    """Add subcommands to ``orc``; give each ``set_defaults(func=f)`` where
+    ``f(args, out) -> int`` gets the parsed arguments and the :class:`orc_git.cli.output.Output`
+    (set ``out.mode``; print data with ``out.line``, JSON with ``out.result``) and returns the
+    exit status."""
 
 
 @hookspec

@@ -13,7 +13,6 @@ import getpass
 import os
 import socket
 import subprocess
-from dataclasses import dataclass
 
 from orc_git.config import Config
 
@@ -56,17 +55,25 @@ class Identity:
         return f"{self.user}@{self.host}"
 
 
-@dataclass(frozen=True)
 class Holder:
-    identity: Identity
-    pid: int
-    pid_started: float
-    host_id: str
+    """A process holding (or about to hold) leases.  Its start time and host id need psutil,
+    so they are looked up on first use: reading leases that nobody holds never imports it."""
+
+    def __init__(self, identity: Identity, pid: int) -> None:
+        self.identity = identity
+        self.pid = pid
 
     @classmethod
     def for_process(cls, identity: Identity, pid: int | None = None) -> Holder:
-        pid = os.getpid() if pid is None else pid
-        return cls(identity, pid, process_start_time(pid) or 0.0, host_id())
+        return cls(identity, os.getpid() if pid is None else pid)
+
+    @functools.cached_property
+    def pid_started(self) -> float:
+        return process_start_time(self.pid) or 0.0
+
+    @functools.cached_property
+    def host_id(self) -> str:
+        return host_id()
 
 
 @functools.cache

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-
-import pluggy
-
-from orc_git import hookspecs
+from typing import TYPE_CHECKING
 
 log = logging.getLogger("orc_git.plugins")
 
@@ -27,7 +24,14 @@ class Plugins:
     records: list[PluginRecord]
 
 
+if TYPE_CHECKING:
+    import pluggy
+
+
 def load_plugins(entry_points: bool = True) -> Plugins:
+    import pluggy
+
+    from orc_git import hookspecs
     from orc_git.locking import defaults
 
     pm = pluggy.PluginManager("orc_git")
@@ -56,3 +60,4 @@ def _own_version() -> str:
     from orc_git import __version__
 
     return __version__
+

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from orc_git.errors import NotARepository
 
 
-@dataclass(frozen=True)
-class RepoPaths:
+class RepoPaths(NamedTuple):
     worktree: Path  # top of the current worktree
     git_dir: Path  # this worktree's git dir
     common_dir: Path  # the clone's shared git dir

@@ -14,9 +14,8 @@ import errno
 import os
 import time
 from contextlib import suppress
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from orc_git import flatyaml
 from orc_git.errors import InvalidInput, LockHeld, OrcError, Refused, StorageError
@@ -40,16 +39,14 @@ class StaleToken(Refused):
     code = "STALE_TOKEN"
 
 
-@dataclass
-class TaskDef:
+class TaskDef(NamedTuple):
     id: str
     title: str
     created_by: str
     created_at: str
 
 
-@dataclass
-class TaskState:
+class TaskState(NamedTuple):
     task_id: str
     status: str
     phase: str | None
@@ -60,7 +57,7 @@ class TaskState:
     token: int | None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return self._asdict()
 
     def age(self, now: float | None = None) -> float | None:
         t = parse_rfc3339(self.updated_at)
@@ -113,7 +110,7 @@ def parse_state(raw: bytes, task_id: str, where: str = "state.yaml") -> TaskStat
     return state
 
 
-def _read_bytes(path: Path) -> bytes | None:
+def _read_bytes(path: Path | str) -> bytes | None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
@@ -128,10 +125,10 @@ def _read_bytes(path: Path) -> bytes | None:
         os.close(fd)
 
 
-def read_state(tasks_dir: Path, task_id: str) -> TaskState | None:
-    path = tasks_dir / check_task_id(task_id) / STATE_NAME
+def read_state(tasks_dir: Path | str, task_id: str) -> TaskState | None:
+    path = f"{tasks_dir}/{check_task_id(task_id)}/{STATE_NAME}"
     raw = _read_bytes(path)
-    return None if raw is None else parse_state(raw, task_id, str(path))
+    return None if raw is None else parse_state(raw, task_id, path)
 
 
 def read_task(tasks_dir: Path, task_id: str) -> TaskDef | None:
@@ -164,7 +161,7 @@ def _write(path: Path, content: bytes) -> None:
 
 
 def _dump_state(state: TaskState) -> bytes:
-    return flatyaml.dump(asdict(state).items(), keep_none=True)
+    return flatyaml.dump(state._asdict().items(), keep_none=True)
 
 
 def create_task(ctx: Context, task_id: str, title: str = "") -> tuple[TaskDef, TaskState]:
@@ -179,7 +176,7 @@ def create_task(ctx: Context, task_id: str, title: str = "") -> tuple[TaskDef, T
         task_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StorageError(f"cannot create {task_dir}: {exc.strerror}") from None
-    _write(task_dir / TASK_NAME, flatyaml.dump(asdict(task).items(), keep_none=True))
+    _write(task_dir / TASK_NAME, flatyaml.dump(task._asdict().items(), keep_none=True))
     _write(task_dir / STATE_NAME, _dump_state(state))
     return task, state
 
@@ -233,8 +230,11 @@ def _write_state(ctx: Context, task_id: str, status: str | None, phase: str | No
     return new
 
 
-def iter_states(tasks_dir: Path) -> list[tuple[str, TaskState | StateUnreadable]]:
-    """Every task's state in a worktree, unreadable ones included as their error."""
+def iter_states(tasks_dir: Path, mentioning: bytes | None = None
+                ) -> list[tuple[str, TaskState | StateUnreadable]]:
+    """Every task's state in a worktree, unreadable ones included as their error.  With
+    ``mentioning``, only files containing those bytes are parsed (hooks look for b"running"
+    among a thousand states and parse the few that match)."""
     out: list[tuple[str, TaskState | StateUnreadable]] = []
     try:
         names = sorted(e.name for e in os.scandir(tasks_dir) if e.is_dir(follow_symlinks=False))
@@ -242,6 +242,10 @@ def iter_states(tasks_dir: Path) -> list[tuple[str, TaskState | StateUnreadable]
         return out
     for name in names:
         try:
+            if mentioning is not None:
+                raw = _read_bytes(f"{tasks_dir}/{name}/{STATE_NAME}")
+                if raw is None or mentioning not in raw:
+                    continue
             state = read_state(tasks_dir, name)
         except StateUnreadable as exc:
             out.append((name, exc))

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import orc, orc_json, tree_snapshot
 
 from orc_git.hooks import install as hooks
-from conftest import orc, orc_json, tree_snapshot
 
 GIT = shutil.which("git") or "/usr/bin/git"
 ROOT = Path(__file__).resolve().parent.parent

@@ -41,9 +41,8 @@ def test_heartbeat_interval_is_at_most_a_third_of_the_ttl(ctx: Context) -> None:
 
 
 def test_second_hold_in_same_process_is_refused(repo: Path) -> None:
-    with orc_git.hold("T", repo=repo), pytest.raises(LockHeld):
-        with orc_git.hold("T", repo=repo):
-            pass
+    with orc_git.hold("T", repo=repo), pytest.raises(LockHeld), orc_git.hold("T", repo=repo):
+        pass
 
 
 def test_holder_is_told_at_once_when_lease_is_taken(repo: Path) -> None:
@@ -79,9 +78,9 @@ def test_wait_wakes_when_holder_releases(ctx: Context, repo: Path,
 
 def test_wait_times_out(repo: Path, holders: list[HolderProcess]) -> None:
     holders.append(HolderProcess(repo, "T"))
-    with pytest.raises(TimedOut, match="held by Alice Martinez"):
-        with orc_git.hold("T", repo=repo, wait=True, timeout=0.2):
-            pass
+    with pytest.raises(TimedOut, match="held by Alice Martinez"), \
+            orc_git.hold("T", repo=repo, wait=True, timeout=0.2):
+        pass
 
 
 @pytest.fixture

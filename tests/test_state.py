@@ -79,7 +79,7 @@ def test_cli_stale_token_exit_1(repo: Path) -> None:
 def test_broken_state_file_is_a_clear_error(ctx: Context, repo: Path) -> None:
     create_task(ctx, "T-1")
     (repo / ".orc/tasks/T-1/state.yaml").write_text("status: [unclosed\n")
-    with pytest.raises(StateUnreadable, match="state.yaml is unreadable"):
+    with pytest.raises(StateUnreadable, match=r"state\.yaml is unreadable"):
         read_state(repo / ".orc/tasks", "T-1")
     code, out = orc_json("tasks", cwd=repo)
     assert code == 0 and "unreadable" in out["tasks"][0]["problems"][0]

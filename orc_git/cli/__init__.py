@@ -50,8 +50,11 @@ def build_parser(plugin_commands: bool = False) -> argparse.ArgumentParser:
 
 
 def _wants_plugins(argv: Sequence[str]) -> bool:
+    """Plugins are loaded for their commands only when the core cannot answer alone."""
     first = next((a for a in argv if not a.startswith("-")), None)
-    return first is not None and first not in CORE_COMMANDS
+    if first is None:
+        return "-h" in argv or "--help" in argv
+    return first not in CORE_COMMANDS
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -80,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         lock = getattr(exc, "lock", None)
         if lock is not None:
             extra["lock"] = lock.to_json()
+        if "acquire" in args_list or "steal" in args_list:
+            extra["acquired"] = False
         out.error(exc.code, exc.message, extra)
         return exc.exit_code
     except KeyboardInterrupt:

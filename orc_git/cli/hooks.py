@@ -14,7 +14,7 @@ from typing import Any
 
 from orc_git.cli.output import Output
 from orc_git.errors import EXIT_REFUSED, OrcError
-from orc_git.hooks.install import HookState, HooksReport, install, status, uninstall
+from orc_git.hooks.install import HooksReport, HookState, install, status, uninstall
 
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
@@ -59,7 +59,8 @@ def _where(report: HooksReport, out: Output) -> None:
             f"{report.hooks_dir}, not from .git/hooks")
     if not os.path.isabs(os.path.expanduser(report.core_hooks_path)):
         out.say("  it is a relative path, so each worktree has its own hooks directory: "
-                "run `orc hooks install` in each worktree")
+                "run `orc hooks install` in each worktree; the shims name this machine's "
+                "Python, so keep them out of commits")
 
 
 def _python_note(h: HookState) -> str:

@@ -66,7 +66,7 @@ def cmd_new(args: argparse.Namespace, out: Output) -> int:
     ctx = _context(out)
     task, state = create_task(ctx, args.task, args.title)
     out.say(f"created {os.path.relpath(ctx.repo.tasks_dir / task.id)} (commit it to share it)")
-    out.result({"task": vars(task), "state": state.to_json()})
+    out.result({"task": task._asdict(), "state": state.to_json()})
     return 0
 
 
@@ -97,7 +97,7 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
         out.line(f"  state: {state.summary()}  token {state.token}")
     out.line(f"  lease: {'none' if not lease.locked else lease.who()}"
              + (f" (stale: {lease.stale_reason})" if lease.stale else ""))
-    out.result({"task": vars(task) if task else None,
+    out.result({"task": task._asdict() if task else None,
                 "state": state.to_json() if state else None, "lock": lease.to_json()})
     return 0
 

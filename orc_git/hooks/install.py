@@ -19,6 +19,7 @@ Conventions are those of pre-commit and lefthook, with their sharp edges filed o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import subprocess
@@ -83,14 +84,18 @@ def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def hooks_location(cwd: str | os.PathLike[str] | None = None) -> tuple[Path, str | None]:
     """The directory git runs this worktree's hooks from, and ``core.hooksPath`` if set."""
-    here = Path(cwd if cwd is not None else os.getcwd())
+    here = Path(cwd if cwd is not None else os.getcwd()).absolute()
+    if not here.is_dir():
+        raise NotARepository(f"{here} is not a directory")
     proc = _git(["rev-parse", "--path-format=absolute", "--git-path", "hooks"], here)
     if proc.returncode != 0:
         if "not a git repository" in proc.stderr:
-            raise NotARepository(f"{here.absolute()} is not inside a git repository: git hooks "
+            raise NotARepository(f"{here} is not inside a git repository: git hooks "
                                  "belong to a repository (run `git init` first)")
         raise StorageError(f"git cannot say where its hooks go: {proc.stderr.strip()}")
-    hooks_dir = Path(proc.stdout.strip())
+    # git < 2.31 echoes the unknown --path-format option and answers relative to ``here``
+    lines = proc.stdout.strip().splitlines()
+    hooks_dir = Path(os.path.normpath(here / lines[-1])) if lines else here / ".git" / "hooks"
     setting = _git(["config", "--get", "core.hooksPath"], here)
     return hooks_dir, (setting.stdout.strip() or None) if setting.returncode == 0 else None
 
@@ -168,10 +173,8 @@ def _write_shim(path: Path, text: str) -> None:
             os.close(fd)
         os.replace(tmp, path)
     except OSError as exc:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise StorageError(f"cannot write {path}: {exc.strerror}") from None
 
 

@@ -64,6 +64,10 @@ def post_hook_report(hook: str, args: list[str], stdin: TextIO) -> list[str]:
     ctx = Context.discover()
     if ctx.mode == "solo":
         return []
+    git_dir = ctx.repo.git_dir
+    if hook == "post-checkout" and ((git_dir / "rebase-merge").is_dir()
+                                    or (git_dir / "rebase-apply").is_dir()):
+        return []  # a rebase's own checkouts: post-rewrite reports the outcome
     cwd = str(ctx.repo.worktree)
     tasks_dir = ctx.repo.tasks_dir
     lines: list[str] = []
@@ -85,7 +89,7 @@ def post_hook_report(hook: str, args: list[str], stdin: TextIO) -> list[str]:
             lines += _limit(changed, "tasks")
     me = ctx.identity
     elsewhere, broken = [], []
-    for task, seen in iter_states(tasks_dir):
+    for task, seen in iter_states(tasks_dir, mentioning=b"running"):
         if isinstance(seen, StateUnreadable):
             broken.append(f"  {task}: {seen.message}")
         elif (seen.status == "running" and task not in arrived
@@ -97,7 +101,7 @@ def post_hook_report(hook: str, args: list[str], stdin: TextIO) -> list[str]:
         lines.append("running elsewhere:")
         lines += _limit(elsewhere, "tasks")
     if broken:
-        lines.append("unreadable task state (fix or restore from git):")
+        lines.append("unreadable task state of running tasks (fix or restore from git):")
         lines += _limit(broken, "tasks")
     if os.path.isdir(ctx.repo.lock_root):
         stale = [i for i in ctx.file_locker().list_locks() if i.stale]

@@ -23,7 +23,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from orc_git import flatyaml
@@ -41,16 +40,15 @@ _HOLDER_FIELDS = ("owner", "user", "host", "host_id", "pid", "pid_started", "dis
                   "email")
 
 
-@dataclass
 class _Held:
     """A lease this locker granted in this process: its guard, and the lease file it wrote, kept
     open so that its inode number identifies it (see :mod:`orc_git.locking.leasefs`)."""
 
-    guard: int
-    fd: int
-    stamp: leasefs.Stamp
-    info: LockInfo
-    mutex: threading.Lock
+    __slots__ = ("fd", "guard", "info", "mutex", "stamp")
+
+    def __init__(self, guard: int, fd: int, stamp: leasefs.Stamp, info: LockInfo,
+                 mutex: threading.Lock) -> None:
+        self.guard, self.fd, self.stamp, self.info, self.mutex = guard, fd, stamp, info, mutex
 
     def close(self) -> None:
         os.close(self.fd)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import calendar
 import re
 import time
-from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 STALE_REASONS = ("expired", "holder-dead", "unreadable")
 
@@ -36,30 +35,57 @@ def parse_rfc3339(text: str) -> float | None:
     return float(t)
 
 
-@dataclass
 class LockInfo:
-    """One task's lease as read from its store; ``locked`` False means nobody holds it."""
+    """One task's lease as read from its store; ``locked`` False means nobody holds it.
 
-    task_id: str
-    locked: bool = False
-    stale: bool = False
-    stale_reason: str | None = None
-    owner: str | None = None
-    user: str | None = None
-    host: str | None = None
-    pid: int | None = None
-    acquired_at: str | None = None
-    heartbeat_at: str | None = None
-    ttl: int | None = None
-    token: int | None = None
-    mine: bool = False
-    pid_started: float | None = None
-    host_id: str | None = None
-    display_name: str | None = None
-    email: str | None = None
-    stolen_from: str | None = None
-    problem: str | None = None  # why an unreadable lease could not be read
-    mtime: float | None = field(default=None, repr=False)
+    A plain class rather than a dataclass: git hooks import this, and ``dataclasses`` (with the
+    ``inspect`` it pulls in and the code it compiles per class) costs them ~10 ms.
+    """
+
+    __slots__ = ("acquired_at", "display_name", "email", "heartbeat_at", "host", "host_id",
+                 "locked", "mine", "mtime", "owner", "pid", "pid_started", "problem", "stale",
+                 "stale_reason", "stolen_from", "task_id", "token", "ttl", "user")
+
+    def __init__(self, task_id: str, locked: bool = False, stale: bool = False,
+                 stale_reason: str | None = None, owner: str | None = None,
+                 user: str | None = None, host: str | None = None, pid: int | None = None,
+                 acquired_at: str | None = None, heartbeat_at: str | None = None,
+                 ttl: int | None = None, token: int | None = None, mine: bool = False,
+                 pid_started: float | None = None, host_id: str | None = None,
+                 display_name: str | None = None, email: str | None = None,
+                 stolen_from: str | None = None, problem: str | None = None,
+                 mtime: float | None = None) -> None:
+        self.task_id = task_id
+        self.locked = locked
+        self.stale = stale
+        self.stale_reason = stale_reason
+        self.owner = owner
+        self.user = user
+        self.host = host
+        self.pid = pid
+        self.acquired_at = acquired_at
+        self.heartbeat_at = heartbeat_at
+        self.ttl = ttl
+        self.token = token
+        self.mine = mine
+        self.pid_started = pid_started
+        self.host_id = host_id
+        self.display_name = display_name
+        self.email = email
+        self.stolen_from = stolen_from
+        self.problem = problem  # why an unreadable lease could not be read
+        self.mtime = mtime
+
+    def __repr__(self) -> str:
+        return (f"LockInfo({self.task_id!r}, locked={self.locked}, stale={self.stale_reason!r}, "
+                f"owner={self.owner!r}, pid={self.pid}, token={self.token})")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LockInfo):
+            return NotImplemented
+        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
 
     @property
     def expires_at(self) -> str | None:
@@ -69,7 +95,12 @@ class LockInfo:
         return rfc3339(beat + self.ttl)
 
     def with_(self, **changes: Any) -> LockInfo:
-        return replace(self, **changes)
+        copy = LockInfo(self.task_id)
+        for name in self.__slots__:
+            setattr(copy, name, changes.pop(name, getattr(self, name)))
+        if changes:
+            raise TypeError(f"LockInfo has no field(s) {', '.join(changes)}")
+        return copy
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -89,8 +120,7 @@ class LockInfo:
         return f"{name}, pid {self.pid}"
 
 
-@dataclass(frozen=True)
-class LockEvent:
+class LockEvent(NamedTuple):
     """Passed to ``orc_git_lock_event``.
 
     ``kind`` is acquired, released, expired, holder-dead or unreadable (a stale lease taken over),

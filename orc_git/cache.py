@@ -1,0 +1,56 @@
+"""Small JSON caches under ``$ORC_HOME/cache``, each valid while the facts it was made from are.
+
+Hooks run on every checkout and must stay far below 100 ms, while ``import yaml`` and scanning
+installed distributions for plugins each cost 15-40 ms.  A cache entry stores its key (file
+stamps, ``sys.path`` directory stamps) and is used only when the key still matches; a cache that
+cannot be read or written is simply not used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import suppress
+from typing import Any
+
+from orc_git.config import orc_home
+
+
+def _path(name: str) -> str:
+    return os.path.join(orc_home(), "cache", name.replace(os.sep, "%") + ".json")
+
+
+def get(name: str, key: Any) -> Any:
+    try:
+        with open(_path(name), encoding="utf-8") as fh:
+            entry = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(entry, dict) or entry.get("key") != key:
+        return None
+    return entry.get("value")
+
+
+def put(name: str, key: Any, value: Any) -> None:
+    path = _path(name)
+    try:
+        text = json.dumps({"key": key, "value": value})
+    except (TypeError, ValueError):
+        return  # not JSON (a YAML date, say): parse it each time instead
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except OSError:
+        with suppress(OSError):
+            os.unlink(tmp)
+
+
+def file_key(path: str) -> list[int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_ino, st.st_mtime_ns, st.st_size]
