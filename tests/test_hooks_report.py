@@ -208,3 +208,26 @@ def test_hooks_do_nothing_with_orc_hooks_0(team: tuple[Person, Person]) -> None:
     bob.env["ORC_HOOKS"] = "0"
     pulled = bob.git("pull", "-q", "--no-rebase")
     assert "orc:" not in pulled.stderr
+
+
+def test_plugins_add_lines_to_every_report(team: tuple[Person, Person], tmp_path: Path) -> None:
+    from test_plugins import install_plugin
+
+    alice, bob = team
+    site = tmp_path / "site"
+    site.mkdir()
+    install_plugin(site, "reportplug", """
+        from orc_git import hookimpl
+
+        @hookimpl
+        def orc_git_hook_report(hook, context):
+            return [f"reportplug says hello from {hook} in {context.mode} mode"]
+    """)
+    bob.env["PYTHONPATH"] = str(site)
+    switched = bob.git("checkout", "-q", "-b", "feature")
+    assert "reportplug says hello from post-checkout in p2p mode" in switched.stderr
+    alice.commit_state("T-1", "--status", "running")
+    alice.git("push", "-q", "origin", "main")
+    bob.git("checkout", "-q", "main")
+    pulled = bob.git("pull", "-q", "--no-rebase")
+    assert "reportplug says hello from post-merge" in pulled.stderr
