@@ -21,6 +21,11 @@ class TeamTask:
     problems: list[str] = field(default_factory=list)
 
 
+def _newer(a: TaskState, b: TaskState) -> bool:
+    """Later update wins; within one second, the higher fencing token (the later lease)."""
+    return (a.updated_at, a.token or -1) > (b.updated_at, b.token or -1)
+
+
 def team_states(worktree: Path) -> list[TeamTask]:
     import git  # GitPython: only this command pays its import
 
@@ -58,7 +63,7 @@ def team_states(worktree: Path) -> list[TeamTask]:
                 entry.branches.append(ref.name)
                 if isinstance(state, str):
                     entry.problems.append(state)
-                elif entry.state is None or state.updated_at > entry.state.updated_at:
+                elif entry.state is None or _newer(state, entry.state):
                     entry.state = state
     finally:
         repo.close()
