@@ -6,7 +6,6 @@ Solo mode touches nothing but the config files: no plugin discovery, no psutil, 
 from __future__ import annotations
 
 import functools
-import logging
 import os
 from typing import TYPE_CHECKING
 
@@ -21,7 +20,6 @@ if TYPE_CHECKING:
     from orc_git.locking.info import LockInfo
     from orc_git.plugins import Plugins
 
-log = logging.getLogger("orc_git")
 
 TEAM_INSTALL_HINT = (
     "team mode needs the orc-team plugin, which is not installed: install it with "
@@ -85,8 +83,10 @@ class Context:
         try:
             hook(event=event)
         except Exception as exc:  # observers must not break locking
-            log.warning("a plugin failed handling the %s event of %s: %s", event.kind,
-                        event.task_id, exc)
+            import logging
+
+            logging.getLogger("orc_git").warning(
+                "a plugin failed handling the %s event of %s: %s", event.kind, event.task_id, exc)
 
     def plugin_report(self, hook: str) -> list[str]:
         """Lines plugins add to a git hook's report; a failing plugin costs its lines only."""

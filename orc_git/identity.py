@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import getpass
 import os
-import socket
 import subprocess
 
 from orc_git.config import Config
@@ -78,7 +77,7 @@ class Holder:
 
 @functools.cache
 def hostname() -> str:
-    return socket.gethostname() or "localhost"
+    return os.uname().nodename or "localhost"  # gethostname() without importing socket
 
 
 @functools.cache

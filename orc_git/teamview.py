@@ -1,24 +1,60 @@
 """The team's view of tasks: every remote-tracking branch's committed task state, read straight
 from git objects (nothing checked out), through GitPython's one persistent ``cat-file --batch``.
 
-Branches mostly share trees and blobs, so each tree and each state blob is read once, whatever
-the number of branches; hundreds of branches cost little more than their distinct states.
+Branches mostly share trees and blobs, so every object is read once, whatever the number of
+branches: a branch that moved one task costs its commit, three small trees and one blob.  Trees
+are parsed here from their raw bytes; GitPython's tree objects cost seconds at this scale.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 from orc_git.state import StateUnreadable, TaskState, parse_state
 
+if TYPE_CHECKING:
+    import git
 
-@dataclass
-class TeamTask:
+
+class TeamTask(NamedTuple):
     task_id: str
     state: TaskState | None  # the most recently updated state across branches
-    branches: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
+    branches: list[str]
+    problems: list[str]
+
+
+def _entries(raw: bytes, trees: bool = False) -> dict[bytes, str]:
+    """A raw tree object's entries (only subtrees with ``trees``): name -> hex sha."""
+    out, pos = {}, 0
+    while pos < len(raw):
+        space = raw.index(b" ", pos)
+        nul = raw.index(b"\0", space)
+        if not trees or raw[pos:space] == b"40000":
+            out[raw[space + 1:nul]] = raw[nul + 1:nul + 21].hex()
+        pos = nul + 21
+    return out
+
+
+class _Objects:
+    def __init__(self, repo: git.Repo) -> None:
+        self.odb = repo.odb
+        self.cache: dict[str, bytes] = {}
+
+    def raw(self, sha: str) -> bytes:
+        data = self.cache.get(sha)
+        if data is None:
+            data = self.cache[sha] = self.odb.stream(bytes.fromhex(sha)).read()
+        return data
+
+    def path(self, commit: str, *names: bytes) -> str | None:
+        header = self.raw(commit).split(b"\n", 1)[0]
+        sha: str | None = header[5:].decode() if header.startswith(b"tree ") else None
+        for name in names:
+            if sha is None:
+                return None
+            sha = _entries(self.raw(sha)).get(name)
+        return sha
 
 
 def _newer(a: TaskState, b: TaskState) -> bool:
@@ -30,41 +66,38 @@ def team_states(worktree: Path) -> list[TeamTask]:
     import git  # GitPython: only this command pays its import
 
     repo = git.Repo(worktree)
-    tasks: dict[str, TeamTask] = {}
-    trees_seen: dict[str, list[tuple[str, str]]] = {}  # tasks tree sha -> [(task, blob sha)]
-    blobs_seen: dict[str, TaskState | str] = {}
     try:
-        for ref in repo.refs:
-            if not isinstance(ref, git.RemoteReference) or ref.remote_head == "HEAD":
+        refs = repo.git.for_each_ref("--format=%(objectname) %(symref) %(refname:short)",
+                                     "refs/remotes").splitlines()
+        objects = _Objects(repo)
+        tasks: dict[str, TeamTask] = {}
+        states: dict[str, TaskState | str] = {}
+        for line in refs:
+            sha, symref, name = [*line.split(" ", 2), "", ""][:3]
+            if symref or not name:
+                continue  # origin/HEAD points at a branch listed anyway
+            tasks_tree = objects.path(sha, b".orc", b"tasks")
+            if tasks_tree is None:
                 continue
-            try:
-                tasks_tree = ref.commit.tree / ".orc" / "tasks"
-            except (KeyError, ValueError):
-                continue
-            entries = trees_seen.get(tasks_tree.hexsha)
-            if entries is None:
-                entries = []
-                for sub in tasks_tree.trees:
-                    try:
-                        entries.append((sub.name, (sub / "state.yaml").hexsha))
-                    except KeyError:
-                        continue
-                trees_seen[tasks_tree.hexsha] = entries
-            for task, blob_sha in entries:
-                state = blobs_seen.get(blob_sha)
+            for task_b, sub in _entries(objects.raw(tasks_tree), trees=True).items():
+                blob = _entries(objects.raw(sub)).get(b"state.yaml")
+                if blob is None:
+                    continue
+                task = task_b.decode("utf-8", "replace")
+                state = states.get(blob)
                 if state is None:
-                    raw = repo.odb.stream(bytes.fromhex(blob_sha)).read()
                     try:
-                        state = parse_state(raw, task, f"{ref.name}:.orc/tasks/{task}/state.yaml")
+                        state = parse_state(objects.raw(blob), task,
+                                            f"{name}:.orc/tasks/{task}/state.yaml")
                     except StateUnreadable as exc:
                         state = exc.message
-                    blobs_seen[blob_sha] = state
-                entry = tasks.setdefault(task, TeamTask(task, None))
-                entry.branches.append(ref.name)
+                    states[blob] = state
+                entry = tasks.setdefault(task, TeamTask(task, None, [], []))
+                entry.branches.append(name)
                 if isinstance(state, str):
                     entry.problems.append(state)
                 elif entry.state is None or _newer(state, entry.state):
-                    entry.state = state
+                    tasks[task] = entry._replace(state=state)
     finally:
         repo.close()
     return [tasks[k] for k in sorted(tasks)]

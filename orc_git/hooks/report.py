@@ -11,28 +11,23 @@ import os
 from typing import TextIO
 
 from orc_git.context import Context
-from orc_git.gitcmd import NULL_SHA, changed_tasks, rev
+from orc_git.gitcmd import NULL_SHA, changed_tasks
 from orc_git.state import StateUnreadable, TaskState, iter_states, read_state
 
 MAX_LINES = 10
 STALE_RUNNING = 3600.0  # a `running` state unchanged this long (s) is flagged
 
 
-def _range(hook: str, args: list[str], stdin: TextIO, cwd: str) -> tuple[str, str] | None:
+def _range(hook: str, args: list[str]) -> tuple[str, str] | None:
+    """The commits to compare: git's own for post-checkout; ORIG_HEAD..HEAD after a merge or a
+    rebase (git resolves the names in the one ``git diff`` the report runs)."""
     if hook == "post-checkout":
         if len(args) < 3 or args[2] != "1":
             return None  # a file checkout, not a branch checkout
         return args[0], args[1]
-    new = rev("HEAD", cwd)
-    if new is None:
-        return None
     if hook == "post-rewrite" and args[:1] == ["amend"]:
         return None  # an amend brings nothing from anyone else
-    old = rev("ORIG_HEAD", cwd)
-    if old is None and hook == "post-rewrite":
-        first = stdin.readline().split()
-        old = first[0] if first else None
-    return (old, new) if old else None
+    return "ORIG_HEAD", "HEAD"
 
 
 def _ago(state: TaskState) -> str:
@@ -71,7 +66,7 @@ def post_hook_report(hook: str, args: list[str], stdin: TextIO) -> list[str]:
     cwd = str(ctx.repo.worktree)
     tasks_dir = ctx.repo.tasks_dir
     lines: list[str] = []
-    span = _range(hook, args, stdin, cwd)
+    span = _range(hook, args)
     arrived: set[str] = set()
     if span is not None and span[0] != span[1]:
         old = span[0] if span[0] != NULL_SHA else "4b825dc642cb6eb9a060e54bf8d69288fbee4904"

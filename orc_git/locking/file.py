@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import fcntl
 import functools
-import logging
 import os
 import threading
 import time
@@ -33,7 +32,13 @@ from orc_git.locking.guard import Guards, next_token
 from orc_git.locking.info import LockInfo, rfc3339
 from orc_git.taskid import check_task_id
 
-log = logging.getLogger("orc_git.lock")
+
+def _warn(message: str, *args: object) -> None:
+    """Log lines are rare (takeovers, losses): ``logging`` is imported only when one is due,
+    which keeps it off the git hooks' path."""
+    import logging
+
+    logging.getLogger("orc_git.lock").warning(message, *args)
 
 EventSink = Callable[[str, str, LockInfo | None, LockInfo | None, str], None]
 _HOLDER_FIELDS = ("owner", "user", "host", "host_id", "pid", "pid_started", "display_name",
@@ -225,12 +230,12 @@ class FileLocker:
         kept = leasefs.replace(task_dir, content, keep=True)
         assert kept is not None
         if stolen:
-            log.warning("%s: lease of %s stolen (forced), token %s", task_id, current.who(),
+            _warn("%s: lease of %s stolen (forced), token %s", task_id, current.who(),
                         info.token)
             self._emit("stolen", task_id, info, current)
         else:
             detail = current.problem if current.stale_reason == "unreadable" else current.who()
-            log.warning("%s: took over a stale lease (%s: %s), token %s", task_id,
+            _warn("%s: took over a stale lease (%s: %s), token %s", task_id,
                         current.stale_reason, detail, info.token)
             self._emit(str(current.stale_reason), task_id, info, current)
         return info, kept
@@ -264,7 +269,7 @@ class FileLocker:
                 try:
                     self._still_mine(task_dir, held)
                 except LeaseLost as exc:
-                    log.warning("%s", exc.message)
+                    _warn("%s", exc.message)
                     return False
                 leasefs.remove(task_dir)
             finally:
@@ -379,7 +384,7 @@ class FileLocker:
                 continue
             if current is None:
                 continue
-            log.warning("%s: removed a stale lease (%s)", info.task_id, current.stale_reason)
+            _warn("%s: removed a stale lease (%s)", info.task_id, current.stale_reason)
             self._emit("stale", info.task_id, None, current)
             removed.append(current)
         if failed:
