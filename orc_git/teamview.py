@@ -8,6 +8,7 @@ are parsed here from their raw bytes; GitPython's tree objects cost seconds at t
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -24,16 +25,12 @@ class TeamTask(NamedTuple):
     problems: list[str]
 
 
+_ENTRY = re.compile(rb"(\d+) ([^\0]*)\0(.{20})", re.DOTALL)
+
+
 def _entries(raw: bytes, trees: bool = False) -> dict[bytes, str]:
     """A raw tree object's entries (only subtrees with ``trees``): name -> hex sha."""
-    out, pos = {}, 0
-    while pos < len(raw):
-        space = raw.index(b" ", pos)
-        nul = raw.index(b"\0", space)
-        if not trees or raw[pos:space] == b"40000":
-            out[raw[space + 1:nul]] = raw[nul + 1:nul + 21].hex()
-        pos = nul + 21
-    return out
+    return {m[2]: m[3].hex() for m in _ENTRY.finditer(raw) if not trees or m[1] == b"40000"}
 
 
 class _Objects:
