@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("lock_throughput.py", "contention.py", "takeover_latency.py", "cli_list.py")
+BENCHMARKS = ("lock_throughput.py", "contention.py", "takeover_latency.py", "cli_list.py",
+              "hooks.py")
 
 
 def main() -> int:

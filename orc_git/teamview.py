@@ -1,21 +1,24 @@
 """The team's view of tasks: every remote-tracking branch's committed task state, read straight
-from git objects (nothing checked out), through GitPython's one persistent ``cat-file --batch``.
+from git objects (nothing checked out) with pipelined ``git cat-file --batch`` rounds.
 
-Branches mostly share trees and blobs, so every object is read once, whatever the number of
-branches: a branch that moved one task costs its commit, three small trees and one blob.  Trees
-are parsed here from their raw bytes; GitPython's tree objects cost seconds at this scale.
+Three rounds whatever the number of branches: every branch's ``.orc/tasks`` tree, then every
+distinct task tree, then every distinct ``state.yaml`` blob, each round written in one go while
+its answers stream back.  Branches mostly share trees and blobs, so a branch that moved one task
+costs one tree and one blob more.  (GitPython's object reads are one round trip each: 1.9 s at
+200 branches of 1,000 tasks, against a fraction of that here.)
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
+import threading
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
+from orc_git.gitcmd import git
 from orc_git.state import StateUnreadable, TaskState, parse_state
-
-if TYPE_CHECKING:
-    import git
 
 
 class TeamTask(NamedTuple):
@@ -33,25 +36,38 @@ def _entries(raw: bytes, trees: bool = False) -> dict[bytes, str]:
     return {m[2]: m[3].hex() for m in _ENTRY.finditer(raw) if not trees or m[1] == b"40000"}
 
 
-class _Objects:
-    def __init__(self, repo: git.Repo) -> None:
-        self.odb = repo.odb
-        self.cache: dict[str, bytes] = {}
+def cat_batch(cwd: Path, names: Iterable[str]) -> dict[str, bytes]:
+    """Objects by name (``sha`` or ``rev:path``), one ``cat-file --batch`` for all; names git
+    cannot resolve are left out."""
+    wanted = list(dict.fromkeys(names))
+    proc = subprocess.Popen(["git", "cat-file", "--batch"], cwd=cwd, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdin is not None and proc.stdout is not None
+    stdin = proc.stdin
 
-    def raw(self, sha: str) -> bytes:
-        data = self.cache.get(sha)
-        if data is None:
-            data = self.cache[sha] = self.odb.stream(bytes.fromhex(sha)).read()
-        return data
+    def feed() -> None:  # written from a thread so that neither pipe can fill up and stall
+        try:
+            stdin.write("".join(f"{n}\n" for n in wanted).encode())
+        except BrokenPipeError:
+            pass
+        finally:
+            stdin.close()
 
-    def path(self, commit: str, *names: bytes) -> str | None:
-        header = self.raw(commit).split(b"\n", 1)[0]
-        sha: str | None = header[5:].decode() if header.startswith(b"tree ") else None
-        for name in names:
-            if sha is None:
-                return None
-            sha = _entries(self.raw(sha)).get(name)
-        return sha
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    out: dict[str, bytes] = {}
+    try:
+        for name in wanted:
+            header = proc.stdout.readline().split()
+            if len(header) == 3 and header[2].isdigit():
+                out[name] = proc.stdout.read(int(header[2]) + 1)[:-1]
+            elif not header:
+                break
+    finally:
+        proc.stdout.close()
+        writer.join()
+        proc.wait()
+    return out
 
 
 def _newer(a: TaskState, b: TaskState) -> bool:
@@ -60,41 +76,38 @@ def _newer(a: TaskState, b: TaskState) -> bool:
 
 
 def team_states(worktree: Path) -> list[TeamTask]:
-    import git  # GitPython: only this command pays its import
-
-    repo = git.Repo(worktree)
-    try:
-        refs = repo.git.for_each_ref("--format=%(objectname) %(symref) %(refname:short)",
-                                     "refs/remotes").splitlines()
-        objects = _Objects(repo)
-        tasks: dict[str, TeamTask] = {}
-        states: dict[str, TaskState | str] = {}
-        for line in refs:
-            sha, symref, name = [*line.split(" ", 2), "", ""][:3]
-            if symref or not name:
-                continue  # origin/HEAD points at a branch listed anyway
-            tasks_tree = objects.path(sha, b".orc", b"tasks")
-            if tasks_tree is None:
+    refs = []
+    for line in git("for-each-ref", "--format=%(objectname) %(symref) %(refname:short)",
+                    "refs/remotes", cwd=worktree).splitlines():
+        sha, symref, name = [*line.split(" ", 2), "", ""][:3]
+        if name and not symref:  # origin/HEAD points at a branch listed anyway
+            refs.append((sha, name))
+    trees = cat_batch(worktree, (f"{sha}:.orc/tasks" for sha, _ in refs))
+    listing = {sha: _entries(trees[f"{sha}:.orc/tasks"], trees=True)
+               for sha, _ in refs if f"{sha}:.orc/tasks" in trees}
+    subtrees = cat_batch(worktree, {sub for entries in listing.values()
+                                    for sub in entries.values()})
+    blob_of = {sub: _entries(raw).get(b"state.yaml") for sub, raw in subtrees.items()}
+    blobs = cat_batch(worktree, {b for b in blob_of.values() if b})
+    tasks: dict[str, TeamTask] = {}
+    states: dict[str, TaskState | str] = {}
+    for sha, name in refs:
+        for task_b, sub in listing.get(sha, {}).items():
+            blob = blob_of.get(sub)
+            if blob is None or blob not in blobs:
                 continue
-            for task_b, sub in _entries(objects.raw(tasks_tree), trees=True).items():
-                blob = _entries(objects.raw(sub)).get(b"state.yaml")
-                if blob is None:
-                    continue
-                task = task_b.decode("utf-8", "replace")
-                state = states.get(blob)
-                if state is None:
-                    try:
-                        state = parse_state(objects.raw(blob), task,
-                                            f"{name}:.orc/tasks/{task}/state.yaml")
-                    except StateUnreadable as exc:
-                        state = exc.message
-                    states[blob] = state
-                entry = tasks.setdefault(task, TeamTask(task, None, [], []))
-                entry.branches.append(name)
-                if isinstance(state, str):
-                    entry.problems.append(state)
-                elif entry.state is None or _newer(state, entry.state):
-                    tasks[task] = entry._replace(state=state)
-    finally:
-        repo.close()
+            task = task_b.decode("utf-8", "replace")
+            state = states.get(blob)
+            if state is None:
+                try:
+                    state = parse_state(blobs[blob], task, f"{name}:.orc/tasks/{task}/state.yaml")
+                except StateUnreadable as exc:
+                    state = exc.message
+                states[blob] = state
+            entry = tasks.setdefault(task, TeamTask(task, None, [], []))
+            entry.branches.append(name)
+            if isinstance(state, str):
+                entry.problems.append(state)
+            elif entry.state is None or _newer(state, entry.state):
+                tasks[task] = entry._replace(state=state)
     return [tasks[k] for k in sorted(tasks)]
