@@ -82,6 +82,10 @@ class LockHeld(Refused):
         self.lock = lock
 
 
+class GuardBusy(LockHeld):
+    """Another process has held a task's guard too long (stopped mid-update?)."""
+
+
 class NotOwner(Refused):
     code = "NOT_OWNER"
 
@@ -94,6 +98,23 @@ class LeaseLost(Refused):
     """The holder's lease was taken over, stolen or removed while it thought it held it."""
 
     code = "LEASE_LOST"
+
+
+class StateUnreadable(OrcError):
+    """A task's committed ``state.yaml`` or ``task.yaml`` cannot be read or makes no sense."""
+
+    code = "STATE_UNREADABLE"
+
+
+class GitFailed(OrcError):
+    code = "GIT_FAILED"
+
+
+class StaleToken(Refused):
+    """A state write under a fencing token older than the one recorded: its writer lost the
+    lease."""
+
+    code = "STALE_TOKEN"
 
 
 class CommandNotRunnable(OrcError):

@@ -8,13 +8,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from orc_git.errors import OrcError
+from orc_git.errors import GitFailed
 
 NULL_SHA = "0" * 40
-
-
-class GitFailed(OrcError):
-    code = "GIT_FAILED"
 
 
 def git(*args: str, cwd: Path | str, check: bool = True, input: str | None = None) -> str:

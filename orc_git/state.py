@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from orc_git import flatyaml
-from orc_git.errors import InvalidInput, LockHeld, OrcError, Refused, StorageError
+from orc_git.errors import InvalidInput, LockHeld, StaleToken, StateUnreadable, StorageError
 from orc_git.locking.info import parse_rfc3339, rfc3339
 from orc_git.taskid import check_task_id
 
@@ -29,14 +29,6 @@ STATUSES = ("created", "running", "paused", "blocked", "completed", "failed")
 MAX_BYTES = 64 * 1024
 STATE_NAME = "state.yaml"
 TASK_NAME = "task.yaml"
-
-
-class StateUnreadable(OrcError):
-    code = "STATE_UNREADABLE"
-
-
-class StaleToken(Refused):
-    code = "STALE_TOKEN"
 
 
 class TaskDef(NamedTuple):

@@ -17,8 +17,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
+from orc_git.errors import StateUnreadable
 from orc_git.gitcmd import git
-from orc_git.state import StateUnreadable, TaskState, parse_state
+from orc_git.state import TaskState, parse_state
 
 
 class TeamTask(NamedTuple):

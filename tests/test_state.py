@@ -9,8 +9,8 @@ import pytest
 from conftest import HolderProcess, orc, orc_json
 
 from orc_git.context import Context
-from orc_git.errors import LockHeld
-from orc_git.state import StaleToken, StateUnreadable, create_task, read_state, write_state
+from orc_git.errors import LockHeld, StaleToken, StateUnreadable
+from orc_git.state import create_task, read_state, write_state
 
 
 def test_create_and_change_state(ctx: Context, repo: Path) -> None:

@@ -120,7 +120,8 @@ def cmd_tasks(args: argparse.Namespace, out: Output) -> int:
             row["branches"], row["problems"] = t.branches, t.problems
             rows.append(row)
     else:
-        from orc_git.state import StateUnreadable, iter_states
+        from orc_git.errors import StateUnreadable
+        from orc_git.state import iter_states
 
         leases = {i.task_id: i for i in ctx.locker().list_locks()}
         for task, seen in iter_states(ctx.repo.tasks_dir):

@@ -12,10 +12,10 @@ import re
 from typing import TextIO
 
 from orc_git.context import Context
-from orc_git.errors import InvalidInput
+from orc_git.errors import InvalidInput, StateUnreadable
 from orc_git.gitcmd import NULL_SHA, git, rev
 from orc_git.locking.info import LockInfo
-from orc_git.state import STATUSES, StateUnreadable, read_state
+from orc_git.state import STATUSES, read_state
 from orc_git.taskid import check_task_id
 
 OVERRIDE = "ORC_ALLOW_LOCKED"

@@ -11,8 +11,9 @@ import os
 from typing import TextIO
 
 from orc_git.context import Context
+from orc_git.errors import StateUnreadable
 from orc_git.gitcmd import NULL_SHA, changed_tasks
-from orc_git.state import StateUnreadable, TaskState, iter_states, read_state
+from orc_git.state import TaskState, iter_states, read_state
 
 MAX_LINES = 10
 STALE_RUNNING = 3600.0  # a `running` state unchanged this long (s) is flagged

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from orc_git.errors import LockHeld, StorageError
+from orc_git.errors import GuardBusy, StorageError
 
 FENCE_NAME = "lock.fence"
 GUARD_TIMEOUT = 10.0
@@ -35,10 +35,6 @@ O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 def storage_error(what: str, path: str, exc: OSError) -> StorageError:
     return StorageError(f"cannot {what} {path}: {exc.strerror or exc}")
-
-
-class GuardBusy(LockHeld):
-    """Another process has held the guard too long (stopped mid-update?)."""
 
 
 class Guards:
