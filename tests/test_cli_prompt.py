@@ -1,0 +1,97 @@
+"""The conflict prompt of ``orc lock acquire`` on a terminal (a real pty)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from conftest import (
+    lock_path,
+)
+from lockcli import (
+    ESC,
+    check_lock,
+    hold_here,
+    on_disk,
+    release_here,
+    tty_orc,
+)
+
+# -- the conflict prompt on a terminal -----------------------------------------------------
+
+PROMPT = "Your choice [1/2/3]:"
+
+
+def _check_prompt(text: str) -> None:
+    assert "Task T is currently locked" in text
+    assert "Locked by: Alice Martinez (alice@" in text
+    assert f"pid {os.getpid()}" in text
+    assert "Started:" in text and "Last activity:" in text
+    assert "1. Wait" in text and "2. Force unlock" in text and "3. Cancel" in text
+
+
+def test_tty_conflict_prompt_cancel_changes_nothing(repo: Path) -> None:
+    hold_here(repo, "T")
+    before = lock_path(repo, "T").read_bytes()
+    with tty_orc("lock", "acquire", "T", cwd=repo, env={"NO_COLOR": "1"}) as (proc, tty):
+        text = tty.until(PROMPT)
+        _check_prompt(text)
+        assert ESC not in text
+        os.write(tty.fd, b"x\n")  # not an option: asked again
+        tty.until(PROMPT, count=2)
+        os.write(tty.fd, b"3\n")
+        assert proc.wait(30) == 1
+        assert proc.stdout is not None and proc.stdout.read() == b""
+    assert lock_path(repo, "T").read_bytes() == before
+
+
+def test_tty_conflict_prompt_end_of_input_cancels(repo: Path) -> None:
+    hold_here(repo, "T")
+    before = lock_path(repo, "T").read_bytes()
+    with tty_orc("lock", "acquire", "T", cwd=repo) as (proc, tty):
+        tty.until(PROMPT)
+        os.write(tty.fd, b"\x04")  # Ctrl-D
+        assert proc.wait(30) == 1
+    assert lock_path(repo, "T").read_bytes() == before
+
+
+def test_tty_conflict_prompt_force_steals(repo: Path) -> None:
+    hold_here(repo, "T")
+    with tty_orc("lock", "acquire", "T", cwd=repo) as (proc, tty):
+        text = tty.until(PROMPT)
+        _check_prompt(text)
+        assert f"{ESC}[1;31m" in text  # colour on a terminal
+        os.write(tty.fd, b"2\n")
+        assert proc.wait(30) == 0
+        assert proc.stdout is not None
+        assert proc.stdout.read().decode().strip() == "2"
+    disk = on_disk(repo, "T")
+    assert disk.pid == proc.pid and disk.token == 2
+    assert disk.stolen_from is not None and disk.stolen_from.startswith("alice@")
+
+
+def test_tty_conflict_prompt_wait_acquires_after_release(repo: Path) -> None:
+    hold_here(repo, "T")
+    with tty_orc("lock", "acquire", "T", cwd=repo) as (proc, tty):
+        tty.until(PROMPT)
+        os.write(tty.fd, b"1\n")
+        tty.until("waiting for T")
+        assert proc.poll() is None
+        release_here(repo, "T")
+        assert proc.wait(30) == 0
+    disk = on_disk(repo, "T")
+    assert disk.pid == proc.pid and disk.token == 2 and disk.stolen_from is None
+
+
+def test_tty_with_json_never_prompts(repo: Path) -> None:
+    hold_here(repo, "T")
+    with tty_orc("lock", "acquire", "T", "--json", cwd=repo) as (proc, tty):
+        assert proc.wait(30) == 1
+        assert "Your choice" not in tty.rest()
+        assert proc.stdout is not None
+        lines = proc.stdout.read().decode().splitlines()
+    assert len(lines) == 1
+    out = json.loads(lines[0])
+    assert out["error"]["code"] == "LOCK_HELD"
+    assert check_lock(out["lock"])["pid"] == os.getpid()
