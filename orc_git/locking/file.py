@@ -4,13 +4,10 @@ Race freedom comes from the per-task guard (:mod:`orc_git.locking.guard`): every
 lease happens under it, and readers, which take no lock, only see whole files
 (:mod:`orc_git.locking.leasefs`).  The uncontended cycle is a handful of syscalls and no YAML:
 the lease written stays open, so releasing it needs a ``stat`` (is the path still my inode?),
-not a read.  POSIX only (``fcntl.flock``); a bare ``filelock.FileLock`` cycle costs
-more than this whole cycle (``bench/lock_throughput.py``).
+not a read.  POSIX only (``fcntl.flock``); a bare ``filelock.FileLock`` cycle costs more than
+this whole cycle (``bench/lock_throughput.py``).
 
-Staleness: a lease is stale when it is unreadable, when its holder process is gone (judged only on
-the same machine and PID namespace, by PID and process start time), or when it was last rewritten
-more than ``ttl`` seconds ago *by the filesystem's own clock* (the file's mtime against a probe
-file's), so a skewed clock on another machine cannot make a live lease look stale.
+Staleness is judged by :mod:`orc_git.locking.stale`.
 """
 
 from __future__ import annotations
@@ -26,8 +23,8 @@ from pathlib import Path
 
 from orc_git import flatyaml
 from orc_git.errors import LeaseLost, LockHeld, NotOwner, StorageError
-from orc_git.identity import Holder, process_alive
-from orc_git.locking import leasefile, leasefs
+from orc_git.identity import Holder
+from orc_git.locking import leasefile, leasefs, stale
 from orc_git.locking.guard import Guards, next_token
 from orc_git.locking.info import LockInfo, rfc3339
 from orc_git.taskid import check_task_id
@@ -113,21 +110,10 @@ class FileLocker:
         return info
 
     def _judge(self, info: LockInfo, now: Callable[[], float]) -> LockInfo:
-        if info.stale_reason == "unreadable":
-            return info
-        reason = None
-        same_host = info.host_id == self.holder.host_id and info.pid is not None
-        if same_host and not process_alive(info.pid or 0, info.pid_started or 0.0):
-            reason = "holder-dead"
-        elif info.mtime is not None and info.ttl is not None and now() - info.mtime > info.ttl:
-            reason = "expired"
-        info.stale = reason is not None
-        info.stale_reason = reason
-        return info
+        return stale.judge(info, self.holder.host_id, now)
 
     def _clock(self) -> Callable[[], float]:
-        """The filesystem's time, probed at most once per operation and only if needed."""
-        return functools.cache(lambda: leasefs.fs_now(self._root))
+        return stale.fs_clock(self._root)
 
     def _same_process(self, info: LockInfo) -> bool:
         return (info.host_id == self.holder.host_id and info.pid == self.holder.pid
@@ -403,10 +389,6 @@ class FileLocker:
             leasefs.remove(task_dir)
         return current
 
-    def peek(self, task_id: str) -> tuple[int, int] | None:
+    def peek(self, task_id: str) -> leasefs.Stamp | None:
         """A cheap fingerprint of the lease file (no read, no parse) for waiters to poll."""
-        try:
-            st = os.stat(f"{self._root}/{task_id}/{leasefs.LOCK_NAME}", follow_symlinks=False)
-        except OSError:
-            return None
-        return st.st_ino, st.st_mtime_ns
+        return leasefs.current_stamp(f"{self._root}/{task_id}")
