@@ -24,6 +24,7 @@ from orc_git.taskid import check_task_id
 
 if TYPE_CHECKING:
     from orc_git.context import Context
+    from orc_git.lease import Lease
 
 STATUSES = ("created", "running", "paused", "blocked", "completed", "failed")
 MAX_BYTES = 64 * 1024
@@ -247,3 +248,14 @@ def iter_states(tasks_dir: Path, mentioning: bytes | None = None
             if state is not None:
                 out.append((name, state))
     return out
+
+
+def set_state(task_id: str, *, lease: Lease | None = None, status: str | None = None,
+              phase: str | None = None, iteration: int | None = None,
+              repo: str | os.PathLike[str] | None = None) -> TaskState:
+    """The executor's call: record a task's state under the lease it holds (its token fences
+    the write).  ``orc_git.set_state(task, lease=lease, status="running", phase="test")``."""
+    from orc_git.context import default_context
+
+    return write_state(default_context(repo), task_id, status=status, phase=phase,
+                       iteration=iteration, token=lease.token if lease is not None else None)

@@ -93,3 +93,17 @@ def test_solo_state_writes_no_lease_files(solo_repo: Path, tmp_path: Path) -> No
     write_state(ctx, "T-1", status="running")
     files = sorted(os.listdir(solo_repo / ".orc/tasks/T-1"))
     assert files == ["state.yaml", "task.yaml"]
+
+
+def test_executor_api_records_the_lease_token(repo: Path) -> None:
+    import orc_git
+
+    create_task(Context.discover(repo), "T-1")
+    with orc_git.hold("T-1", repo=repo) as lease:
+        state = orc_git.set_state("T-1", lease=lease, status="running", phase="plan",
+                                  repo=repo)
+    assert state.token == lease.token and state.phase == "plan"
+    with orc_git.hold("T-1", repo=repo) as newer:
+        orc_git.set_state("T-1", lease=newer, phase="test", repo=repo)
+    with pytest.raises(StaleToken):
+        orc_git.set_state("T-1", lease=lease, phase="late", repo=repo)
