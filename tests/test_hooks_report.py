@@ -231,3 +231,16 @@ def test_plugins_add_lines_to_every_report(team: tuple[Person, Person], tmp_path
     bob.git("checkout", "-q", "main")
     pulled = bob.git("pull", "-q", "--no-rebase")
     assert "reportplug says hello from post-merge" in pulled.stderr
+
+
+def test_reports_in_a_linked_worktree(team: tuple[Person, Person], tmp_path: Path) -> None:
+    alice, bob = team
+    alice.commit_state("T-1", "--status", "running", "--phase", "review")
+    alice.git("push", "-q", "origin", "main")
+    bob.git("fetch", "-q")
+    wt = tmp_path / "bob-wt"
+    bob.git("worktree", "add", "-q", "--detach", str(wt), "main")
+    switched = subprocess.run(["git", "checkout", "-q", "origin/main"], cwd=wt, env=bob.env,
+                              capture_output=True, text=True, timeout=60)
+    assert switched.returncode == 0
+    assert "T-1: running / review by alice@" in switched.stderr
