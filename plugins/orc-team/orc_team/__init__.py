@@ -1,4 +1,4 @@
-"""orc-team: the team-mode plugin of orc-git (WebSocket team server; the client locker comes next).
+"""orc-team: the team-mode plugin of orc-git (WebSocket team server and the client locker).
 
 Installed as its own distribution and found by orc-git through the ``orc_git`` entry point
 ``team = orc_team.plugin``.

@@ -25,10 +25,10 @@ def orc_git_cli_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 @hookimpl
 def orc_git_locker(mode: str, context: Context) -> Locker | None:
-    """Team mode's locker: CompositeLocker(WebSocketLocker, FileLocker) once the client exists."""
+    """Team mode's locker: ``TeamLocker``, i.e. CompositeLocker(WebSocketLocker, FileLocker).
+    ``Context.locker(pid)`` then asks it ``for_pid(pid)`` for another holder process."""
     if mode != "team":
         return None
-    from orc_git.errors import PluginMissing
+    from orc_team.client.team import team_locker
 
-    raise PluginMissing("team client not built yet: the orc-team plugin provides the server "
-                        "only for now; use ORC_MODE=p2p meanwhile")
+    return team_locker(context)

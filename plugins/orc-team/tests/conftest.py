@@ -15,6 +15,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -26,8 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from orc_git.context import Context
 from websockets.asyncio.client import ClientConnection, connect
 
+from orc_team.client.locker import WebSocketLocker
+from orc_team.client.settings import ClientSettings
+from orc_team.client.team import TeamLocker
 from orc_team.server.auth import mint_token
 
 SECRET = "test-secret-" + "0123456789abcdef" * 3
@@ -241,3 +246,120 @@ def elapsed_since(iso: str) -> float:
     whole, _, frac = iso.rstrip("Z").partition(".")
     t = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
     return time.time() - (t + float(f"0.{frac or 0}"))
+
+
+# -- the team client ----------------------------------------------------------------------------
+
+
+def settings_for(server: ServerProc | str, user: str, role: str = "member",
+                 **options: Any) -> ClientSettings:
+    """Client settings for ``user`` (quick reconnects: tests wait for them)."""
+    base = server if isinstance(server, str) else f"ws://{server.base}"
+    options.setdefault("backoff_cap", 0.5)
+    return ClientSettings(base, token(user, role), **options)
+
+
+LockerFactory = Callable[..., WebSocketLocker]
+
+
+@pytest.fixture
+def make_locker() -> Iterator[LockerFactory]:
+    """``make_locker(server, "alice", client="laptop", role=..., **settings)``; closed after."""
+    made: list[WebSocketLocker] = []
+
+    def make(server: ServerProc | str, user: str, client: str | None = None,
+             role: str = "member", ttl: int = 60, **options: Any) -> WebSocketLocker:
+        locker = WebSocketLocker(settings_for(server, user, role, **options),
+                                 client or unique(f"{user}-inst"), ttl=ttl)
+        made.append(locker)
+        return locker
+
+    yield make
+    for locker in made:
+        locker.close()
+
+
+def dead_url() -> str:
+    """A loopback URL where nothing listens (a port just bound and released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"ws://127.0.0.1:{port}"
+
+
+def git_repo(path: Path) -> Path:
+    subprocess.run(["git", "init", "-q", str(path)], check=True)
+    return path
+
+
+TeamContext = Callable[..., Context]
+
+
+@pytest.fixture
+def team_context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TeamContext]:
+    """``team_context(server_or_url, "alice")``: an orc-git Context for one git repository in
+    team mode, with the environment a user would set (ORC_TEAM_URL, ORC_TEAM_TOKEN)."""
+    repo = git_repo(tmp_path / "repo")
+    monkeypatch.setenv("ORC_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ORC_MODE", "team")
+    made: list[Context] = []
+
+    def make(server: ServerProc | str, user: str, role: str = "member") -> Context:
+        base = server if isinstance(server, str) else f"ws://{server.base}"
+        monkeypatch.setenv("ORC_TEAM_URL", base)
+        monkeypatch.setenv("ORC_TEAM_TOKEN", token(user, role))
+        ctx = Context.discover(repo)
+        made.append(ctx)
+        return ctx
+
+    yield make
+    for ctx in made:
+        locker = ctx._locker
+        if isinstance(locker, TeamLocker):
+            locker.close()
+
+
+def run_orc(*args: str, cwd: Path, env: dict[str, str],
+            timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "orc_git", *args], cwd=cwd,
+                          env={**os.environ, **env}, text=True, capture_output=True,
+                          timeout=timeout)
+
+
+class Lines:
+    """A child's stream read by a thread, so tests can wait for a line with a deadline."""
+
+    def __init__(self, stream: Any) -> None:
+        self.seen: list[str] = []
+        self._queue: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream: Any) -> None:
+        for line in stream:
+            self._queue.put(line)
+
+    def wait_for(self, text: str, timeout: float = WAIT) -> str:
+        deadline = time.monotonic() + timeout
+        for line in self.seen:
+            if text in line:
+                return line
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no line with {text!r} within {timeout} s; got:\n"
+                                     + "".join(self.seen))
+            try:
+                line = self._queue.get(timeout=left)
+            except queue.Empty:
+                continue
+            self.seen.append(line)
+            if text in line:
+                return line
+
+    @property
+    def text(self) -> str:
+        while True:
+            try:
+                self.seen.append(self._queue.get_nowait())
+            except queue.Empty:
+                return "".join(self.seen)

@@ -1,5 +1,5 @@
-"""The plugin as orc-git sees it: discovered by entry point, adding ``orc team``, and (until the
-client is built) answering team mode's locker with a clear PluginMissing."""
+"""The plugin as orc-git sees it: discovered by entry point, adding ``orc team``, and answering
+team mode's locker hook with the TeamLocker (for this process, or for a holder ``pid``)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+from orc_git.context import Context
+
+from orc_team.client.holder import client_id
+from orc_team.client.team import TeamLocker
+
+from conftest import token
 
 
 def orc(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -23,13 +31,32 @@ def test_orc_plugins_lists_team(tmp_path: Path) -> None:
                for line in done.stdout.splitlines()), done.stdout
 
 
-def test_team_mode_locker_is_not_built_yet(tmp_path: Path) -> None:
+def test_team_mode_locker_is_the_team_locker(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    monkeypatch.setenv("ORC_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ORC_MODE", "team")
+    monkeypatch.setenv("ORC_TEAM_URL", "ws://127.0.0.1:9")
+    monkeypatch.setenv("ORC_TEAM_TOKEN", token("alice"))
+    ctx = Context.discover(tmp_path)
+    mine = ctx.locker()
+    assert isinstance(mine, TeamLocker) and mine is ctx.locker()  # cached, not connected
+    assert not mine.server.client.connected
+    parent = ctx.locker(os.getppid())  # what `orc lock acquire` uses: the calling process
+    assert isinstance(parent, TeamLocker) and parent is not mine
+    assert parent.server.client_id == client_id(os.getppid()) != mine.server.client_id
+    assert parent.file.holder.pid == os.getppid() and parent.file.user_owns
+    for locker in (mine, parent):
+        locker.close()
+
+
+def test_team_mode_without_a_url_is_a_config_error(tmp_path: Path) -> None:
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     done = orc("lock", "status", "T-1", "--json", cwd=tmp_path, ORC_MODE="team")
     assert done.returncode == 3
     out = json.loads(done.stdout)
-    assert out["mode"] == "team" and out["error"]["code"] == "PLUGIN_MISSING"
-    assert "team client not built yet" in out["error"]["message"]
+    assert out["mode"] == "team" and out["error"]["code"] == "CONFIG_ERROR"
+    assert "team.server_url" in out["error"]["message"]
 
 
 def test_orc_team_help(tmp_path: Path) -> None:

@@ -1,0 +1,58 @@
+"""The server's lock objects as orc-git's LockInfo, and its error codes as orc-git's errors.
+
+Kept apart from the locker so the mapping (what a user and ``--json`` see in team mode) is in one
+place.  ``owner`` follows the file lease's ``user@host`` form when the holder's client id says the
+host (ids made by :mod:`orc_team.client.holder`); ``token`` is the server's fencing token.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orc_git.errors import NotOwner, OrcError, Refused
+from orc_git.locking.info import LockInfo
+
+from orc_team.client.holder import parse_client_id
+from orc_team.client.replies import ServerError
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def lock_info(data: dict[str, Any], *, mine: bool = False) -> LockInfo:
+    """A LockInfo from a ``lock_result`` or a lock object of ``GET /api/locks``."""
+    user = _str(data.get("owner"))
+    client = _str(data.get("client"))
+    host, pid = parse_client_id(client)
+    return LockInfo(
+        str(data.get("task_id", "")), locked=True, owner=f"{user}@{host}" if host else user,
+        user=user, host=host, pid=pid, acquired_at=_str(data.get("acquired_at")),
+        heartbeat_at=_str(data.get("heartbeat_at")), ttl=_int(data.get("ttl")),
+        token=_int(data.get("token")), mine=mine, display_name=_str(data.get("owner_name")),
+        email=_str(data.get("owner_email")), stolen_from=_str(data.get("stolen_from")))
+
+
+def held_by(data: dict[str, Any], user: str | None, client: str) -> bool:
+    """Is this lock object held by exactly this holder (user + client instance)?"""
+    return data.get("owner") == user and data.get("client") == client
+
+
+def same_person_here(info: LockInfo, user: str | None, host: str) -> bool:
+    """``mine`` as the file lease has it: the same user on the same host."""
+    return info.user is not None and info.user == user and info.host == host
+
+
+def refusal(exc: ServerError, task_id: str, lock: LockInfo | None = None) -> OrcError:
+    """NOT_LOCK_OWNER and FORBIDDEN are answers about the lock (exit 1), like the file lease's;
+    anything else stays a server error (exit 3).  None of them is a reason to fall back."""
+    if exc.server_code == "NOT_LOCK_OWNER":
+        return NotOwner(f"{exc.server_message}; not yours to release (an admin may use --force)",
+                        lock)
+    if exc.server_code == "FORBIDDEN":
+        return Refused(f"{task_id}: {exc.server_message}")
+    return exc

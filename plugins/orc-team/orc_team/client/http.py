@@ -1,0 +1,113 @@
+"""Reading lock state over the server's JSON views (``GET /api/locks[/TASK]``).
+
+Reads go over plain HTTP rather than the WebSocket: ``orc lock status`` or ``list`` then costs one
+request, with no WebSocket handshake and no presence churn (online/offline) for other users to
+see.  One keep-alive connection is reused, so ``orc lock wait`` polling every 50 ms costs a
+request each, not a TCP handshake each.  Unreachable means LockerUnavailable; a refused token is a
+ConfigError (the server is there and said no).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from orc_git.errors import ConfigError, LockerUnavailable, OrcError
+
+from orc_team.client.settings import ClientSettings
+
+
+class HttpReader:
+    def __init__(self, settings: ClientSettings) -> None:
+        self.settings = settings
+        parts = urlsplit(settings.http_base)
+        self._secure = parts.scheme == "https"
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port or (443 if self._secure else 80)
+        self._prefix = parts.path
+        self._conn: http.client.HTTPConnection | None = None
+        self._mutex = threading.Lock()
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            cls = http.client.HTTPSConnection if self._secure else http.client.HTTPConnection
+            self._conn = cls(self._host, self._port, timeout=self.settings.request_timeout)
+        return self._conn
+
+    def close(self) -> None:
+        with self._mutex:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def get(self, path: str) -> dict[str, Any]:
+        """GET ``path`` (under the base URL) as JSON.  A kept-alive connection the server has
+        closed meanwhile is retried once on a fresh one."""
+        headers = {"Authorization": f"Bearer {self.settings.token}", "Accept": "application/json"}
+        url = self._prefix + path
+        with self._mutex:
+            for attempt in (1, 2):
+                reused = self._conn is not None
+                conn = self._connection()
+                try:
+                    conn.request("GET", url, headers=headers)
+                    resp = conn.getresponse()
+                    status, body = resp.status, resp.read()
+                    break
+                except (OSError, http.client.HTTPException) as exc:
+                    conn.close()
+                    self._conn = None
+                    if attempt == 1 and reused and not isinstance(exc, TimeoutError):
+                        continue
+                    raise LockerUnavailable(f"cannot reach the team server at "
+                                            f"{self.settings.base_url}: {_reason(exc)}") from None
+        if status == 200:
+            try:
+                doc = json.loads(body)
+            except ValueError:
+                doc = None
+            if isinstance(doc, dict):
+                return doc
+        raise http_failure(status, body, self.settings.base_url, path)
+
+    def lock(self, task_id: str) -> dict[str, Any]:
+        return self.get(f"/api/locks/{quote(task_id, safe='')}")
+
+    def locks(self) -> list[dict[str, Any]]:
+        locks = self.get("/api/locks").get("locks")
+        return locks if isinstance(locks, list) else []
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def http_failure(status: int, body: bytes, base: str, path: str) -> OrcError:
+    """The error for a non-200 answer.  5xx (a broken server, or a proxy in front of a dead
+    one) counts as unreachable, so the file lease takes over; 4xx means the server is there and
+    refuses this client (bad token, wrong URL), which no fallback should hide."""
+    try:
+        doc = json.loads(body) if body else None
+    except ValueError:
+        doc = None
+    message = ""
+    if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
+        message = str(doc["error"].get("message", ""))
+    elif body and len(body) < 300:
+        message = body.decode(errors="replace").strip()
+    if status == 401:
+        return ConfigError(f"the team server at {base} refused the token ({message or 'HTTP 401'})"
+                           ": get a new one with `orc team token` and set ORC_TEAM_TOKEN or "
+                           "team.token")
+    if status >= 500:
+        return LockerUnavailable(f"the team server at {base} is unavailable (HTTP {status})")
+    if status == 404:
+        return ConfigError(f"{base} does not look like an orc team server (HTTP 404 for {path}); "
+                           "check team.server_url")
+    return ConfigError(f"the team server at {base} refused {path} with HTTP {status}"
+                       + (f": {message}" if message else ""))

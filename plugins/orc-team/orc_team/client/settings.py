@@ -1,0 +1,109 @@
+"""Where the team server is and how to talk to it, read from orc-git's layered config.
+
+``team.server_url`` (``ORC_TEAM_URL``) is the server's base, ``ws://host:port`` (DESIGN: clients
+connect to ``<base>/api/ws``); ``team.token`` (``ORC_TEAM_TOKEN``) the JWT from ``orc team token``;
+``team.project`` the project id sent with every lock; ``team.timeout`` the seconds a request may
+take before the server counts as unreachable.  Both required values are checked here, so a
+missing one is a clear ConfigError (exit 3), never a fallback that would hide it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from orc_git.errors import ConfigError
+
+DEFAULT_TIMEOUT = 0.75
+"""A lock round trip on loopback takes about a millisecond; 0.75 s leaves room for a loaded
+server while keeping "fall back within 1 s" against a server that accepts but never answers."""
+
+OPEN_TIMEOUT = 0.5
+"""TCP + WebSocket handshake.  A refused connect (server down) fails at once; this bounds the
+cost of a server that is stopped (SIGSTOP) or a host that drops packets."""
+
+_SCHEMES = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    base_url: str
+    """``ws://host:port`` or ``wss://host[:port]/prefix``, without a trailing slash."""
+    token: str
+    project: str | None = None
+    request_timeout: float = DEFAULT_TIMEOUT
+    open_timeout: float = OPEN_TIMEOUT
+    keepalive: float = 15.0
+    """Library ping interval (and pong timeout): a silently dead connection is noticed and
+    replaced (re-asserting held locks) without waiting for the next lock request."""
+    backoff_initial: float = 0.1
+    backoff_cap: float = 5.0
+
+    @property
+    def ws_endpoint(self) -> str:
+        return f"{self.base_url}/api/ws"
+
+    @property
+    def http_base(self) -> str:
+        scheme, rest = self.base_url.split(":", 1)
+        return ("https" if scheme == "wss" else "http") + ":" + rest
+
+    @property
+    def user(self) -> str | None:
+        return token_subject(self.token)
+
+
+def normalize_url(url: str) -> str:
+    """The base URL as ``ws[s]://host[:port][/prefix]``; ``http[s]://`` and a trailing
+    ``/api/ws`` are accepted too, since people paste what their browser or proxy shows."""
+    parts = urlsplit(url.strip())
+    scheme = _SCHEMES.get(parts.scheme.lower())
+    if scheme is None or not parts.hostname:
+        raise ConfigError(f"team.server_url must look like ws://HOST:PORT (got {url!r})")
+    try:
+        parts.port  # noqa: B018 - validates the port
+    except ValueError:
+        raise ConfigError(f"team.server_url has a bad port: {url!r}") from None
+    path = parts.path.rstrip("/")
+    path = path.removesuffix("/api/ws")
+    return urlunsplit((scheme, parts.netloc, path, "", "")).rstrip("/")
+
+
+def token_subject(token: str) -> str | None:
+    """The user id (``sub``) a JWT names, read without checking the signature: the server does
+    that; the client only needs to know who it is to tell its own leases from others'."""
+    try:
+        payload = token.split(".")[1]
+        claims: Any = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return None
+    sub = claims.get("sub") if isinstance(claims, dict) else None
+    return sub if isinstance(sub, str) and sub else None
+
+
+def _number(config: Any, key: str, default: float) -> float:
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 60:
+        raise ConfigError(f"{key} must be a number of seconds from 0 to 60 (got {value!r} "
+                          f"from {config.sources.get(key, 'defaults')})")
+    return float(value)
+
+
+def settings_from_config(config: Any) -> ClientSettings:
+    """Read ``team.*`` from an :class:`orc_git.config.Config`."""
+    url = config.get("team.server_url")
+    if not url or not isinstance(url, str):
+        raise ConfigError("team mode needs the team server's URL: set team.server_url "
+                          "(`orc init --mode team --server-url ws://HOST:8765`) or ORC_TEAM_URL")
+    token = config.get("team.token")
+    if not token or not isinstance(token, str):
+        raise ConfigError("team mode needs a token: get one with `orc team token --user ID` "
+                          "(run where ORC_TEAM_SECRET is set) and put it in ORC_TEAM_TOKEN or "
+                          "team.token in ~/.orc/config.yaml")
+    project = config.get("team.project")
+    return ClientSettings(normalize_url(url), token.strip(),
+                          project=str(project) if project not in (None, "") else None,
+                          request_timeout=_number(config, "team.timeout", DEFAULT_TIMEOUT))
