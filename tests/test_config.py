@@ -286,3 +286,61 @@ def test_orc_mode_with_an_unknown_mode_fails_cleanly(repo: Path) -> None:
     assert code == 3
     assert out["error"]["code"] == "CONFIG_ERROR"
     assert "turbo" in out["error"]["message"]
+
+
+# -- config files that cannot be used ------------------------------------------------------
+
+BAD_CONFIGS = {
+    "unclosed": "lock: [unclosed\n",
+    "a-list": "- mode\n- p2p\n",
+    "negative-ttl": "mode: p2p\nlock: {ttl: -5}\n",
+    "bad-date": "mode: p2p\ncreated: 2024-02-30\n",
+    "bad-int-tag": "mode: p2p\nlock: {ttl: !!int sixty}\n",
+    "python-tag": "mode: p2p\nx: !!python/object/apply:os.system [\"touch {marker}\"]\n",
+    "not-utf8": "mode: p2p\nidentity: {user: b\xf6b}\n",
+    "unknown-mode": "mode: turbo\n",
+}
+
+
+# every case in the committed config; the other two layers with a sample (same reader)
+CONFIG_MATRIX = [(case, "shared") for case in BAD_CONFIGS] + [
+    (case, where) for where in ("home", "local") for case in ("unclosed", "negative-ttl")]
+
+
+@pytest.mark.parametrize(("case", "where"), CONFIG_MATRIX)
+def test_bad_config_is_a_config_error_naming_the_file(repo: Path, isolated_env: Path,
+                                                      tmp_path: Path, case: str,
+                                                      where: str) -> None:
+    path = {"shared": repo / ".orc" / "shared" / "config.yaml",
+            "home": isolated_env / "config.yaml",
+            "local": repo / ".orc" / "local" / "config.yaml"}[where]
+    marker = tmp_path / "pwned"
+    text = BAD_CONFIGS[case].replace("{marker}", str(marker))
+    path.write_bytes(text.encode("latin-1") if case == "not-utf8" else text.encode())
+
+    code, out = orc_json("lock", "status", "T", cwd=repo)
+    assert code == 3, out
+    assert out["error"]["code"] == "CONFIG_ERROR"
+    assert str(path) in out["error"]["message"]
+    assert not marker.exists()
+
+
+def test_bad_config_without_json_is_one_line_on_stderr(repo: Path) -> None:
+    path = repo / ".orc" / "shared" / "config.yaml"
+    path.write_text("lock: [unclosed\n")
+    proc = orc("lock", "status", "T", cwd=repo)
+    assert proc.returncode == 3
+    assert proc.stdout == ""
+    assert "Traceback" not in proc.stderr
+    assert str(path) in proc.stderr
+    assert "not valid YAML" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_config_that_is_a_directory(repo: Path) -> None:
+    path = repo / ".orc" / "local" / "config.yaml"
+    path.mkdir(parents=True)
+    code, out = orc_json("lock", "status", "T", cwd=repo)
+    assert code == 3
+    assert out["error"]["code"] == "CONFIG_ERROR"
+    assert str(path) in out["error"]["message"]
