@@ -82,8 +82,8 @@ async def test_one_mib_message_is_answered_too_large(connect_as: Any) -> None:
 async def test_a_frame_past_the_hard_limit_closes_with_1009(connect_as: Any) -> None:
     bystander: Client = await connect_as("bob")
     alice: Client = await connect_as("alice")
-    await alice.send("x" * (3 << 20))
-    with pytest.raises(ConnectionClosed) as info:
+    with pytest.raises(ConnectionClosed) as info:  # while sending, or right after
+        await alice.send("x" * (3 << 20))
         await alice.expect(lambda m: False)
     # The server closes with 1009 as soon as the frame header arrives; while this client is
     # still writing the rest, the close frame can be lost to the connection's reset.
