@@ -1,5 +1,8 @@
 """The plugin hooks the core calls. Every hook is named ``orc_git_*``; implement them with
-``@orc_git.hookimpl`` and expose the plugin through the ``orc_git`` entry-point group."""
+``@orc_git.hookimpl`` and expose the plugin through the ``orc_git`` entry-point group.
+
+A plugin that wants its warnings shown by ``orc`` logs them under an ``orc_git.*`` logger (e.g.
+``orc_git.team``): the CLI prints those on stderr as ``orc: …``."""
 
 from __future__ import annotations
 
