@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from orc_git.errors import LockerUnavailable
@@ -97,12 +98,12 @@ class CompositeLocker:
     def heartbeat(self, task_id: str) -> LockInfo:
         return self._route(task_id).heartbeat(task_id)
 
-    def _read(self, call: str) -> object:
+    def _read(self, call: Callable[[Locker], list[LockInfo]]) -> list[LockInfo]:
         try:
-            return getattr(self.primary, call)()
+            return call(self.primary)
         except LockerUnavailable as exc:
             log.warning("lock server unavailable (%s); showing file leases", exc.message)
-            return getattr(self.fallback, call)()
+            return call(self.fallback)
 
     def is_locked(self, task_id: str) -> LockInfo:
         try:
@@ -111,11 +112,7 @@ class CompositeLocker:
             return self.fallback.is_locked(task_id)
 
     def list_locks(self) -> list[LockInfo]:
-        result = self._read("list_locks")
-        assert isinstance(result, list)
-        return result
+        return self._read(lambda locker: locker.list_locks())
 
     def clean(self) -> list[LockInfo]:
-        result = self._read("clean")
-        assert isinstance(result, list)
-        return result
+        return self._read(lambda locker: locker.clean())
