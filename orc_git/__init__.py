@@ -35,4 +35,6 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'orc_git' has no attribute {name!r}")
     import importlib
 
-    return getattr(importlib.import_module(module), name)
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function (``orc_git.hold`` in a loop)
+    return value

@@ -84,6 +84,16 @@ def lock_path(repo: Path, task: str) -> Path:
     return repo / ".orc" / "tasks" / task / "lock.yaml"
 
 
+def leased(repo: Path, task: str) -> bool:
+    """Is a lease on disk?  A released one is a tombstone, or no file at all."""
+    from orc_git.locking.leasefs import TOMBSTONE
+
+    try:
+        return not lock_path(repo, task).read_bytes().startswith(TOMBSTONE)
+    except FileNotFoundError:
+        return False
+
+
 HOLDER_SCRIPT = r"""
 import sys, orc_git
 repo, task, ttl = sys.argv[1], sys.argv[2], int(sys.argv[3])

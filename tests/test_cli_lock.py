@@ -10,6 +10,7 @@ from pathlib import Path
 
 from conftest import (
     identity_env,
+    leased,
     lock_path,
     orc,
     orc_elsewhere,
@@ -159,14 +160,14 @@ def test_release_by_a_non_owner_is_refused_unless_forced(repo: Path, tmp_path: P
     out = one_json(proc)
     assert out["error"]["code"] == "NOT_OWNER"
     assert check_lock(out["lock"])["user"] == "alice"
-    assert lock_path(repo, "T").exists()
+    assert leased(repo, "T")
 
     proc = orc_elsewhere("lock", "release", "T", "--force", "--json", cwd=repo, env=bob)
     assert proc.returncode == 0, proc.stderr
     out = one_json(proc)
     assert out["released"] is True
     assert check_lock(out["lock"])["user"] == "alice"  # what was released
-    assert not lock_path(repo, "T").exists()
+    assert not leased(repo, "T")
 
 
 def test_the_same_user_may_release_from_another_process(repo: Path) -> None:
@@ -174,7 +175,7 @@ def test_the_same_user_may_release_from_another_process(repo: Path) -> None:
     proc = orc_elsewhere("lock", "release", "T", "--json", cwd=repo)
     assert proc.returncode == 0, proc.stderr
     assert one_json(proc)["released"] is True
-    assert not lock_path(repo, "T").exists()
+    assert not leased(repo, "T")
 
 
 def test_release_of_a_free_task_says_so(repo: Path) -> None:
@@ -292,7 +293,7 @@ def test_clean_removes_the_lease_of_a_dead_holder(ctx: Context, repo: Path) -> N
         assert out["lock"]["pid"] == sleeper.pid
         code, out = orc_json("lock", "clean", cwd=repo)
         assert (code, out["removed"]) == (0, [])  # nothing stale yet
-        assert lock_path(repo, "DEAD").exists()
+        assert leased(repo, "DEAD")
     finally:
         sleeper.kill()
         sleeper.wait(10)
@@ -303,8 +304,8 @@ def test_clean_removes_the_lease_of_a_dead_holder(ctx: Context, repo: Path) -> N
     assert code == 0
     removed = [check_lock(lock) for lock in out["removed"]]
     assert [(r["task_id"], r["stale_reason"]) for r in removed] == [("DEAD", "holder-dead")]
-    assert not lock_path(repo, "DEAD").exists()
-    assert lock_path(repo, "LIVE").exists()
+    assert not leased(repo, "DEAD")
+    assert leased(repo, "LIVE")
     code, out = orc_json("lock", "clean", cwd=repo)
     assert (code, out["removed"]) == (0, [])
 

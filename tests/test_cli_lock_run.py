@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import (
+    leased,
     lock_path,
     orc,
     orc_elsewhere,
@@ -32,7 +33,7 @@ def test_run_exits_with_the_command_status_and_releases(repo: Path) -> None:
     proc = orc("lock", "run", "T", "--", "sh", "-c", "exit 7", cwd=repo)
     assert proc.returncode == 7, proc.stderr
     assert "Traceback" not in proc.stderr
-    assert not lock_path(repo, "T").exists()
+    assert not leased(repo, "T")
     _, out = orc_json("lock", "status", "T", cwd=repo)
     assert out["lock"]["locked"] is False
     assert hold_here(repo, "T")["token"] == 2  # `run` held token 1
@@ -46,7 +47,7 @@ def test_run_holds_the_lease_while_the_command_runs(repo: Path) -> None:
     lock = check_lock(json.loads(status)["lock"])
     assert lock["locked"] is True and lock["stale"] is False and lock["mine"] is True
     assert lock["pid"] == int(ppid)  # `orc lock run` itself holds it, not its caller
-    assert not lock_path(repo, "T").exists()
+    assert not leased(repo, "T")
 
 
 def test_run_refuses_a_held_task_without_running_the_command(repo: Path,
@@ -83,12 +84,12 @@ def test_run_forwards_signals_and_exits_with_the_child_status(
         FdReader(proc.stdout.fileno()).until("ready")
         wait_for(lambda: catches(proc.pid, signal.SIGTERM), timeout=10,
                  what="`orc lock run` to install its signal forwarding")
-        assert lock_path(repo, "T").exists()
+        assert leased(repo, "T")
         proc.send_signal(sig)
         assert proc.wait(30) == 5
         assert "Traceback" not in proc.stderr.read().decode()
     assert flag.read_text() == sig.name
-    assert not lock_path(repo, "T").exists()
+    assert not leased(repo, "T")
 
 
 def test_run_child_killed_by_a_forwarded_signal_exits_128_plus_signal(repo: Path) -> None:
@@ -100,7 +101,7 @@ def test_run_child_killed_by_a_forwarded_signal_exits_128_plus_signal(repo: Path
                  what="`orc lock run` to install its signal forwarding")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 128 + signal.SIGTERM
-    assert not lock_path(repo, "T").exists()
+    assert not leased(repo, "T")
 
 
 def test_run_says_at_once_when_the_lease_is_lost(repo: Path) -> None:
@@ -138,7 +139,7 @@ def test_run_heartbeats_at_least_every_third_of_the_ttl(repo: Path) -> None:
         proc.stdin.write(b"\n")
         proc.stdin.flush()
         assert proc.wait(30) == 0
-    assert not lock_path(repo, "T").exists()
+    assert not leased(repo, "T")
 
 
 def test_run_timeout_on_a_held_task_exits_124_without_running(repo: Path,
@@ -157,7 +158,7 @@ def test_run_of_a_missing_command_exits_127_without_traceback(repo: Path) -> Non
     assert proc.returncode == 127
     assert "Traceback" not in proc.stderr
     assert "no-such-cmd-orc-test" in proc.stderr
-    assert not lock_path(repo, "T").exists()
+    assert not leased(repo, "T")
 
 
 @pytest.mark.parametrize("tail", [(), ("--",)])
@@ -165,6 +166,6 @@ def test_run_without_a_command_is_a_usage_error(repo: Path, tail: tuple[str, ...
     proc = orc("lock", "run", "T", *tail, cwd=repo)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr
-    assert not lock_path(repo, "T").exists()
+    assert not leased(repo, "T")
 
 

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import fcntl
 import multiprocessing
 import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import HolderProcess, git, lock_path, make_repo, wait_for
+from conftest import HolderProcess, git, leased, lock_path, make_repo, orc_json, wait_for
 
 from orc_git.context import Context
 from orc_git.errors import LeaseLost, LockHeld, NotOwner
 from orc_git.hookspecs import hookimpl
 from orc_git.locking import leasefile
 from orc_git.locking.info import LockEvent
+from orc_git.locking.leasefs import TOMBSTONE
 
 RACERS = 8
 ROUNDS = 40
@@ -66,7 +69,7 @@ def test_eight_processes_racing_never_overlap(repo: Path) -> None:
     assert len(set(tokens)) == len(tokens), "a fencing token was granted twice"
     for _, own, _ in outcomes:
         assert own == sorted(own), "tokens must increase with every grant"
-    assert not lock_path(repo, "RACE").exists()
+    assert not leased(repo, "RACE")
 
 
 class Recorder:
@@ -168,6 +171,79 @@ def test_former_holder_cannot_release_or_renew_successor(ctx: Context, repo: Pat
     assert leasefile.parse(path.read_bytes(), "T").token == first.token + 5
 
 
+def test_former_holder_cannot_release_a_successor_written_in_place(ctx: Context,
+                                                                  repo: Path) -> None:
+    """Same inode, same size, maybe the same mtime tick: only the bytes tell the leases apart."""
+    locker = ctx.locker()
+    first = locker.acquire("T", ttl=60)
+    path = lock_path(repo, "T")
+    mine = path.read_bytes()
+    successor = mine.replace(b"token: %d" % first.token, b"token: %d" % (first.token + 1))
+    assert len(successor) == len(mine) and successor != mine
+    inode = path.stat().st_ino
+    with open(path, "r+b") as f:  # in place, as a grant over a tombstone writes
+        f.write(successor)
+    assert path.stat().st_ino == inode
+    assert locker.release("T") is False  # told (a warning), and hands off
+    assert path.read_bytes() == successor
+
+
+def test_release_leaves_a_tombstone_that_the_next_grant_reuses(ctx: Context,
+                                                               repo: Path) -> None:
+    locker = ctx.locker()
+    path = lock_path(repo, "T")
+    first = locker.acquire("T")
+    inode = path.stat().st_ino
+    assert locker.release("T")
+    assert path.read_bytes() == TOMBSTONE and not leased(repo, "T")
+    assert not locker.is_locked("T").locked and locker.list_locks() == []
+    second = locker.acquire("T")
+    assert second.token == first.token + 1
+    assert path.stat().st_ino == inode, "the grant wrote over the tombstone in place"
+    assert leasefile.parse(path.read_bytes(), "T").token == second.token
+    assert locker.release("T")
+
+
+def test_a_tombstone_is_free_to_other_processes_and_force(ctx: Context, repo: Path) -> None:
+    locker = ctx.locker()
+    locker.acquire("T")
+    locker.release("T")
+    code, out = orc_json("lock", "status", "T", cwd=repo)
+    assert code == 0 and out["lock"]["locked"] is False
+    code, out = orc_json("lock", "acquire", "T", cwd=repo)
+    assert code == 0 and out["lock"]["token"] == 2 and "stolen_from" not in out["lock"]
+    code, out = orc_json("lock", "release", "T", cwd=repo)
+    assert code == 0 and out["released"] is True
+    assert locker.acquire("T", force=True).stolen_from is None  # nothing to steal
+    assert locker.release("T")
+
+
+def test_a_half_written_lease_is_read_again_under_the_guard(ctx: Context, repo: Path) -> None:
+    """A lock-free reader can catch a grant's in-place write half done.  Held under the guard,
+    such bytes are what a reader may see; once the writer is done, the reader sees the lease."""
+    locker = ctx.locker()
+    lease = locker.acquire("T")
+    path = lock_path(repo, "T")
+    whole = path.read_bytes()
+    guard = os.open(path.with_name("lock.fence"), os.O_RDWR)
+    try:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        path.write_bytes(whole[: len(whole) // 2])  # the writer, caught half way
+
+        def finish() -> None:
+            path.write_bytes(whole)
+            fcntl.flock(guard, fcntl.LOCK_UN)
+
+        timer = threading.Timer(0.2, finish)
+        timer.start()
+        seen = ctx.file_locker().is_locked("T")  # another locker: not our own held lease
+        timer.join()
+    finally:
+        os.close(guard)
+    assert seen.locked and not seen.stale and seen.token == lease.token
+    assert locker.release("T")
+
+
 def test_second_process_of_same_user_is_another_holder(ctx: Context, repo: Path,
                                                        holders: list[HolderProcess]) -> None:
     holders.append(HolderProcess(repo, "T"))
@@ -250,7 +326,7 @@ def test_list_and_clean(ctx: Context, repo: Path, holders: list[HolderProcess]) 
     removed = ctx.locker().clean()
     assert [i.task_id for i in removed] == ["DEAD"]
     assert [e.kind for e in rec.events] == ["stale"]
-    assert not lock_path(repo, "DEAD").exists() and lock_path(repo, "LIVE").exists()
+    assert not leased(repo, "DEAD") and leased(repo, "LIVE")
 
 
 def test_new_repo_per_test_is_independent(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import HolderProcess, lock_path, wait_for
+from conftest import HolderProcess, leased, lock_path, wait_for
 
 import orc_git
 from orc_git.context import Context
@@ -31,7 +31,7 @@ def test_hold_acquires_heartbeats_and_releases(repo: Path) -> None:
         wait_for(lambda: path.stat().st_mtime_ns != first, timeout=10, what="a heartbeat")
         assert leasefile.parse(path.read_bytes(), "T").token == 1
         lease.check()
-    assert not path.exists()
+    assert not leased(repo, "T")
 
 
 def test_heartbeat_interval_is_at_most_a_third_of_the_ttl(ctx: Context) -> None:
@@ -121,7 +121,7 @@ def test_full_disk_during_heartbeat_tells_holder(repo: Path, tmpfs_lock_root: Pa
         (tmpfs_lock_root / "filler").unlink()
         wait_for(lambda: _recovers(lease), timeout=10, what="a heartbeat after space returns")
         lease.check()
-    assert not lock_path(repo, "T").exists()
+    assert not leased(repo, "T")
 
 
 def test_read_only_lock_dir_during_heartbeat_tells_holder(repo: Path) -> None:
@@ -139,7 +139,7 @@ def test_read_only_lock_dir_during_heartbeat_tells_holder(repo: Path) -> None:
         assert isinstance(error, StorageError) and "Operation not permitted" in error.message
         assert not lease.lost
         wait_for(lambda: _recovers(lease), timeout=10, what="a heartbeat once writable")
-    assert not lock_path(repo, "T").exists()
+    assert not leased(repo, "T")
 
 
 def test_acquire_on_full_disk_is_a_clear_error(ctx: Context, tmpfs_lock_root: Path) -> None:

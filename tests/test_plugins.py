@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PluginFreePython, lock_path, orc
+from conftest import PluginFreePython, leased, orc
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -185,10 +185,10 @@ def test_a_plugin_that_fails_to_import_is_reported_and_skipped(
     assert acquire.returncode == 0, acquire.stderr
     assert "Traceback" not in acquire.stderr
     assert "broken" in acquire.stderr  # reported to the user, not hidden
-    assert lock_path(repo, "T").exists()
+    assert leased(repo, "T")
     release = run("lock", "release", "T", cwd=repo)
     assert release.returncode == 0, release.stderr
-    assert not lock_path(repo, "T").exists()
+    assert not leased(repo, "T")
     # the healthy plugin beside the broken one still works
     assert [e.split()[0] for e in read_events(events)] == ["acquired", "released"]
 
@@ -226,7 +226,7 @@ def test_a_failing_event_hook_does_not_break_locking(run: Run, repo: Path, site:
     proc = run("lock", "acquire", "T", cwd=repo)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
-    assert lock_path(repo, "T").exists()
+    assert leased(repo, "T")
 
 
 def test_a_plugin_adds_a_cli_command(run: Run, repo: Path, site: Path) -> None:
@@ -250,7 +250,7 @@ def test_a_plugin_locker_serves_team_mode(run: Run, repo: Path, site: Path,
     out = json.loads(proc.stdout)
     assert out["mode"] == "team" and out["acquired"] is True
     assert out["lock"]["token"] == 42 and out["lock"]["owner"] == "team@server"
-    assert not lock_path(repo, "T").exists()  # the plugin, not the file lease
+    assert not leased(repo, "T")  # the plugin, not the file lease
 
     proc = run("lock", "status", "T", "--json", cwd=repo, env=team)
     assert json.loads(proc.stdout)["lock"]["owner"] == "team@server"
@@ -264,7 +264,7 @@ def test_a_plugin_locker_serves_team_mode(run: Run, repo: Path, site: Path,
     proc = run("lock", "acquire", "P", "--json", cwd=repo)
     assert proc.returncode == 0
     assert json.loads(proc.stdout)["lock"]["token"] == 1
-    assert lock_path(repo, "P").exists()
+    assert leased(repo, "P")
 
 
 def test_team_mode_without_a_plugin_says_how_to_install_it(run: Run, repo: Path) -> None:
@@ -279,7 +279,7 @@ def test_team_mode_without_a_plugin_says_how_to_install_it(run: Run, repo: Path)
     assert out["schema"] == 1 and out["mode"] == "team"
     assert out["error"]["code"] == "PLUGIN_MISSING"
     assert "pip install ./plugins/orc-team" in out["error"]["message"]
-    assert not lock_path(repo, "T").exists()
+    assert not leased(repo, "T")
 
     proc = run("lock", "status", "T", cwd=repo, env=team)
     assert proc.returncode == 3

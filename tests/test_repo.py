@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import (
     git,
+    leased,
     lock_path,
     make_repo,
     orc,
@@ -128,7 +129,7 @@ def test_cli_in_a_worktree_locks_in_the_main_worktree(repo: Path, tmp_path: Path
 
     code, out = orc_json("lock", "release", "T", cwd=repo)
     assert code == 0 and out["released"] is True
-    assert not lock_path(repo, "T").exists()
+    assert not leased(repo, "T")
 
 
 def test_local_config_of_the_main_worktree_applies_in_a_linked_worktree(

@@ -1,11 +1,12 @@
 """P2P leases: ``.orc/tasks/<TASK>/lock.yaml`` in the main worktree.
 
 Race freedom comes from the per-task guard (:mod:`orc_git.locking.guard`): every change to a
-lease happens under it, and readers, which take no lock, only see whole files
-(:mod:`orc_git.locking.leasefs`).  The uncontended cycle is a handful of syscalls and no YAML:
-the lease written stays open, so releasing it needs a ``stat`` (is the path still my inode?),
-not a read.  POSIX only (``fcntl.flock``); a bare ``filelock.FileLock`` cycle costs more than
-this whole cycle (``bench/lock_throughput.py``).
+lease happens under it, and readers, which take no lock, never mistake a half-written lease for
+a whole one (:mod:`orc_git.locking.leasefs`).  The uncontended cycle is a handful of syscalls,
+no YAML and no directory change: the grant writes over the tombstone its predecessor's release
+left, and the lease written stays open, so releasing it needs a ``stat`` and a ``pread`` (is the
+path still my inode, holding my bytes?), not a parse.  POSIX only (``fcntl.flock``); a bare
+``filelock.FileLock`` cycle costs more than this whole cycle (``bench/lock_throughput.py``).
 
 Staleness is judged by :mod:`orc_git.locking.stale`.
 """
@@ -44,16 +45,16 @@ _HOLDER_FIELDS = ("owner", "user", "host", "host_id", "pid", "pid_started", "dis
 
 class _Held:
     """A lease this locker granted in this process: its guard, and the lease file it wrote, kept
-    open so that its inode number identifies it (see :mod:`orc_git.locking.leasefs`)."""
+    open so that its inode and bytes identify it (see :mod:`orc_git.locking.leasefs`)."""
 
-    __slots__ = ("fd", "guard", "info", "mutex", "stamp")
+    __slots__ = ("guard", "info", "mutex", "written")
 
-    def __init__(self, guard: int, fd: int, stamp: leasefs.Stamp, info: LockInfo,
+    def __init__(self, guard: int, written: leasefs.Written, info: LockInfo,
                  mutex: threading.Lock) -> None:
-        self.guard, self.fd, self.stamp, self.info, self.mutex = guard, fd, stamp, info, mutex
+        self.guard, self.written, self.info, self.mutex = guard, written, info, mutex
 
     def close(self) -> None:
-        os.close(self.fd)
+        os.close(self.written[0])
 
 
 @functools.lru_cache(maxsize=4)
@@ -147,7 +148,7 @@ class FileLocker:
 
     def _keep(self, task_id: str, guard: int, written: leasefs.Written, info: LockInfo) -> None:
         with self._lock:
-            self._held[task_id] = _Held(guard, *written, info, threading.Lock())
+            self._held[task_id] = _Held(guard, written, info, threading.Lock())
 
     # -- the Locker interface ------------------------------------------------------------
 
@@ -159,7 +160,8 @@ class FileLocker:
             raise LockHeld(f"{task_id} is already held by this process "
                            f"(token {held.info.token})", held.info)
         task_dir = f"{self._root}/{task_id}"
-        if not force:
+        tombstone = None if force else leasefs.open_tombstone(task_dir)
+        if not force and tombstone is None:
             # A live lease is refused without taking the guard: contenders only read, so they
             # never crowd out the holder's own heartbeat and release.
             seen = self._read(task_dir, task_id)
@@ -169,13 +171,21 @@ class FileLocker:
                     raise LockHeld(f"{task_id} is locked by {seen.who()} since "
                                    f"{seen.acquired_at}", seen)
         guards = self._guards
-        guard = guards.take(task_id)
-        assert guard is not None
+        guard = None
         try:
+            guard = guards.take(task_id)
+            assert guard is not None
             guards.lock(guard, task_id)
+        except BaseException:
+            if guard is not None:
+                guards.give_back(task_id, guard)
+            if tombstone is not None:
+                os.close(tombstone[0])
+            raise
+        try:
             granted: list[LockInfo] = []
-            written = leasefs.create(task_dir, lambda: self._grant(
-                task_id, next_token(guard), ttl, into=granted))
+            written = leasefs.claim(task_dir, lambda: self._grant(
+                task_id, next_token(guard), ttl, into=granted), tombstone)
             if written is None:
                 info, written = self._acquire_existing(task_dir, guard, task_id, ttl, force)
             else:
@@ -193,7 +203,7 @@ class FileLocker:
         current = self._read(task_dir, task_id)
         if current is None:  # removed behind the guard's back (by hand): start afresh
             granted: list[LockInfo] = []
-            written = leasefs.create(task_dir, lambda: self._grant(
+            written = leasefs.claim(task_dir, lambda: self._grant(
                 task_id, next_token(guard), ttl, into=granted))
             if written is None:
                 raise LockHeld(f"{task_id}: the lease changed while acquiring; try again")
@@ -226,15 +236,17 @@ class FileLocker:
             self._emit(str(current.stale_reason), task_id, info, current)
         return info, kept
 
-    def _still_mine(self, task_dir: str, held: _Held) -> LockInfo:
-        """Under the guard: the lease if it is still ours, else raise LeaseLost."""
-        if leasefs.current_stamp(task_dir) == held.stamp:
-            return held.info
+    def _still_mine(self, task_dir: str, held: _Held) -> LockInfo | None:
+        """Under the guard: ``None`` if the lease file is still the one written (it may be
+        rewritten in place), the lease if another call of this holder renewed it, else raise
+        LeaseLost."""
+        if leasefs.holds(task_dir, held.written):
+            return None
         task = held.info.task_id
         current = self._read(task_dir, task)
         if current is not None and current.token == held.info.token and self._same_process(
                 current):
-            return current  # renewed by another call of the same holder
+            return current
         if current is None:
             raise LeaseLost(f"{task}: the lease was removed by someone else")
         if current.stolen_from:
@@ -253,16 +265,27 @@ class FileLocker:
                 self._guards.lock(held.guard, task_id)
                 task_dir = f"{self._root}/{task_id}"
                 try:
-                    self._still_mine(task_dir, held)
+                    renewed = self._still_mine(task_dir, held)
                 except LeaseLost as exc:
                     _warn("%s", exc.message)
                     return False
-                leasefs.remove(task_dir)
+                self._bury(task_dir, held.written[0] if renewed is None else None)
             finally:
                 held.close()
                 self._guards.give_back(task_id, held.guard)
         self._emit("released", task_id, None, held.info)
         return True
+
+    @staticmethod
+    def _bury(task_dir: str, fd: int | None) -> None:
+        """End a lease: in place through its open file when we have it, else by removing it."""
+        if fd is not None:
+            try:
+                leasefs.bury(fd)
+                return
+            except OSError:
+                pass  # e.g. EIO: removing the file frees the task as well
+        leasefs.remove(task_dir)
 
     def _release_foreign(self, task_id: str, force: bool) -> bool:
         with self.guarded(task_id) as task_dir:
@@ -286,12 +309,12 @@ class FileLocker:
             self._guards.lock(held.guard, task_id)
             task_dir = f"{self._root}/{task_id}"
             try:
-                current = self._still_mine(task_dir, held)
+                current = self._still_mine(task_dir, held) or held.info
                 info = current.with_(heartbeat_at=rfc3339(time.time()), mine=True)
                 kept = leasefs.replace(task_dir, leasefile.render(info), keep=True)
                 assert kept is not None
                 held.close()
-                held.fd, held.stamp = kept
+                held.written = kept
                 held.info = info
                 return info
             except LeaseLost:
@@ -316,21 +339,26 @@ class FileLocker:
             leasefs.replace(task_dir, leasefile.render(info))
             return info
 
+    def _settled_read(self, task_dir: str, task_id: str) -> LockInfo | None:
+        """A lock-free read, looked at again under the guard if it was unreadable: it may have
+        caught a lease half written."""
+        info = self._read(task_dir, task_id)
+        if info is None or info.stale_reason != "unreadable":
+            return info
+        guard = self._guards.take(task_id, create=False)
+        if guard is not None:
+            try:
+                self._guards.lock(guard, task_id, shared=True)
+                info = self._read(task_dir, task_id)
+            except LockHeld:
+                pass
+            finally:
+                self._guards.give_back(task_id, guard)
+        return info
+
     def is_locked(self, task_id: str) -> LockInfo:
         check_task_id(task_id)
-        task_dir = self._guards.task_dir(task_id)
-        info = self._read(task_dir, task_id)
-        if info is not None and info.stale_reason == "unreadable":
-            # Maybe caught between create and write: look again once the writer is done.
-            guard = self._guards.take(task_id, create=False)
-            if guard is not None:
-                try:
-                    self._guards.lock(guard, task_id, shared=True)
-                    info = self._read(task_dir, task_id)
-                except LockHeld:
-                    pass
-                finally:
-                    self._guards.give_back(task_id, guard)
+        info = self._settled_read(self._guards.task_dir(task_id), task_id)
         if info is None:
             return LockInfo(task_id)
         return self._judge(info, self._clock())
@@ -350,7 +378,7 @@ class FileLocker:
                 check_task_id(name)
             except Exception:
                 continue
-            info = self._read(f"{self._root}/{name}", name)
+            info = self._settled_read(f"{self._root}/{name}", name)
             if info is not None:
                 out.append(self._judge(info, now))
         return out

@@ -22,14 +22,15 @@ class Beating(Protocol):
 
 class Heartbeater:
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._mutex = threading.Lock()  # entered directly: Condition.__enter__ is Python code
+        self._cond = threading.Condition(self._mutex)
         self._due: dict[Beating, float] = {}
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._wake_at = math.inf  # when the thread will next look at the schedule
 
     def add(self, lease: Beating) -> None:
-        with self._cond:
+        with self._mutex:
             due = time.monotonic() + lease.interval
             self._due[lease] = due
             if self._thread is None or not self._thread.is_alive():
@@ -46,7 +47,7 @@ class Heartbeater:
                 self._cond.notify()
 
     def remove(self, lease: Beating) -> None:
-        with self._cond:
+        with self._mutex:
             self._due.pop(lease, None)
 
     def stop(self, timeout: float | None = 5.0) -> None:
@@ -86,6 +87,8 @@ _shared_lock = threading.Lock()
 
 def shared_heartbeater() -> Heartbeater:
     global _shared
+    if _shared is not None:
+        return _shared
     with _shared_lock:
         if _shared is None:
             _shared = Heartbeater()

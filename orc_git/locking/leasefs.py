@@ -1,11 +1,24 @@
-"""Lease files on disk: read one without trusting it, write one so readers only see whole files.
+"""Lease files on disk: read one without trusting it, write one so readers see whole leases.
 
 Reads never follow a symlink, never block on a FIFO, read at most :data:`leasefile.MAX_BYTES`, and
-turn every problem into an *unreadable* lease.  Writes create with ``O_EXCL`` (a fresh lease) or
-write a temporary file and rename it over (a replacement); both return the new file, still open,
-and its stamp.  While the writer keeps that descriptor open the inode cannot be freed and
-reused, so "the path still names my inode" proves the lease on disk is the one it wrote, with one
-``stat`` and no read.
+turn every problem into an *unreadable* lease.
+
+A task is free when it has no ``lock.yaml`` or when that file is a *tombstone*: it starts with
+:data:`TOMBSTONE`.  The holder's own release writes a tombstone in place and the next grant
+writes its lease over it in place, so the common cycle changes no directory: creating and
+unlinking a file cost more than everything else in the cycle together, and swing with the disk.
+Other writes create with ``O_EXCL`` (the first lease) or write a temporary file and rename it
+over (takeover, renewal), so readers see the old or the new file.
+
+An in-place write can be seen half done by a reader that takes no lock.  It cannot pass for a
+wrong lease: a tombstone is shorter than any lease and comes first, so a half-written tombstone
+reads as free (it is being released) and a half-written lease lacks required fields and reads
+as unreadable, which every deciding reader looks at again under the task's guard.
+
+Every write returns the file, still open, its inode and the bytes written.  While the writer keeps
+that descriptor open the inode cannot be reused, so "the path still names my inode and it holds
+my bytes" proves the lease on disk is the one it wrote; the bytes carry its fencing token, unique
+to the grant.
 """
 
 from __future__ import annotations
@@ -25,8 +38,10 @@ from orc_git.locking.info import LockInfo
 LOCK_NAME = "lock.yaml"
 TMP_NAME = "lock.yaml.tmp"
 
-Stamp = tuple[int, int, int]  # inode, mtime_ns, size: the inode proves it, the rest catches edits
-Written = tuple[int, Stamp]  # the lease file, kept open, and its stamp
+TOMBSTONE = b"released: true\n"
+
+Stamp = tuple[int, int, int]  # inode, mtime_ns, size: changes whenever the lease does
+Written = tuple[int, int, bytes]  # the lease file kept open, its inode, the bytes written
 
 
 def stamp_of(st: os.stat_result) -> Stamp:
@@ -43,19 +58,6 @@ def current_stamp(task_dir: str) -> Stamp | None:
 def unreadable(task_id: str, why: str, path: str, mtime: float | None = None) -> LockInfo:
     return LockInfo(task_id, locked=True, stale=True, stale_reason="unreadable",
                     problem=f"{path}: {why}", mtime=mtime)
-
-
-def read_raw(task_dir: str) -> bytes | None:
-    try:
-        fd = os.open(f"{task_dir}/{LOCK_NAME}", os.O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
-    except OSError:
-        return None
-    try:
-        return os.read(fd, leasefile.MAX_BYTES + 1)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
 
 
 def read(task_dir: str, task_id: str) -> LockInfo | None:
@@ -80,6 +82,8 @@ def read(task_dir: str, task_id: str) -> LockInfo | None:
         return unreadable(task_id, exc.strerror or str(exc), path)
     finally:
         os.close(fd)
+    if raw.startswith(TOMBSTONE):
+        return None
     try:
         info = leasefile.parse(raw, task_id)
     except leasefile.Unreadable as exc:
@@ -102,10 +106,85 @@ def fs_now(root: str) -> float:
         return time.time()  # a read-only store: the local clock is all there is
 
 
-def _write_all(fd: int, content: bytes) -> Stamp:
-    if os.write(fd, content) != len(content):
+def _write_all(fd: int, content: bytes, offset: int | None = None) -> Written:
+    written = os.write(fd, content) if offset is None else os.pwrite(fd, content, offset)
+    if written != len(content):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    return stamp_of(os.fstat(fd))
+    return fd, os.fstat(fd).st_ino, content
+
+
+def open_tombstone(task_dir: str) -> Written | None:
+    """Lock-free: the lease file opened for writing if it is a tombstone (its fd, inode and
+    size), else ``None``; a grant then writes over it without opening it again."""
+    try:
+        fd = os.open(f"{task_dir}/{LOCK_NAME}", os.O_RDWR | O_CLOEXEC | O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and os.pread(fd, len(TOMBSTONE), 0) == TOMBSTONE:
+            return fd, st.st_ino, TOMBSTONE
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def claim(task_dir: str, content: Callable[[], bytes],
+          tombstone: Written | None = None) -> Written | None:
+    """Under the guard: write a new lease if the task is free, over a tombstone in place or as a
+    new file; ``None`` when a lease (or something else) is there.  ``tombstone`` is what
+    :func:`open_tombstone` found before the guard was taken; it is checked again here."""
+    path = f"{task_dir}/{LOCK_NAME}"
+    size = len(TOMBSTONE)
+    if tombstone is not None and holds(task_dir, tombstone):
+        fd = tombstone[0]
+    else:
+        if tombstone is not None:
+            os.close(tombstone[0])
+        try:
+            fd = os.open(path, os.O_RDWR | O_CLOEXEC | O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return create(task_dir, content)
+        except OSError:
+            return None  # a symlink, a directory ...: the caller reads and judges it
+        try:
+            is_tombstone = os.pread(fd, len(TOMBSTONE), 0) == TOMBSTONE
+            size = os.fstat(fd).st_size
+        except OSError:
+            is_tombstone = False
+        if not is_tombstone:
+            os.close(fd)
+            return None
+    try:
+        written = _write_all(fd, content(), 0)
+        if size > len(written[2]):  # a tombstone with something after it, left by hand
+            os.ftruncate(fd, len(written[2]))
+        return written
+    except OSError as exc:
+        with suppress(OSError):
+            bury(fd)  # a torn lease would read as unreadable, and so as taken over
+        os.close(fd)
+        raise storage_error("write", path, exc) from None
+
+
+def holds(task_dir: str, written: Written) -> bool:
+    """Does the path still name the file written, holding just the bytes written?"""
+    fd, ino, content = written
+    try:
+        if os.stat(f"{task_dir}/{LOCK_NAME}", follow_symlinks=False).st_ino != ino:
+            return False
+        return os.pread(fd, len(content) + 1, 0) == content
+    except OSError:
+        return False
+
+
+def bury(fd: int) -> None:
+    """Turn the open lease file into a tombstone, in place: the tombstone comes first, so a
+    reader sees it even before the truncation."""
+    if os.pwrite(fd, TOMBSTONE, 0) != len(TOMBSTONE):
+        raise OSError(errno.EIO, "short write")
+    os.ftruncate(fd, len(TOMBSTONE))
 
 
 def create(task_dir: str, content: Callable[[], bytes]) -> Written | None:
@@ -113,13 +192,13 @@ def create(task_dir: str, content: Callable[[], bytes]) -> Written | None:
     called only once the file is ours, so a contender mints no fencing token."""
     path = f"{task_dir}/{LOCK_NAME}"
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o644)
     except FileExistsError:
         return None
     except OSError as exc:
         raise storage_error("create", path, exc) from None
     try:
-        return fd, _write_all(fd, content())
+        return _write_all(fd, content())
     except OSError as exc:
         os.close(fd)
         os.unlink(path)
@@ -134,9 +213,9 @@ def replace(task_dir: str, content: bytes, keep: bool = False) -> Written | None
     try:
         with suppress(FileNotFoundError):
             os.unlink(tmp)  # a leftover (or a planted symlink) from a crashed writer
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o644)
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o644)
         try:
-            stamp = _write_all(fd, content)
+            written = _write_all(fd, content)
             if os.path.isdir(path) and not os.path.islink(path):
                 raise OSError(errno.EISDIR, "a directory is in the way; remove it by hand")
             os.rename(tmp, path)
@@ -148,7 +227,7 @@ def replace(task_dir: str, content: bytes, keep: bool = False) -> Written | None
             os.unlink(tmp)
         raise storage_error("write", path, exc) from None
     if keep:
-        return fd, stamp
+        return written
     os.close(fd)
     return None
 
