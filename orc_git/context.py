@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from orc_git.config import Config, load_config
 from orc_git.errors import PluginMissing
@@ -69,12 +69,16 @@ class Context:
         """The configured interval, never more than a third of the TTL."""
         return min(self._heartbeat, ttl / 3)
 
+    @functools.cached_property
+    def _lock_event_hook(self) -> Any:
+        return self.plugins.manager.hook.orc_git_lock_event
+
     def emit(self, kind: str, task_id: str, lock: LockInfo | None,
              previous: LockInfo | None = None, mode: str | None = None) -> None:
         """Tell ``orc_git_lock_event`` plugins; the event is only built when someone listens."""
         if self.mode == "solo":
             return
-        hook = self.plugins.manager.hook.orc_git_lock_event
+        hook = self._lock_event_hook
         if not hook.get_hookimpls():
             return
         from orc_git.locking.info import LockEvent

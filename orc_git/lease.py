@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from orc_git.context import default_context
 from orc_git.errors import LeaseLost, LockHeld, OrcError, TimedOut
 from orc_git.locking.heartbeat import shared_heartbeater
 from orc_git.locking.wait import wait_free
@@ -135,8 +136,6 @@ class Holding:
         self._lease: Lease | None = None
 
     def __enter__(self) -> Lease:
-        from orc_git.context import default_context
-
         ctx = self._context or default_context(self._repo)
         locker = ctx.locker()
         ttl = ctx.ttl if self._ttl is None else self._ttl

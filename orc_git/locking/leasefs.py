@@ -106,11 +106,12 @@ def fs_now(root: str) -> float:
         return time.time()  # a read-only store: the local clock is all there is
 
 
-def _write_all(fd: int, content: bytes, offset: int | None = None) -> Written:
+def _write_all(fd: int, content: bytes, offset: int | None = None,
+               ino: int | None = None) -> Written:
     written = os.write(fd, content) if offset is None else os.pwrite(fd, content, offset)
     if written != len(content):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    return fd, os.fstat(fd).st_ino, content
+    return fd, os.fstat(fd).st_ino if ino is None else ino, content
 
 
 def open_tombstone(task_dir: str) -> Written | None:
@@ -136,9 +137,9 @@ def claim(task_dir: str, content: Callable[[], bytes],
     new file; ``None`` when a lease (or something else) is there.  ``tombstone`` is what
     :func:`open_tombstone` found before the guard was taken; it is checked again here."""
     path = f"{task_dir}/{LOCK_NAME}"
-    size = len(TOMBSTONE)
+    size, ino = len(TOMBSTONE), None
     if tombstone is not None and holds(task_dir, tombstone):
-        fd = tombstone[0]
+        fd, ino = tombstone[0], tombstone[1]
     else:
         if tombstone is not None:
             os.close(tombstone[0])
@@ -157,7 +158,7 @@ def claim(task_dir: str, content: Callable[[], bytes],
             os.close(fd)
             return None
     try:
-        written = _write_all(fd, content(), 0)
+        written = _write_all(fd, content(), 0, ino)
         if size > len(written[2]):  # a tombstone with something after it, left by hand
             os.ftruncate(fd, len(written[2]))
         return written
