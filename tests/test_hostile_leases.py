@@ -349,3 +349,16 @@ def test_planted_temporary_symlink_is_not_written_through(repo: Path, outside: P
     assert leasefile.parse(lock_path(repo, "T").read_bytes(), "T").token == out["lock"]["token"]
     assert not os.path.lexists(repo / ".orc" / "tasks" / "T" / "lock.yaml.tmp")
     assert_outside_untouched(outside)
+
+
+def test_escape_sequences_in_a_lease_never_reach_the_terminal(repo: Path) -> None:
+    """A display name that would retitle the terminal and clear the screen is shown escaped."""
+    path = lock_path(repo, "T")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(lease_bytes("T", display_name="Bob\x1b]0;pwned\x07\x1b[2J",
+                                 owner="bob\x1b[31m@elsewhere"))
+    for args in (("lock", "status", "T"), ("lock", "list"), ("lock", "acquire", "T")):
+        proc = orc(*args, cwd=repo)
+        shown = proc.stdout + proc.stderr
+        assert "\x1b" not in shown and "\x07" not in shown, args
+        assert "bob\\x1b[31m@elsewhere" in shown, args

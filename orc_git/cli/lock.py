@@ -20,6 +20,7 @@ from orc_git.config import MAX_TTL
 from orc_git.context import Context
 from orc_git.errors import CommandNotRunnable, LockHeld, TimedOut, UsageError
 from orc_git.locking.info import LockInfo
+from orc_git.text import printable
 
 
 def _ttl(text: str) -> int:
@@ -121,7 +122,7 @@ def _prompt(info: LockInfo) -> str:
     err = sys.stderr
     print(paint(f"Task {info.task_id} is currently locked", "1;31", err), file=err)
     for line in describe(info)[1:4]:
-        print(line, file=err)
+        print(printable(line), file=err)
     print("\nOptions:\n  1. Wait and retry automatically when available\n"
           "  2. Force unlock (may corrupt task state)\n  3. Cancel\n", file=err)
     while True:

@@ -9,6 +9,7 @@ import time
 from typing import Any, TextIO
 
 from orc_git.locking.info import LockInfo, parse_rfc3339
+from orc_git.text import printable
 
 SCHEMA = 1
 
@@ -31,15 +32,16 @@ class Output:
         """Narration for people: stderr, never in the way of data."""
         if not self.json:
             self.clear_progress()
-            print(message, file=sys.stderr, flush=True)
+            print(printable(message), file=sys.stderr, flush=True)
 
     def warn(self, message: str) -> None:
         self.clear_progress()
-        print(f"{paint('orc:', '33', sys.stderr)} {message}", file=sys.stderr, flush=True)
+        print(f"{paint('orc:', '33', sys.stderr)} {printable(message)}", file=sys.stderr,
+              flush=True)
 
     def line(self, text: str = "") -> None:
         if not self.json:
-            print(text, flush=True)
+            print(printable(text), flush=True)
 
     def result(self, payload: dict[str, Any]) -> None:
         if self.json:
@@ -50,12 +52,12 @@ class Output:
             self.result({**(extra or {}), "error": {"code": code, "message": message}})
         else:
             self.clear_progress()
-            print(f"{paint('orc: error:', '31', sys.stderr)} {message}", file=sys.stderr,
-                  flush=True)
+            print(f"{paint('orc: error:', '31', sys.stderr)} {printable(message)}",
+                  file=sys.stderr, flush=True)
 
     def progress(self, text: str) -> None:
         if not self.json and sys.stderr.isatty():
-            sys.stderr.write(f"\r\033[K{text}")
+            sys.stderr.write(f"\r\033[K{printable(text)}")
             sys.stderr.flush()
             self._progress_shown = True
 

@@ -31,7 +31,9 @@ def _args_from_pre_commit(hook: str, args: list[str]) -> list[str]:
 
 def _say(lines: list[str]) -> None:
     if lines:
-        sys.stderr.write("".join(f"orc: {line}\n" for line in lines))
+        from orc_git.text import printable
+
+        sys.stderr.write("".join(f"orc: {printable(line)}\n" for line in lines))
         sys.stderr.flush()
 
 
