@@ -16,6 +16,8 @@ from pathlib import Path
 
 from _common import PYTHON, median, ms, scratch_repo, table
 
+from orc_git.locking.leasefs import TOMBSTONE
+
 TASKS = 1000
 BRANCHES = 200
 ROUNDS = 7
@@ -37,6 +39,9 @@ def write_tasks(repo: Path, running_every: int = 50) -> None:
             f'task_id: "TASK-{i:04d}"\nstatus: "{status}"\nphase: "implement"\niteration: 1\n'
             'updated_at: "2026-11-25T10:00:00Z"\nupdated_by: "bob"\nhost: "elsewhere"\n'
             'token: 3\n')
+        # Every task has run here once: its released lease is a tombstone the hooks read.
+        (d / "lock.fence").write_bytes(b"\n" * 3)
+        (d / "lock.yaml").write_bytes(TOMBSTONE)
 
 
 def timed(argv: list[str], repo: Path) -> float:
