@@ -68,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = logging.getLogger("orc_git")
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    args = None
     try:
         parser = build_parser(_wants_plugins(args_list))
         args = parser.parse_args(args_list)
@@ -83,8 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lock = getattr(exc, "lock", None)
         if lock is not None:
             extra["lock"] = lock.to_json()
-        if "acquire" in args_list or "steal" in args_list:
-            extra["acquired"] = False
+        extra.update(getattr(args, "failure_fields", None) or {})  # e.g. "acquired": false
         out.error(exc.code, exc.message, extra)
         return exc.exit_code
     except KeyboardInterrupt:

@@ -63,6 +63,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
                        "(implies --wait; exit 124)")
 
     p = cmd("acquire", cmd_acquire, "take the lease for the calling process")
+    p.set_defaults(failure_fields={"acquired": False})
     waiting(p)
     p.add_argument("--force", action="store_true", help="take it even from a live holder")
     p = cmd("release", cmd_release, "give the lease up")
@@ -73,7 +74,8 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--stale", action="store_true", help="only stale leases")
     p = cmd("wait", cmd_wait, "wait until a lease is released or goes stale")
     p.add_argument("--timeout", type=_seconds)
-    cmd("steal", cmd_steal, "acquire --force, recorded as stolen")
+    cmd("steal", cmd_steal, "acquire --force, recorded as stolen").set_defaults(
+        failure_fields={"acquired": False})
     cmd("clean", cmd_clean, "remove stale leases")
     p = cmd("run", cmd_run, "hold the lease while a command runs", json=False)
     waiting(p)
