@@ -44,14 +44,10 @@ def percentile(values: Sequence[float], p: float) -> float:
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
-class TeamServer:
-    """``python -m orc_team.server`` with the rate limit out of the way (a benchmark floods)."""
+class _Listening:
+    """A child process that says "listening on http://127.0.0.1:PORT" on stderr when ready."""
 
-    def __init__(self, workdir: Path, *args: str) -> None:
-        env = {**os.environ, "ORC_TEAM_SECRET": SECRET, "ORC_HOME": str(workdir)}
-        cmd = [sys.executable, "-m", "orc_team.server", "--port", "0", "--store",
-               str(workdir / "team.sqlite3"), "--rate", "1000000", "--burst", "1000000",
-               "--send-queue", "8192", *args]
+    def __init__(self, cmd: list[str], env: dict[str, str], what: str) -> None:
         self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         ready: queue.Queue[int] = queue.Queue()
@@ -60,7 +56,7 @@ class TeamServer:
             self.port = ready.get(timeout=20)
         except queue.Empty:
             self.stop()
-            raise RuntimeError("the team server did not start") from None
+            raise RuntimeError(f"the {what} did not start") from None
         self.url = f"ws://127.0.0.1:{self.port}"
 
     def _drain(self, ready: queue.Queue[int]) -> None:
@@ -70,13 +66,33 @@ class TeamServer:
             if m:
                 ready.put(int(m[1]))
 
+    def stop(self) -> None:
+        stop(self.proc)
+
+
+class TeamServer(_Listening):
+    """``python -m orc_team.server`` with the rate limit out of the way (a benchmark floods)."""
+
+    def __init__(self, workdir: Path, *args: str) -> None:
+        env = {**os.environ, "ORC_TEAM_SECRET": SECRET, "ORC_HOME": str(workdir)}
+        cmd = [sys.executable, "-m", "orc_team.server", "--port", "0", "--store",
+               str(workdir / "team.sqlite3"), "--rate", "1000000", "--burst", "1000000",
+               "--send-queue", "8192", *args]
+        super().__init__(cmd, env, "team server")
+
     def rss(self) -> int:
         import psutil
 
         return int(psutil.Process(self.proc.pid).memory_info().rss)
 
-    def stop(self) -> None:
-        stop(self.proc)
+
+class EchoServer(_Listening):
+    """``_echo_server.py``: aiohttp answering each WebSocket message with itself, the floor
+    under the team server's figures (same library, same loop, no work of its own)."""
+
+    def __init__(self) -> None:
+        super().__init__([sys.executable, str(Path(__file__).with_name("_echo_server.py"))],
+                         dict(os.environ), "echo server")
 
 
 def stop(proc: subprocess.Popen[Any]) -> None:

@@ -4,7 +4,10 @@ processes on loopback; every server is started here on a free port and stopped a
 1. lock+unlock cycle through the team server (``WebSocketLocker.acquire`` + ``release``: two
    WebSocket round trips, each a SQLite transaction) vs the same cycle through redis-py against a
    local memory-only redis-server (``SET NX PX`` + compare-and-delete Lua); p50/p99.  Skipped with
-   a note when redis-server or redis-py is missing.
+   a note when redis-server or redis-py is missing.  The same raw client against an aiohttp echo
+   server gives the transport floor: the team rows minus that row is the server's own work.
+1b. that server work measured in-process, without sockets: the store alone, and the whole
+   request path (``Dispatcher.handle``) with it.
 2. memory per idle connection: server RSS before and after 1,000 idle connections, per connection.
 3. fan-out from one publisher to those 1,000 subscribers (two subscriber processes): deliveries/s
    for a burst, and publish-to-receive latency for a paced stream (p50/p99).
@@ -12,11 +15,13 @@ processes on loopback; every server is started here on a free port and stopped a
    when it accepts but never answers (bounded by the 0.5 s open timeout), and ``orc lock acquire``
    as a whole command against a dead server, with p2p mode for reference.
 
-    python bench/team_bench.py [CONNECTIONS]        (about 30-40 s; needs orc-team installed)
+    python bench/team_bench.py [CONNECTIONS] [--part cycles|server|fanout|fallback ...]
+        (all parts: about 30-40 s; needs orc-team installed)
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -30,7 +35,16 @@ from pathlib import Path
 from typing import Any
 
 from _fanout import part_fanout
-from _procs import SECRET, RedisServer, TeamServer, free_port, percentile, raise_open_files
+from _procs import (
+    SECRET,
+    EchoServer,
+    RedisServer,
+    TeamServer,
+    free_port,
+    percentile,
+    raise_open_files,
+)
+from _server_side import part_server_side
 
 from orc_team.client.locker import WebSocketLocker
 from orc_team.client.settings import ClientSettings
@@ -116,6 +130,7 @@ return 0
 def part_cycles(work: Path, rounds: int = 4, per_round: int = 1000) -> None:
     print("\n1. lock+unlock cycle (one client, sequential; 4 interleaved rounds of 1,000)")
     server = TeamServer(work / "cycles")
+    echo = EchoServer()
     why_not = RedisServer.available()
     redis_proc = None if why_not else RedisServer(work)
     try:
@@ -127,12 +142,15 @@ def part_cycles(work: Path, rounds: int = 4, per_round: int = 1000) -> None:
                       additional_headers={"Authorization": "Bearer "
                                           + mint_token(SECRET, "bench3", expires_in=3600)},
                       legacy=True)
+        echoed = connect(f"{echo.url}/api/ws", compression=None, proxy=None, legacy=True)
         team_cycles(locker, 300, "warm")
         client_cycles(client, 300, "warm")
         raw_cycles(raw, 300, "warm")
+        raw_cycles(echoed, 300, "warm")
         team: list[float] = []
         bare: list[float] = []
         floor: list[float] = []
+        transport: list[float] = []
         red: list[float] = []
         rclient = script = None
         if redis_proc is not None:
@@ -154,15 +172,18 @@ def part_cycles(work: Path, rounds: int = 4, per_round: int = 1000) -> None:
             team += team_cycles(locker, per_round, str(r))
             bare += client_cycles(client, per_round, str(r))
             floor += raw_cycles(raw, per_round, str(r))
+            transport += raw_cycles(echoed, per_round, str(r))
             if rclient is not None:
                 red += redis_cycles(rclient, script, per_round, str(r))
         locker.close()
         client.close()
         raw.close()
+        echoed.close()
         row("", "cycles/s", "mean ms", "p50 ms", "p99 ms")
         team_mean = summary("team server (WebSocketLocker)", team)
         summary("  WSClient requests only", bare)
         summary("  raw websockets, no reader thread", floor)
+        summary("  the same against an aiohttp echo", transport)
         if red:
             redis_mean = summary("redis-py SET NX PX + Lua delete", red)
             print(f"  team/redis time per cycle: {team_mean / redis_mean:.2f}x (target <= 1.5x);"
@@ -173,6 +194,7 @@ def part_cycles(work: Path, rounds: int = 4, per_round: int = 1000) -> None:
             print(f"  redis column skipped: {why_not}")
     finally:
         server.stop()
+        echo.stop()
         if redis_proc is not None:
             redis_proc.stop()
 
@@ -235,19 +257,44 @@ def part_fallback(work: Path) -> None:
         os.environ.update(saved)
 
 
+PARTS = ("cycles", "server", "fanout", "fallback")
+
+
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Team mode benchmarks: print figures, assert nothing.",
+        epilog="Parts: cycles (1: lock+unlock through the server vs redis), server (1b: the "
+               "server's own work in-process), fanout (2 and 3: idle-connection memory and "
+               "fan-out), fallback (4: the server down).")
+    parser.add_argument("connections", nargs="?", type=int, default=1000, metavar="CONNECTIONS",
+                        help="idle connections and subscribers for parts 2 and 3 (1000)")
+    parser.add_argument("--part", action="append", choices=PARTS, dest="parts",
+                        help="run only this part (repeatable; default: all)")
+    args = parser.parse_args()
+    if args.connections < 1:
+        parser.error("CONNECTIONS must be at least 1")
+    return args
+
+
 def main() -> None:
-    conns = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
-    limit = raise_open_files(max(8192, conns * 3))
+    args = arguments()
+    parts = args.parts or PARTS
+    limit = raise_open_files(max(8192, args.connections * 3))
     print(f"orc-team benchmarks: python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
           f"open-file limit {limit}")
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="orc-team-bench-") as tmp:
         work = Path(tmp)
-        for name in ("cycles", "fanout"):
+        for name in ("cycles", "server", "fanout"):
             (work / name).mkdir()
-        part_cycles(work)
-        part_fanout(work, conns)
-        part_fallback(work)
+        if "cycles" in parts:
+            part_cycles(work)
+        if "server" in parts:
+            part_server_side(work / "server")
+        if "fanout" in parts:
+            part_fanout(work, args.connections)
+        if "fallback" in parts:
+            part_fallback(work)
     print(f"\n(total {time.monotonic() - started:.0f} s)")
 
 

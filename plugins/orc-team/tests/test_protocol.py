@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from conftest import Client, ServerProc, elapsed_since, unique
+from conftest import Client, ServerFactory, ServerProc, elapsed_since, unique
 
 
 async def test_ping_pong_with_and_without_id(connect_as: Any) -> None:
@@ -78,6 +78,26 @@ async def test_published_event_reaches_task_and_project_subscribers_once(
     project_state = (await by_none.request("subscribe", {"project_id": project}))["data"]
     assert project_state["current_state"]["offset"] == 2
     assert [t["task_id"] for t in project_state["current_state"]["tasks"]] == [task]
+
+
+async def test_a_reply_longer_than_64_kib_arrives_intact(start_server: ServerFactory,
+                                                          connect_as: Any) -> None:
+    """Replies skip aiohttp's writer (see ``connection.text_frame``); a project's current state
+    is the one reply that can outgrow a 16-bit frame length."""
+    roomy = start_server("--rate", "100000", "--burst", "100000")
+    project, n = unique("proj"), 600
+    alice: Client = await connect_as("alice", on=roomy)
+    for i in range(n):
+        await alice.send({"type": "event", "data": {"event_type": "task.started",
+                                                    "task_id": f"T-{i:04d}-{project}",
+                                                    "project_id": project}})
+    reply = await alice.request("subscribe", {"project_id": project})
+    state = reply["data"]["current_state"]
+    assert state["offset"] == n and len(state["tasks"]) == n
+    assert {t["status"] for t in state["tasks"]} == {"running"}
+    assert len(json.dumps(reply, separators=(",", ":"))) > 65_535
+    assert await alice.request("ping") == {"type": "pong", "id": "alice-2"}  # still in step
+    roomy.stop()
 
 
 async def test_unsubscribe_stops_delivery(connect_as: Any) -> None:

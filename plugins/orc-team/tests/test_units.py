@@ -58,10 +58,41 @@ async def test_store_persists_and_is_exclusive(tmp_path: Path) -> None:
     lock = await reopened.get_lock("T-1", 1001.0)
     assert lock is not None and lock.holder == ALICE and lock.token == 1
     assert (await reopened.acquire("T-1", BOB, 60, 1002.0)).outcome == "held"
-    assert (await reopened.acquire("T-1", BOB, 60, 2000.0)).lock.token == 2
-    assert await reopened.next_offset("acme") == 2
+    regrant = await reopened.acquire("T-1", BOB, 60, 2000.0)
+    # The grant takes the project's next offset (for its announcement) in its own transaction.
+    assert (regrant.lock.token, regrant.lock.project_id, regrant.offset) == (2, "acme", 2)
+    assert await reopened.next_offset("acme") == 3
     task2 = await reopened.get_task("T-1")
     assert task2 is not None and task2.state == {"status": "running"}
+    await reopened.close()
+
+
+async def test_decisions_from_memory_match_what_was_committed(tmp_path: Path) -> None:
+    """The store decides from its mirror of the lock table; a reopened store reads SQLite.  After
+    every kind of change the two must agree, and the counters must carry on."""
+    path = str(tmp_path / "s.sqlite3")
+    store = SQLiteStore(path)
+    await store.acquire("T-1", ALICE, 60, 1000.0)
+    await store.record_event("T-1", "acme", {})  # T-1 learns its project while locked
+    await store.acquire("T-2", BOB, 60, 1000.0, project_id="acme")
+    await store.acquire("T-2", Holder("bob", "b1", "Robert", "b@x"), 90, 1001.0)  # extended
+    await store.acquire("T-3", ALICE, 5, 1000.0)
+    await store.acquire("T-3", BOB, 60, 1010.0)  # the expired lease is replaced
+    await store.acquire("T-4", ALICE, 60, 1000.0)
+    assert (await store.release("T-4", ALICE, 1001.0)).released
+    await store.acquire("T-5", ALICE, 1, 1000.0)
+    assert [lock.task_id for lock in await store.expire(1002.0)] == ["T-5"]
+    stolen = await store.acquire("T-1", BOB, 60, 1003.0, steal=True)
+    assert stolen.outcome == "stolen" and stolen.lock.project_id == "acme"
+    locks, offset = await store.list_locks(1004.0), await store.last_offset("acme")
+    assert [(lock.task_id, lock.token) for lock in locks] == [("T-1", 2), ("T-2", 1), ("T-3", 2)]
+    assert locks[1].holder.name == "Robert" and locks[1].expires_at == 1091.0
+    await store.close()
+    reopened = SQLiteStore(path)
+    assert await reopened.list_locks(1004.0) == locks
+    assert await reopened.last_offset("acme") == offset
+    for task, token in (("T-4", 2), ("T-5", 2)):
+        assert (await reopened.acquire(task, BOB, 60, 1005.0)).lock.token == token
     await reopened.close()
 
 
@@ -88,31 +119,35 @@ class FakeConn:
         return self.send(json.loads(data))
 
 
-def dispatcher(store: Any) -> Dispatcher:
+def dispatcher(store: Any, bus: type[EventBus] = EventBus) -> Dispatcher:
     config = ServerConfig(secret="x" * 32, store=":memory:")
     hub = Hub(10)
-    events = EventBus(hub, store)
+    events = bus(hub, store)
     return Dispatcher(config, store, hub, events, LockService(store, events, hub),
                       Presence(hub, 300))
 
 
-async def test_an_unexpected_failure_is_internal_and_answered_once() -> None:
+async def test_an_unexpected_failure_is_internal_and_answered_once(
+        caplog: pytest.LogCaptureFixture) -> None:
     class Broken(SQLiteStore):
         async def get_task(self, task_id: str) -> Any:
             raise RuntimeError("disk on fire")
 
-        async def next_offset(self, project_id: str) -> int:
-            raise RuntimeError("disk on fire")
+    class BrokenBus(EventBus):
+        def announce(self, *args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("fan-out on fire")
 
-    d = dispatcher(Broken(":memory:"))
+    d = dispatcher(Broken(":memory:"), BrokenBus)
     conn = FakeConn()
     await d.handle(conn, b'{"type": "subscribe", "id": "s", "data": {"task_id": "T-1"}}')  # type: ignore[arg-type]
     assert conn.sent == [protocol.error("s", "INTERNAL", "internal server error")]
     conn.sent.clear()
+    caplog.clear()
     # The lock is granted and answered; announcing it then fails: still one reply.
     await d.handle(conn, b'{"type": "lock", "id": "l", "data": {"task_id": "T-2", '  # type: ignore[arg-type]
                          b'"project_id": "acme"}}')
     assert [m["type"] for m in conn.sent if m.get("id") == "l"] == ["lock_result"]
+    assert "failed to handle a message" in caplog.text
 
 
 def test_token_bucket_refills() -> None:

@@ -62,11 +62,11 @@ class EventBus:
         return self._send(event_type, task_id, project_id or task.project_id, payload,
                           user=user, user_name=user_name, offset=offset, now=now)
 
-    async def announce(self, event_type: str, task_id: str, project_id: str | None,
-                       payload: dict[str, Any], *, user: str | None, user_name: str | None,
-                       also: Iterable[Connection] = ()) -> None:
-        """A server event (lock.*): no state to keep, an offset when the task has a project."""
-        offset = await self.store.next_offset(project_id) if project_id else None
+    def announce(self, event_type: str, task_id: str, project_id: str | None,
+                 payload: dict[str, Any], *, user: str | None, user_name: str | None,
+                 offset: int | None, also: Iterable[Connection] = ()) -> None:
+        """A server event (lock.*): no state to keep; ``offset`` was taken by the caller (with
+        the lock change itself, when the store could)."""
         self._send(event_type, task_id, project_id, payload, user=user, user_name=user_name,
                    offset=offset, now=time.time(), also=also)
 
@@ -75,8 +75,9 @@ class EventBus:
               offset: int | None, now: float, also: Iterable[Connection] = ()
               ) -> dict[str, Any]:
         stamps = {"timestamp": protocol.iso(now), "offset": offset}
-        data = {"event_type": event_type, "task_id": task_id, "project_id": project_id,
-                "user": user, "user_name": user_name, **stamps, "payload": payload}
-        self.hub.fanout(protocol.encode(protocol.message("event", data=data)), task_id,
-                        project_id, also)
+        targets = self.hub.audience(task_id, project_id, also)
+        if targets:  # most lock changes have no audience: then nothing is encoded
+            data = {"event_type": event_type, "task_id": task_id, "project_id": project_id,
+                    "user": user, "user_name": user_name, **stamps, "payload": payload}
+            self.hub.deliver(protocol.encode(protocol.message("event", data=data)), targets)
         return {**stamps, "task_id": task_id, "project_id": project_id}

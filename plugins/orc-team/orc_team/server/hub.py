@@ -69,8 +69,10 @@ class Hub:
         self._forget(kind, key, conn)
         return True
 
-    def subscribers(self, task_id: str | None, project_id: str | None) -> set[Connection]:
-        targets: set[Connection] = set()
+    def audience(self, task_id: str | None, project_id: str | None,
+                 also: Iterable[Connection] = ()) -> set[Connection]:
+        """Who hears about the task: its subscribers, its project's, and ``also``."""
+        targets = set(also)
         if task_id is not None:
             targets.update(self._subs["task"].get(task_id, ()))
         if project_id is not None:
@@ -80,18 +82,12 @@ class Hub:
     def holder_connections(self, key: tuple[str, str]) -> set[Connection]:
         return set(self._by_holder.get(key, ()))
 
-    def fanout(self, data: bytes, task_id: str | None, project_id: str | None,
-               also: Iterable[Connection] = ()) -> int:
-        """Queue ``data`` once for each subscriber of the task or the project (and ``also``)."""
-        targets = self.subscribers(task_id, project_id)
-        targets.update(also)
-        return self._deliver(data, targets)
-
     def broadcast(self, data: bytes) -> int:
-        return self._deliver(data, list(self.connections.values()))
+        return self.deliver(data, list(self.connections.values()))
 
     @staticmethod
-    def _deliver(data: bytes, targets: Iterable[Connection]) -> int:
+    def deliver(data: bytes, targets: Iterable[Connection]) -> int:
+        """Queue the same bytes for each target; returns how many took them."""
         sent = 0
         for conn in targets:
             if conn.send_bytes(data):

@@ -72,15 +72,15 @@ class LockService:
                    "client": lock.holder.client, "ttl": lock.ttl, "token": lock.token,
                    "expires_at": protocol.iso(lock.expires_at)}
         if stolen is None:
-            await self.events.announce("lock.acquired", task_id, lock.project_id, payload,
-                                       user=conn.user, user_name=conn.claims.name)
+            self.events.announce("lock.acquired", task_id, lock.project_id, payload,
+                                 user=conn.user, user_name=conn.claims.name, offset=grant.offset)
             return
         log.info("%s: %s stole the lock from %s", task_id, conn.user, _who(stolen))
         payload.update(old_owner=stolen.holder.user, old_client=stolen.holder.client,
                        old_token=stolen.token, new_owner=conn.user)
-        await self.events.announce("lock.stolen", task_id, lock.project_id, payload,
-                                   user=conn.user, user_name=conn.claims.name,
-                                   also=self.hub.holder_connections(stolen.holder.key))
+        self.events.announce("lock.stolen", task_id, lock.project_id, payload, user=conn.user,
+                             user_name=conn.claims.name, offset=grant.offset,
+                             also=self.hub.holder_connections(stolen.holder.key))
 
     async def unlock(self, conn: Connection, req_id: Id | None, reply: Reply, task_id: str,
                      force: bool) -> None:
@@ -102,17 +102,19 @@ class LockService:
         payload = {"task_id": task_id, "owner": lock.holder.user, "client": lock.holder.client,
                    "token": lock.token, "forced_by": conn.user if by_other else None}
         also = self.hub.holder_connections(lock.holder.key) if by_other else ()
-        await self.events.announce("lock.released", task_id, lock.project_id, payload,
-                                   user=conn.user, user_name=conn.claims.name, also=also)
+        self.events.announce("lock.released", task_id, lock.project_id, payload, user=conn.user,
+                             user_name=conn.claims.name, offset=result.offset, also=also)
 
     async def _announce_expired(self, lock: LockRecord) -> None:
         log.info("%s: the lock of %s expired", lock.task_id, _who(lock))
         payload = {"task_id": lock.task_id, "previous_owner": lock.holder.user,
                    "previous_client": lock.holder.client, "token": lock.token,
                    "expired_at": protocol.iso(lock.expires_at)}
-        await self.events.announce("lock.expired", lock.task_id, lock.project_id, payload,
-                                   user=lock.holder.user, user_name=lock.holder.name,
-                                   also=self.hub.holder_connections(lock.holder.key))
+        project = lock.project_id
+        offset = await self.store.next_offset(project) if project else None
+        self.events.announce("lock.expired", lock.task_id, project, payload,
+                             user=lock.holder.user, user_name=lock.holder.name, offset=offset,
+                             also=self.hub.holder_connections(lock.holder.key))
 
     async def sweep(self) -> int:
         expired = await self.store.expire(time.time())

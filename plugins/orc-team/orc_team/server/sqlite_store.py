@@ -1,13 +1,19 @@
 """The embedded default store: one SQLite file (stdlib sqlite3), no external service.
 
-Every lock decision is one ``BEGIN IMMEDIATE`` transaction, and the fencing counter lives in the
-same database as the lease, bumped in the same transaction: after a restart (SIGTERM or SIGKILL)
-the lease is still there and the next grant continues the counter, so nothing is granted twice.
-WAL with ``synchronous=NORMAL`` keeps a commit to tens of microseconds; a committed transaction
-survives the server process being killed, though not a power loss of the machine.
+Every grant and release is committed before the store answers, and the fencing counter lives in
+the same database as the lease, bumped in the same transaction: after a restart (SIGTERM or
+SIGKILL) the lease is still there and the next grant continues the counter, so nothing is granted
+twice.  WAL with ``synchronous=NORMAL`` keeps a commit to tens of microseconds; a committed
+transaction survives the server process being killed, though not a power loss of the machine.
 
 A ``<store>.lock`` file (flock) keeps a second server off the same store: presence and the
-event stream live in one process's memory, so two servers on one file would split them.
+event stream live in one process's memory, so two servers on one file would split them.  Being
+the only writer is also what lets the store decide from an in-memory mirror of the lock table
+(loaded at start, changed only after a commit succeeds) and of the fencing and offset counters
+it has used: a decision reads nothing from SQLite and a change writes known values (RETURNING
+costs more than the rest of a statement in the sqlite3 module).  ``locking_mode=EXCLUSIVE`` says
+the same to SQLite, which then keeps its WAL index in process memory and takes no file locks per
+transaction.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from typing import Any
 
 from orc_git.errors import OrcError, StorageError
@@ -33,14 +40,20 @@ CREATE TABLE IF NOT EXISTS locks (
     task_id TEXT PRIMARY KEY, user TEXT NOT NULL, user_name TEXT, user_email TEXT,
     client TEXT NOT NULL, token INTEGER NOT NULL, ttl INTEGER NOT NULL, acquired_at REAL NOT NULL,
     heartbeat_at REAL NOT NULL, expires_at REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS locks_by_expiry ON locks (expires_at);
+DROP INDEX IF EXISTS locks_by_expiry;
 CREATE TABLE IF NOT EXISTS projects (
     project_id TEXT PRIMARY KEY, last_offset INTEGER NOT NULL DEFAULT 0);
 """
+# locks_by_expiry went when expiry moved to the in-memory mirror: every grant and release paid
+# for keeping it.
 
-_LOCK_COLUMNS = ("l.task_id, l.user, l.user_name, l.user_email, l.client, l.token, l.ttl, "
-                 "l.acquired_at, l.heartbeat_at, l.expires_at, t.project_id")
-_SELECT_LOCK = f"SELECT {_LOCK_COLUMNS} FROM locks l LEFT JOIN tasks t USING (task_id)"
+_SELECT_LOCK = ("SELECT l.task_id, l.user, l.user_name, l.user_email, l.client, l.token, l.ttl, "
+                "l.acquired_at, l.heartbeat_at, l.expires_at, t.project_id "
+                "FROM locks l LEFT JOIN tasks t USING (task_id)")
+_SELECT_TASK = "SELECT task_id, project_id, fence, state FROM tasks WHERE task_id = ?"
+_ENSURE_TASK = ("INSERT INTO tasks (task_id, project_id, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (task_id) DO UPDATE SET "
+                "project_id = COALESCE(tasks.project_id, excluded.project_id)")
 
 
 class StoreInUse(OrcError):
@@ -58,6 +71,10 @@ def _task(row: tuple[Any, ...]) -> TaskRecord:
     return TaskRecord(task_id, project_id, json.loads(state), fence)
 
 
+def _by_task(locks: Iterable[LockRecord]) -> list[LockRecord]:
+    return sorted(locks, key=lambda lock: lock.task_id)
+
+
 class SQLiteStore:
     def __init__(self, path: str) -> None:
         self.path = path
@@ -66,13 +83,18 @@ class SQLiteStore:
             self._lockfile = self._claim(path)
         try:
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA locking_mode=EXCLUSIVE")  # before WAL: no shared memory
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA busy_timeout=2000")
             self.db.executescript(SCHEMA)
+            rows = self.db.execute(_SELECT_LOCK).fetchall()
         except sqlite3.Error as exc:
             self._unclaim()
             raise StorageError(f"cannot open the store {path}: {exc}") from None
+        self._locks: dict[str, LockRecord] = {row[0]: _lock(row) for row in rows}
+        self._tasks: dict[str, tuple[int, str | None]] = {}  # fence, project: read once, lazily
+        self._offsets: dict[str, int] = {}
 
     @staticmethod
     def _claim(path: str) -> int:
@@ -96,85 +118,140 @@ class SQLiteStore:
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One transaction.  Should it fail, the counters are forgotten and read again from
+        what was committed; the lock mirror is only ever changed after a commit."""
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
+            self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            self._tasks.clear()
+            self._offsets.clear()
             raise
-        self.db.execute("COMMIT")
 
-    def _ensure_task(self, db: sqlite3.Connection, task_id: str, project_id: str | None,
-                     now: float) -> None:
-        db.execute("INSERT INTO tasks (task_id, project_id, updated_at) VALUES (?, ?, ?) "
-                   "ON CONFLICT (task_id) DO UPDATE SET "
-                   "project_id = COALESCE(tasks.project_id, excluded.project_id)",
-                   (task_id, project_id, now))
+    def _task_counters(self, task_id: str) -> tuple[int, str | None]:
+        known = self._tasks.get(task_id)
+        if known is None:
+            row = self.db.execute("SELECT fence, project_id FROM tasks WHERE task_id = ?",
+                                  (task_id,)).fetchone()
+            known = self._tasks[task_id] = (row[0], row[1]) if row else (0, None)
+        return known
 
-    def _current(self, db: sqlite3.Connection, task_id: str) -> LockRecord | None:
-        row = db.execute(f"{_SELECT_LOCK} WHERE l.task_id = ?", (task_id,)).fetchone()
-        return _lock(row) if row else None
+    def _take_offset(self, db: sqlite3.Connection, project_id: str) -> int:
+        offset = self._offsets.get(project_id)
+        if offset is None:
+            offset = self._read_offset(project_id)
+        offset += 1
+        db.execute("INSERT INTO projects (project_id, last_offset) VALUES (?, ?) "
+                   "ON CONFLICT (project_id) DO UPDATE SET last_offset = excluded.last_offset",
+                   (project_id, offset))
+        self._offsets[project_id] = offset
+        return offset
+
+    def _read_offset(self, project_id: str) -> int:
+        row = self.db.execute("SELECT last_offset FROM projects WHERE project_id = ?",
+                              (project_id,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def _learn_project(self, task_id: str, project_id: str | None) -> None:
+        """A task's project is set once, by the first message that names one."""
+        known = self._tasks.get(task_id)
+        if known is not None and known[1] is None and project_id is not None:
+            self._tasks[task_id] = (known[0], project_id)
+        lock = self._locks.get(task_id)
+        if lock is not None and lock.project_id is None and project_id is not None:
+            self._locks[task_id] = replace(lock, project_id=project_id)
+
+    def _live(self, task_id: str, now: float) -> tuple[LockRecord | None, LockRecord | None]:
+        """(the live lease, or an expired one still on record)."""
+        current = self._locks.get(task_id)
+        if current is not None and current.expires_at <= now:
+            return None, current
+        return current, None
 
     async def acquire(self, task_id: str, holder: Holder, ttl: int, now: float, *,
                       steal: bool = False, project_id: str | None = None) -> Grant:
+        current, expired = self._live(task_id, now)
+        if current is None or (steal and not current.held_by(holder)):
+            granted, offset = self._grant(task_id, holder, ttl, now, project_id)
+            if current is not None:
+                return Grant("stolen", granted, expired, current, offset)
+            return Grant("acquired", granted, expired, offset=offset)
+        if project_id is not None and current.project_id is None:
+            self.db.execute(_ENSURE_TASK, (task_id, project_id, now))
+            self._learn_project(task_id, project_id)
+            current = self._locks[task_id]
+        if not current.held_by(holder):
+            return Grant("held", current)
+        self.db.execute("UPDATE locks SET ttl = ?, heartbeat_at = ?, expires_at = ?, "
+                        "user_name = ?, user_email = ? WHERE task_id = ?",
+                        (ttl, now, now + ttl, holder.name, holder.email, task_id))
+        extended = self._locks[task_id] = replace(current, holder=holder, ttl=ttl,
+                                                   heartbeat_at=now, expires_at=now + ttl)
+        return Grant("extended", extended)
+
+    def _grant(self, task_id: str, holder: Holder, ttl: int, now: float,
+               project_id: str | None) -> tuple[LockRecord, int | None]:
+        """The next fencing token, the lease (replacing a stale or stolen one) and the offset of
+        its announcement: one transaction."""
+        fence, project = self._task_counters(task_id)
+        project = project or project_id
+        token = fence + 1
         with self._tx() as db:
-            self._ensure_task(db, task_id, project_id, now)
-            current = self._current(db, task_id)
-            expired = None
-            if current is not None and current.expires_at <= now:
-                db.execute("DELETE FROM locks WHERE task_id = ?", (task_id,))
-                expired, current = current, None
-            if current is not None and current.held_by(holder):
-                db.execute("UPDATE locks SET ttl = ?, heartbeat_at = ?, expires_at = ?, "
-                           "user_name = ?, user_email = ? WHERE task_id = ?",
-                           (ttl, now, now + ttl, holder.name, holder.email, task_id))
-                return Grant("extended", self._current(db, task_id) or current)
-            if current is not None and not steal:
-                return Grant("held", current)
-            (token,) = db.execute("UPDATE tasks SET fence = fence + 1 WHERE task_id = ? "
-                                  "RETURNING fence", (task_id,)).fetchone()
+            db.execute("INSERT INTO tasks (task_id, project_id, fence, updated_at) "
+                       "VALUES (?, ?, ?, ?) ON CONFLICT (task_id) DO UPDATE SET "
+                       "fence = excluded.fence, project_id = excluded.project_id",
+                       (task_id, project, token, now))
             db.execute("INSERT OR REPLACE INTO locks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (task_id, holder.user, holder.name, holder.email, holder.client, token,
                         ttl, now, now, now + ttl))
-            granted = self._current(db, task_id)
-            assert granted is not None
-            if current is not None:
-                return Grant("stolen", granted, expired, current)
-            return Grant("acquired", granted, expired)
+            offset = self._take_offset(db, project) if project else None
+        self._tasks[task_id] = (token, project)
+        lock = self._locks[task_id] = LockRecord(task_id, holder, token, ttl, now, now, now + ttl,
+                                                 project)
+        return lock, offset
 
     async def release(self, task_id: str, holder: Holder | None, now: float) -> Release:
-        with self._tx() as db:
-            current = self._current(db, task_id)
-            if current is None:
-                return Release(False, None)
-            if current.expires_at <= now:
-                db.execute("DELETE FROM locks WHERE task_id = ?", (task_id,))
-                return Release(False, None, expired=current)
-            if holder is not None and not current.held_by(holder):
-                return Release(False, current)
-            db.execute("DELETE FROM locks WHERE task_id = ?", (task_id,))
+        current, expired = self._live(task_id, now)
+        if expired is not None:
+            self._delete(task_id)
+            return Release(False, None, expired=expired)
+        if current is None:
+            return Release(False, None)
+        if holder is not None and not current.held_by(holder):
+            return Release(False, current)
+        if current.project_id is None:
+            self._delete(task_id)
             return Release(True, current)
+        with self._tx() as db:
+            db.execute("DELETE FROM locks WHERE task_id = ?", (task_id,))
+            offset = self._take_offset(db, current.project_id)
+        del self._locks[task_id]
+        return Release(True, current, offset=offset)
+
+    def _delete(self, task_id: str) -> None:
+        """One statement: its own transaction, committed when ``execute`` returns."""
+        self.db.execute("DELETE FROM locks WHERE task_id = ?", (task_id,))
+        del self._locks[task_id]
 
     async def get_lock(self, task_id: str, now: float) -> LockRecord | None:
-        row = self.db.execute(f"{_SELECT_LOCK} WHERE l.task_id = ? AND l.expires_at > ?",
-                              (task_id, now)).fetchone()
-        return _lock(row) if row else None
+        return self._live(task_id, now)[0]
 
     async def list_locks(self, now: float) -> list[LockRecord]:
-        rows = self.db.execute(f"{_SELECT_LOCK} WHERE l.expires_at > ? ORDER BY l.task_id",
-                               (now,)).fetchall()
-        return [_lock(row) for row in rows]
+        return _by_task(lock for lock in self._locks.values() if lock.expires_at > now)
 
     async def expire(self, now: float) -> list[LockRecord]:
-        with self._tx() as db:
-            rows = db.execute(f"{_SELECT_LOCK} WHERE l.expires_at <= ?", (now,)).fetchall()
-            if rows:
-                db.execute("DELETE FROM locks WHERE expires_at <= ?", (now,))
-        return [_lock(row) for row in rows]
+        expired = _by_task(lock for lock in self._locks.values() if lock.expires_at <= now)
+        if expired:
+            self.db.execute("DELETE FROM locks WHERE expires_at <= ?", (now,))
+            for lock in expired:
+                del self._locks[lock.task_id]
+        return expired
 
     async def get_task(self, task_id: str) -> TaskRecord | None:
-        row = self.db.execute("SELECT task_id, project_id, fence, state FROM tasks "
-                              "WHERE task_id = ?", (task_id,)).fetchone()
+        row = self.db.execute(_SELECT_TASK, (task_id,)).fetchone()
         return _task(row) if row else None
 
     async def project_tasks(self, project_id: str) -> list[TaskRecord]:
@@ -185,33 +262,22 @@ class SQLiteStore:
     async def record_event(self, task_id: str, project_id: str | None,
                            state: dict[str, Any]) -> tuple[int | None, TaskRecord]:
         with self._tx() as db:
-            self._ensure_task(db, task_id, project_id, time.time())
-            row = db.execute("SELECT task_id, project_id, fence, state FROM tasks "
-                             "WHERE task_id = ?", (task_id,)).fetchone()
-            task = _task(row)
+            db.execute(_ENSURE_TASK, (task_id, project_id, time.time()))
+            task = _task(db.execute(_SELECT_TASK, (task_id,)).fetchone())
             if state:
                 task.state.update(state)
                 db.execute("UPDATE tasks SET state = ? WHERE task_id = ?",
                            (json.dumps(task.state), task_id))
-            offset = self._bump(db, project_id) if project_id else None
+            offset = self._take_offset(db, project_id) if project_id else None
+        self._learn_project(task_id, task.project_id)
         return offset, task
 
-    @staticmethod
-    def _bump(db: sqlite3.Connection, project_id: str) -> int:
-        (offset,) = db.execute(
-            "INSERT INTO projects (project_id, last_offset) VALUES (?, 1) "
-            "ON CONFLICT (project_id) DO UPDATE SET last_offset = last_offset + 1 "
-            "RETURNING last_offset", (project_id,)).fetchone()
-        return int(offset)
-
     async def next_offset(self, project_id: str) -> int:
-        with self._tx() as db:
-            return self._bump(db, project_id)
+        return self._take_offset(self.db, project_id)  # one statement: its own transaction
 
     async def last_offset(self, project_id: str) -> int:
-        row = self.db.execute("SELECT last_offset FROM projects WHERE project_id = ?",
-                              (project_id,)).fetchone()
-        return int(row[0]) if row else 0
+        offset = self._offsets.get(project_id)
+        return self._read_offset(project_id) if offset is None else offset
 
     async def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):

@@ -47,12 +47,15 @@ class LockRecord:
 @dataclass(frozen=True)
 class Grant:
     """The answer to an acquire.  ``lock`` is the lock now in force (the caller's unless
-    ``outcome`` is ``held``); ``expired`` / ``stolen`` is the lease it replaced."""
+    ``outcome`` is ``held``); ``expired`` / ``stolen`` is the lease it replaced.  ``offset`` is
+    the project's event offset for announcing a grant or steal, taken in the grant's own
+    transaction (None without a project): announcing then costs no second commit."""
 
     outcome: Outcome
     lock: LockRecord
     expired: LockRecord | None = None
     stolen: LockRecord | None = None
+    offset: int | None = None
 
     @property
     def granted(self) -> bool:
@@ -62,11 +65,13 @@ class Grant:
 @dataclass(frozen=True)
 class Release:
     """``released`` tells whether ``lock`` was removed; when False, ``lock`` is someone else's
-    live lease (or None: nothing was held).  ``expired`` is a dead lease cleared on the way."""
+    live lease (or None: nothing was held).  ``expired`` is a dead lease cleared on the way;
+    ``offset`` is taken for announcing the release, as in :class:`Grant`."""
 
     released: bool
     lock: LockRecord | None
     expired: LockRecord | None = None
+    offset: int | None = None
 
 
 @dataclass(frozen=True)
