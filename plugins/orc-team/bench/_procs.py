@@ -18,6 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from orc_team.client.settings import ClientSettings
+from orc_team.server.auth import mint_token
+
 SECRET = "bench-secret-" + "0123456789abcdef" * 3
 _LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
 
@@ -129,3 +132,8 @@ class RedisServer:
 
     def stop(self) -> None:
         stop(self.proc)
+
+
+def settings(url: str, user: str) -> ClientSettings:
+    """A client of the bench server as ``user``, with a request timeout no bench run reaches."""
+    return ClientSettings(url, mint_token(SECRET, user, expires_in=3600), request_timeout=10)

@@ -43,21 +43,17 @@ from _procs import (
     free_port,
     percentile,
     raise_open_files,
+    settings,
 )
 from _server_side import part_server_side
 
 from orc_team.client.locker import WebSocketLocker
-from orc_team.client.settings import ClientSettings
 from orc_team.client.wsclient import WSClient
 from orc_team.server.auth import mint_token
 
 logging.getLogger("orc_git").addHandler(logging.NullHandler())  # fallback warnings: expected
 HERE = Path(__file__).resolve().parent
 ms = 1000.0
-
-
-def settings(url: str, user: str) -> ClientSettings:
-    return ClientSettings(url, mint_token(SECRET, user, expires_in=3600), request_timeout=10)
 
 
 def row(*cells: object) -> None:
@@ -182,7 +178,7 @@ def part_cycles(work: Path, rounds: int = 4, per_round: int = 1000) -> None:
         row("", "cycles/s", "mean ms", "p50 ms", "p99 ms")
         team_mean = summary("team server (WebSocketLocker)", team)
         summary("  WSClient requests only", bare)
-        summary("  raw websockets, no reader thread", floor)
+        summary("  websockets sync client (own reader thread)", floor)
         summary("  the same against an aiohttp echo", transport)
         if red:
             redis_mean = summary("redis-py SET NX PX + Lua delete", red)
@@ -190,6 +186,7 @@ def part_cycles(work: Path, rounds: int = 4, per_round: int = 1000) -> None:
                   f" team p99 {percentile(team, 99) * ms:.2f} ms (target <= 5 ms)")
             print("  (the team server commits each grant and release to SQLite; redis keeps "
                   "them in memory only)")
+            print("  (the client's share alone: python bench/client_bench.py)")
         else:
             print(f"  redis column skipped: {why_not}")
     finally:

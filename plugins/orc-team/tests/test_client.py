@@ -66,6 +66,64 @@ def test_replies_reach_their_own_request_across_threads(server: ServerProc,
     assert client.generation == 1  # one connection carried all of it
 
 
+def test_the_requesting_thread_hands_on_what_is_not_its_reply(server: ServerProc,
+                                                               clients: Any) -> None:
+    """A requester reads the socket itself: events it reads on the way reach the listeners,
+    in order, and each request still gets its own reply."""
+    client: WSClient = clients(settings_for(server, "alice"))
+    project = unique("proj")
+    seen: queue.Queue[tuple[int, threading.Thread]] = queue.Queue()
+    client.add_listener(lambda m: seen.put((m["data"]["payload"]["n"], threading.current_thread()))
+                        if m["type"] == "event" else None)
+    client.subscribe(project_id=project)
+    for n in range(20):  # each event goes back to its publisher too: it is subscribed
+        reply = client.request("event", {"event_type": "task.phase", "task_id": "T-1",
+                                         "project_id": project, "payload": {"n": n}})
+        assert reply["type"] == "ack"
+    got = [seen.get(timeout=WAIT) for _ in range(20)]
+    assert [n for n, _ in got] == list(range(20))
+    assert threading.main_thread() in {thread for _, thread in got}
+
+
+def test_a_listener_may_make_a_request(server: ServerProc, clients: Any) -> None:
+    """Listeners run on whichever thread is reading (here the idle client's own): a request
+    from one is answered, not stuck behind its own read."""
+    watcher: WSClient = clients(settings_for(server, "alice"))
+    project = unique("proj")
+    answers: queue.Queue[str] = queue.Queue()
+    watcher.add_listener(lambda m: answers.put(watcher.request("ping")["type"])
+                         if m["type"] == "event" else None)
+    watcher.subscribe(project_id=project)
+    clients(settings_for(server, "bob")).request("event", {
+        "event_type": "task.phase", "task_id": "T-1", "project_id": project, "payload": {}})
+    assert answers.get(timeout=WAIT) == "pong"
+
+
+def test_close_completes_the_closing_handshake(server: ServerProc, clients: Any) -> None:
+    client: WSClient = clients(settings_for(server, "alice"))
+    client.request("ping")
+    client.close()
+    assert not client.connected
+    assert client.last_error is not None and "(1000)" in client.last_error.message  # echoed
+    with pytest.raises(LockerUnavailable, match="closed"):
+        client.request("ping")
+
+
+def test_a_token_expiring_while_connected_is_a_config_error(server: ServerProc,
+                                                            clients: Any) -> None:
+    """The server closes with 1008: no fallback may hide that the token must be renewed."""
+    issued = time.time()
+    client: WSClient = clients(ClientSettings(f"ws://{server.base}",
+                                              token("alice", expires_in=1, now=issued)))
+    assert client.request("ping")["type"] == "pong"
+    # Waiting for the token's clock to pass its exp is the point here, not a synchronisation.
+    time.sleep(max(0.0, int(issued) + 1 - time.time()) + 0.05)
+    with pytest.raises(ConfigError) as caught:
+        client.request("ping")
+    assert "token expired" in caught.value.message and "orc team token" in caught.value.message
+    assert not isinstance(caught.value, LockerUnavailable)
+
+
 def test_an_error_reply_is_a_server_error(server: ServerProc, clients: Any) -> None:
     client: WSClient = clients(settings_for(server, "alice"))
     with pytest.raises(ServerError) as caught:
@@ -125,6 +183,29 @@ def test_a_stopped_server_times_out_then_answers_late(start_server: ServerFactor
     assert late.get(timeout=WAIT)["type"] == "pong"  # kept, not dropped
     assert client.request("ping")["type"] == "pong"  # the same connection goes on
     assert client.generation == 1
+    server.stop()
+
+
+def test_a_server_that_stops_reading_cannot_block_a_sender(start_server: ServerFactory,
+                                                           clients: Any) -> None:
+    """Sends into a stopped server fill the socket buffers; then a send gives up within the
+    request timeout and the connection ends, instead of blocking the caller for ever."""
+    server = start_server("--rate", "100000", "--burst", "100000")
+    client: WSClient = clients(settings_for(server, "alice", request_timeout=0.5))
+    client.request("ping")
+    assert server.proc is not None
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    try:
+        blob = "x" * 60_000  # under the server's 64 KiB message limit
+        sent = 0
+        while sent < 2_000 and client.send("event", {"event_type": "bulk", "blob": blob}):
+            sent += 1  # 2,000 x 60 kB is far beyond any loopback socket buffer
+        assert 0 < sent < 2_000
+        assert client.wait_for(lambda c: not c.connected, timeout=WAIT)
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    assert client.request("ping")["type"] == "pong"  # a new connection
+    assert client.generation == 2
     server.stop()
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from orc_git.errors import LeaseLost, LockHeld
 from orc_git.lease import Lease, acquire_waiting
+from orc_git.locking import leasefs
 
 from orc_team.client.team import TeamLocker
 
@@ -32,8 +33,13 @@ from conftest import (
 )
 
 
-def lease_file(locker: TeamLocker, task: str) -> Path:
-    return Path(locker.file.root) / task / "lock.yaml"
+def on_disk(tasks: Path | str, task: str) -> bool:
+    """Is a file lease held?  (A released one may leave a tombstone file: no lease.)"""
+    return leasefs.read(f"{tasks}/{task}", task) is not None
+
+
+def file_leased(locker: TeamLocker, task: str) -> bool:
+    return on_disk(locker.file.root, task)
 
 
 def team(ctx: object) -> TeamLocker:
@@ -50,11 +56,11 @@ def test_acquire_against_a_dead_server_falls_back_at_once(
     info = locker.acquire(task, ttl=30)
     elapsed = time.monotonic() - started
     assert elapsed < 5.0, elapsed  # loosely: the bench has the real figure (well under 1 s)
-    assert info.token == 1 and lease_file(locker, task).exists() and locker.on_fallback(task)
+    assert info.token == 1 and file_leased(locker, task) and locker.on_fallback(task)
     assert "using the file lease" in caplog.text
     assert locker.heartbeat(task).token == 1  # still away: the file lease is renewed
     assert locker.release(task) is True
-    assert not lease_file(locker, task).exists()
+    assert not file_leased(locker, task)
 
 
 def test_a_refusal_is_not_a_fallback(server: ServerProc, team_context: TeamContext,
@@ -65,7 +71,7 @@ def test_a_refusal_is_not_a_fallback(server: ServerProc, team_context: TeamConte
     with pytest.raises(LockHeld) as caught:
         locker.acquire(task)
     assert caught.value.lock is not None and caught.value.lock.user == "bob"
-    assert not lease_file(locker, task).exists()
+    assert not file_leased(locker, task)
 
 
 def test_the_cli_falls_back_against_a_dead_server(tmp_path: Path) -> None:
@@ -76,10 +82,10 @@ def test_the_cli_falls_back_against_a_dead_server(tmp_path: Path) -> None:
     done = run_orc("lock", "acquire", task, "--json", cwd=repo, env=env)
     assert done.returncode == 0, done.stderr
     assert "using the file lease" in done.stderr and "Traceback" not in done.stderr
-    assert (repo / ".orc" / "tasks" / task / "lock.yaml").exists()
+    assert on_disk(repo / ".orc" / "tasks", task)
     done = run_orc("lock", "release", task, "--json", cwd=repo, env=env)
     assert done.returncode == 0 and '"released": true' in done.stdout, done.stderr
-    assert not (repo / ".orc" / "tasks" / task / "lock.yaml").exists()
+    assert not on_disk(repo / ".orc" / "tasks", task)
 
 
 def test_lock_run_goes_on_when_the_server_is_killed(start_server: ServerFactory,
@@ -102,7 +108,7 @@ def test_lock_run_goes_on_when_the_server_is_killed(start_server: ServerFactory,
         assert server.http(f"/api/locks/{task}", token("carol"))[1]["locked"] is True
         server.stop(signal.SIGKILL)
         err.wait_for("holding the file lease (token 1) until it is back")
-        assert (repo / ".orc" / "tasks" / task / "lock.yaml").exists()
+        assert on_disk(repo / ".orc" / "tasks", task)
         assert run.poll() is None  # the run goes on
         with open(go, "w") as fifo:
             fifo.write("go\n")
@@ -112,7 +118,7 @@ def test_lock_run_goes_on_when_the_server_is_killed(start_server: ServerFactory,
             run.kill()
             run.wait()
     assert "LEASE LOST" not in err.text
-    assert not (repo / ".orc" / "tasks" / task / "lock.yaml").exists()
+    assert not on_disk(repo / ".orc" / "tasks", task)
 
 
 def test_the_server_back_takes_the_lease_back(start_server: ServerFactory,
@@ -125,11 +131,11 @@ def test_the_server_back_takes_the_lease_back(start_server: ServerFactory,
     assert not locker.on_fallback(task)
     server.stop(signal.SIGKILL)
     locker.heartbeat(task)  # the server is gone: onto the file lease, the lease goes on
-    assert locker.on_fallback(task) and lease_file(locker, task).exists()
+    assert locker.on_fallback(task) and file_leased(locker, task)
     server.start()
     back = locker.heartbeat(task)  # re-asserted: the server still had it, an extension
     assert not locker.on_fallback(task) and back.token == held.token
-    assert not lease_file(locker, task).exists()
+    assert not file_leased(locker, task)
     with pytest.raises(LockHeld):
         make_locker(server, "bob").acquire(task)
     assert locker.release(task) is True
@@ -146,7 +152,7 @@ def test_an_acquire_that_fell_back_is_asserted_when_the_server_returns(
     assert locker.on_fallback(task)
     server.start()
     back = locker.heartbeat(task)
-    assert back.token == 1 and back.user == "alice" and not lease_file(locker, task).exists()
+    assert back.token == 1 and back.user == "alice" and not file_leased(locker, task)
     assert server.http(f"/api/locks/{task}", token("carol"))[1]["lock"]["token"] == 1
     server.stop()
 
@@ -168,7 +174,7 @@ def test_split_brain_is_surfaced(start_server: ServerFactory, team_context: Team
         lease.check()
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert any("split brain" in r.getMessage() for r in errors)
-    assert not lease_file(locker, task).exists()
+    assert not file_leased(locker, task)
     server.stop()
 
 
@@ -188,7 +194,7 @@ def test_split_brain_in_the_past_is_surfaced(start_server: ServerFactory,
     bob.release(task)
     with pytest.raises(LeaseLost, match=r"split brain.*token 1 -> 3"):
         locker.heartbeat(task)
-    assert not lease_file(locker, task).exists()
+    assert not file_leased(locker, task)
     assert server.http(f"/api/locks/{task}", token("carol"))[1]["locked"] is False
     server.stop()
 
@@ -202,12 +208,12 @@ def test_cli_heartbeat_moves_a_fallback_lease_back(start_server: ServerFactory,
            "ORC_TEAM_URL": f"ws://{server.base}", "ORC_TEAM_TOKEN": token("alice")}
     task = unique()
     assert run_orc("lock", "acquire", task, cwd=repo, env=env).returncode == 0
-    assert (repo / ".orc" / "tasks" / task / "lock.yaml").exists()
+    assert on_disk(repo / ".orc" / "tasks", task)
     server.start()
     done = run_orc("lock", "heartbeat", task, "--json", cwd=repo, env=env)
     assert done.returncode == 0, done.stderr
     assert "back on the team server" in done.stderr
-    assert not (repo / ".orc" / "tasks" / task / "lock.yaml").exists()
+    assert not on_disk(repo / ".orc" / "tasks", task)
     lock = server.http(f"/api/locks/{task}", token("carol"))[1]["lock"]
     assert lock["owner"] == "alice" and lock["client"].split(":")[1] == str(os.getpid())
     done = run_orc("lock", "release", task, "--json", cwd=repo, env=env)

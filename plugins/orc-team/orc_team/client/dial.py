@@ -9,6 +9,9 @@ ConfigError, which no fallback may hide.
 from __future__ import annotations
 
 import logging
+import socket
+import struct
+import time
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -20,37 +23,71 @@ from orc_team.client.settings import ClientSettings
 
 if TYPE_CHECKING:
     from websockets.exceptions import ConnectionClosed
-    from websockets.sync.client import ClientConnection
+
+    from orc_team.client.link import Link
 
 _WS_LOG = logging.getLogger("orc_team.client.websockets")
 POLICY_VIOLATION = 1008
 MAX_MESSAGE = 2 * 1024 * 1024
 
 
-def open_connection(settings: ClientSettings, client_id: str) -> ClientConnection:
+def open_link(settings: ClientSettings, client_id: str) -> Link:
     """Connect as holder ``client_id`` within ``settings.open_timeout``.  websockets is imported
     here, on first use, so building a locker (every ``orc lock`` command does) stays cheap."""
+    from websockets.client import ClientProtocol
     from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
-    from websockets.sync.client import connect
+    from websockets.uri import parse_uri
+
+    from orc_team.client.link import Link
 
     s = settings
-    url = f"{s.ws_endpoint}?client={quote(client_id, safe=':')}"
+    deadline = time.monotonic() + s.open_timeout
     try:
-        return connect(url, additional_headers={"Authorization": f"Bearer {s.token}"},
-                       open_timeout=s.open_timeout, ping_interval=s.keepalive,
-                       ping_timeout=s.keepalive, close_timeout=0.5, compression=None,
-                       proxy=None, max_size=MAX_MESSAGE, logger=_WS_LOG,
-                       user_agent_header=f"orc-team/{__version__}", legacy=True)
-    except InvalidStatus as exc:
-        body = bytes(exc.response.body or b"")
-        raise http_failure(exc.response.status_code, body, s.base_url, "/api/ws") from None
+        uri = parse_uri(f"{s.ws_endpoint}?client={quote(client_id, safe=':')}")
     except InvalidURI as exc:
         raise ConfigError(f"team.server_url is not usable: {exc}") from None
+    sock: socket.socket | None = None
+    link: Link | None = None
+    try:
+        sock = socket.create_connection((uri.host, uri.port), timeout=s.open_timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if uri.secure:
+            sock = _tls(sock, uri.host, deadline)
+        protocol = ClientProtocol(uri, max_size=MAX_MESSAGE, logger=_WS_LOG)
+        link = Link(sock, protocol, s.keepalive)
+        link.handshake({"Authorization": f"Bearer {s.token}",
+                        "User-Agent": f"orc-team/{__version__}"}, deadline)
+        sock.settimeout(None)  # from now on blocking: the link polls with its own timeouts
+        # ... but a peer that stops reading must not hold a sender for ever: a send gives up
+        # after the request timeout and ends the connection (a half-sent frame cannot be undone).
+        wait = max(s.request_timeout, 0.001)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                        struct.pack("ll", int(wait), int(wait % 1 * 1_000_000)))
+        return link
+    except InvalidStatus as exc:
+        _close(sock, link)
+        body = bytes(exc.response.body or b"")
+        raise http_failure(exc.response.status_code, body, s.base_url, "/api/ws") from None
     except (OSError, InvalidHandshake, EOFError) as exc:
+        _close(sock, link)
         why = "timed out" if isinstance(exc, TimeoutError) else (
             getattr(exc, "strerror", None) or str(exc) or type(exc).__name__)
         raise LockerUnavailable(f"cannot reach the team server at {s.base_url}: "
                                 f"{why}") from None
+
+
+def _tls(sock: socket.socket, host: str, deadline: float) -> socket.socket:
+    import ssl
+
+    sock.settimeout(max(deadline - time.monotonic(), 0.001))  # the TLS handshake too
+    return ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+
+
+def _close(sock: socket.socket | None, link: Link | None) -> None:
+    if link is not None:
+        link.dispose()
+    elif sock is not None:
+        sock.close()
 
 
 def closed_error(exc: ConnectionClosed, base_url: str) -> OrcError:
@@ -59,5 +96,5 @@ def closed_error(exc: ConnectionClosed, base_url: str) -> OrcError:
     if received is not None and received.code == POLICY_VIOLATION:
         hint = "; get a new token with `orc team token`" if "token" in received.reason else ""
         return ConfigError(f"the team server closed the connection: {received.reason}{hint}")
-    detail = f" ({received.code} {received.reason})".rstrip() if received else ""
+    detail = f" ({received.code} {received.reason}".rstrip() + ")" if received else ""
     return LockerUnavailable(f"connection to the team server at {base_url} lost{detail}")

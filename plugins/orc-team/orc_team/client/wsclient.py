@@ -1,13 +1,21 @@
 """A WebSocket client for sync code: requests with replies, and a connection that heals itself.
 
-Built on the websockets library's sync client.  A reader thread per connection routes each reply
-to its request by ``id`` and everything else (events, presence) to listeners, so any thread (the
-CLI, the heartbeat thread) can ``request()`` and wait with a timeout.  Failing fast is the point:
-the file lease is the fallback, so a dead server must cost well under a second, never a long
-timeout.  A refused TCP connect fails at once, the handshake is bounded by ``open_timeout`` and a
-request by ``request_timeout``; all of these raise LockerUnavailable.  A request that times out
-leaves its connection open, since a slow server (or one resumed after SIGSTOP) may still answer;
-the library's keepalive ping drops a connection whose peer is really gone.
+Any thread (the CLI, the heartbeat thread, the reconnect thread) can ``request()`` and wait with a
+timeout.  A round trip costs no hand-over between threads: the requesting thread sends, then
+reads the socket itself until its reply comes (:class:`~orc_team.client.link.Link`), handing
+everything else it reads on: other threads' replies to them, events and presence to listeners,
+replies that came too late to ``on_late``.  One thread reads at a time (the *read turn*); the
+others wait on a condition for their reply or for the turn.  While no request is waiting, the
+connection's own thread (the *pump*) holds the turn, so pushes are handled and the server's pings
+answered when the client is idle, and it sends our keepalive pings; a requester wakes it to take
+the turn over.  The pump lets a burst of requests finish (``QUIET``) before it reads again, so a
+loop of requests does not wake it for each one.
+
+Failing fast is the point: the file lease is the fallback, so a dead server must cost well under
+a second, never a long timeout.  A refused TCP connect fails at once, the handshake is bounded by
+``open_timeout`` and a request by ``request_timeout``; all of these raise LockerUnavailable.  A
+request that times out leaves its connection open, since a slow server (or one resumed after
+SIGSTOP) may still answer; the keepalive ping drops a connection whose peer is really gone.
 
 Connections are opened on demand.  When one is lost while there is something to restore (locks
 held, subscriptions), a reconnect thread retries with capped exponential backoff and jitter, and
@@ -22,6 +30,7 @@ import atexit
 import json
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -29,18 +38,24 @@ from typing import TYPE_CHECKING, Any
 from orc_git.errors import LockerUnavailable, OrcError
 
 from orc_team.client.backoff import Backoff
-from orc_team.client.dial import closed_error, open_connection
-from orc_team.client.replies import Message, Replies, ServerError
+from orc_team.client.dial import closed_error, open_link
+from orc_team.client.replies import Message, Pending, Replies, ServerError
 from orc_team.client.settings import ClientSettings
 
 if TYPE_CHECKING:
-    from websockets.sync.client import ClientConnection
+    from orc_team.client.link import Link
 
 log = logging.getLogger("orc_team.client")
 log.addHandler(logging.NullHandler())  # library chatter must not reach stderr via lastResort
 
 Callback = Callable[[], None]
 Listener = Callable[[Message], None]
+
+QUIET = 0.02
+"""Seconds without a request before the pump reads again: short against a push's delivery,
+long against the gap between two requests of a loop."""
+CLOSE_TIMEOUT = 0.5
+_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class WSClient:
@@ -53,11 +68,20 @@ class WSClient:
         """Connections whose ``on_connect`` callbacks have all run."""
         self.last_error: OrcError | None = None
         self.on_late: Listener | None = None
-        self._ws: ClientConnection | None = None
-        self._state = threading.Condition()
+        self._link: Link | None = None
+        lock = threading.Lock()
+        self._state = threading.Condition(lock)
+        """Guards the connection, the read turn and the replies; notified when any changes."""
+        self._parked = threading.Condition(lock)
+        """Where the pump waits for its turn; requesters never need to wake it."""
+        self._reader: int | None = None
+        """The thread holding the read turn."""
+        self._pumping = False
+        """The pump holds the turn and nobody has woken it yet."""
+        self._quiet_at = 0.0
         self._connecting = threading.Lock()
         self._send_lock = threading.Lock()
-        self._replies = Replies()
+        self._replies = Replies(self._state)
         self._listeners: list[Listener] = []
         self._on_connect: list[Callback] = [self._resubscribe]
         self._wanted: list[Callable[[], bool]] = []
@@ -71,7 +95,8 @@ class WSClient:
     # -- wiring ----------------------------------------------------------------------------
 
     def add_listener(self, listener: Listener) -> None:
-        """Called from the reader thread with every message that is not a reply: keep it short."""
+        """Called, from whichever thread is reading, with every message that is not a reply:
+        keep it short (a request waits behind it)."""
         self._listeners.append(listener)
 
     def on_connect(self, callback: Callback) -> None:
@@ -83,42 +108,43 @@ class WSClient:
 
     @property
     def connected(self) -> bool:
-        return self._ws is not None
+        return self._link is not None
 
     # -- connecting ------------------------------------------------------------------------
 
-    def connect(self) -> ClientConnection:
+    def connect(self) -> Link:
         """The open connection, opening one now if needed (at most ``open_timeout``)."""
-        ws = self._ws
-        if ws is not None:
-            return ws
+        link = self._link
+        if link is not None:
+            return link
         if not self._connecting.acquire(timeout=self.settings.open_timeout + 0.5):
             raise LockerUnavailable(f"still connecting to the team server at "
                                     f"{self.settings.base_url}")
         try:
-            ws = self._ws
-            if ws is not None:
-                return ws
+            link = self._link
+            if link is not None:
+                return link
             if self._closed:
                 raise LockerUnavailable("the team client is closed")
-            ws = open_connection(self.settings, self.client_id)
+            link = open_link(self.settings, self.client_id)
             with self._state:
                 if self._closed:  # closed while connecting: do not leave it open
-                    ws.close()
+                    link.dispose()
                     raise LockerUnavailable("the team client is closed")
-                self._ws = ws
+                self._link = link
                 self.generation += 1
                 generation = self.generation
+                self._quiet_at = time.monotonic() + QUIET  # the caller's request comes first
                 self._state.notify_all()
             self._backoff.reset()
-            threading.Thread(target=self._read, args=(ws,), daemon=True,
+            threading.Thread(target=self._pump, args=(link,), daemon=True,
                              name=f"orc-team-reader-{generation}").start()
         finally:
             self._connecting.release()
         log.debug("connected to %s as %s (connection %d)", self.settings.base_url,
                   self.client_id, generation)
         self._restore()
-        return ws
+        return link
 
     def _restore(self) -> None:
         for callback in list(self._on_connect):
@@ -141,26 +167,103 @@ class WSClient:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _read(self, ws: ClientConnection) -> None:
-        from websockets.exceptions import ConnectionClosed
+    def _read_until(self, link: Link, done: Callable[[], bool], deadline: float) -> bool:
+        """Take the read turn and read until ``done()`` or ``deadline``; another thread's read
+        may end it first.  Returns ``done()``."""
+        me = threading.get_ident()
+        with self._state:
+            while not done():
+                if self._reader is None or self._reader == me:
+                    break
+                if self._pumping:
+                    self._pumping = False
+                    link.wake()
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._state.wait(left)
+            else:
+                return True
+            nested = self._reader == me  # a listener's request, under its reader's turn
+            self._reader = me
+        try:
+            while not done() and link.ended is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._take(link.read(left))
+        finally:
+            if not nested:
+                with self._state:
+                    self._reader = None
+                    self._state.notify_all()
+        if link.ended is not None:
+            self._lost(link, closed_error(link.ended, self.settings.base_url))
+        return done()
 
-        why: OrcError = LockerUnavailable("connection to the team server lost")
+    def _pump(self, link: Link) -> None:
+        """The connection's own thread: reads while nobody else needs to, sends keepalive
+        pings, and frees the connection once it is lost and nobody reads it any more."""
+        me = threading.get_ident()
         try:
             while True:
-                raw = ws.recv()
+                due = link.keepalive_due(time.monotonic())
+                if due is None:
+                    log.debug("no answer to a keepalive ping: dropping the connection")
+                    link.abort()  # whoever reads next sees the end at once
+                    due = QUIET
+                with self._state:
+                    wait = self._turn_in()
+                    if link.lost and self._reader is None:
+                        return
+                    if wait > 0:
+                        self._parked.wait(min(wait, due))
+                        continue
+                    self._reader = me
+                    self._pumping = True
                 try:
-                    message = json.loads(raw)
-                except ValueError:
-                    log.debug("ignored a message that is not JSON")
-                    continue
-                if isinstance(message, dict):
-                    self._dispatch(message)
-        except ConnectionClosed as exc:
-            why = closed_error(exc, self.settings.base_url)
-        except Exception as exc:  # never leave requests waiting on a dead reader
-            log.debug("reader failed: %r", exc)
+                    self._pump_turn(link, due)
+                finally:
+                    with self._state:
+                        self._reader = None
+                        self._pumping = False
+                        self._state.notify_all()
+                if link.ended is not None:
+                    self._lost(link, closed_error(link.ended, self.settings.base_url))
+        except Exception as exc:  # never leave requests waiting on a dead pump
+            log.debug("the reader failed: %r", exc)
+            link.abort()
+            self._lost(link, LockerUnavailable("connection to the team server lost"))
         finally:
-            self._lost(ws, why)
+            link.dispose()
+
+    def _turn_in(self) -> float:
+        """Seconds before the pump may take the read turn (0: now).  Call under the lock."""
+        if self._reader is not None or self._replies.waiting():
+            return QUIET
+        if self._closed:  # close() reads the end itself, then marks the link lost
+            return CLOSE_TIMEOUT
+        return self._quiet_at - time.monotonic()
+
+    def _pump_turn(self, link: Link, due: float) -> None:
+        deadline = time.monotonic() + due
+        while link.ended is None:
+            messages = link.read_or_wake(max(deadline - time.monotonic(), 0.0))
+            if messages is None:  # a requester wants the turn
+                return
+            if not messages and time.monotonic() >= deadline:
+                return  # time to look at the keepalive
+            self._take(messages)
+
+    def _take(self, messages: list[bytes]) -> None:
+        for raw in messages:
+            try:
+                message = json.loads(raw)
+            except (ValueError, RecursionError):
+                log.debug("ignored a message that is not JSON")
+                continue
+            if isinstance(message, dict):
+                self._dispatch(message)
 
     def _dispatch(self, message: Message) -> None:
         routed = self._replies.deliver(message) if message.get("id") is not None else None
@@ -182,13 +285,17 @@ class WSClient:
         except Exception:
             log.exception("a team client listener failed")
 
-    def _lost(self, ws: ClientConnection, why: OrcError) -> None:
+    def _lost(self, link: Link, why: OrcError) -> None:
         with self._state:
-            if self._ws is ws:
-                self._ws = None  # first: a request registered after this sees it gone
+            if link.lost:
+                return
+            link.lost = True
+            if self._link is link:
+                self._link = None  # first: a request registered after this sees it gone
             self.last_error = why
             self._state.notify_all()
-        self._replies.fail(ws, why)
+            self._parked.notify_all()
+        self._replies.fail(link, why)
         if not self._closed:
             log.debug("connection lost: %s", why.message)
             self._start_reconnecting()
@@ -211,7 +318,7 @@ class WSClient:
             with self._state:
                 # Decided under the lock _start_reconnecting takes: a loss right after this
                 # check either sees this thread still running or starts a new one.
-                if self._closed or self._ws is not None or not self._wants_connection():
+                if self._closed or self._link is not None or not self._wants_connection():
                     self._reconnector = None
                     return
             if self._stop.wait(self._backoff.next()):
@@ -228,51 +335,57 @@ class WSClient:
         """Send ``{type, id, data}`` and return the reply with that id.  Raises
         LockerUnavailable when the server cannot be reached or does not answer in time,
         ServerError for an ``error`` reply."""
-        ws = self.connect()
+        link = self.connect()
         task_id = (data or {}).get("task_id")
-        pending = self._replies.open(type_, ws, task_id if isinstance(task_id, str) else None)
-        if self._ws is not ws:  # lost before the reader could fail this request
+        pending = self._replies.open(type_, link, task_id if isinstance(task_id, str) else None)
+        if self._link is not link:  # lost before this request could be failed with it
             self._replies.cancel(pending)
             raise self.last_error or LockerUnavailable("connection to the team server lost")
         message: Message = {"type": type_, "id": pending.id}
         if data is not None:
             message["data"] = data
+        wait = self.settings.request_timeout if timeout is None else timeout
         try:
-            self._send(ws, message)
+            self._send(link, message)
         except LockerUnavailable:
             self._replies.cancel(pending)
             raise
-        wait = self.settings.request_timeout if timeout is None else timeout
-        if not self._replies.wait(pending, wait):
+        try:
+            answered = self._answer(link, pending, time.monotonic() + wait)
+        finally:
+            self._quiet_at = time.monotonic() + QUIET
+        if not answered:
             raise LockerUnavailable(f"the team server at {self.settings.base_url} did not "
                                     f"answer {type_} within {wait:g} s")
         return pending.result()
+
+    def _answer(self, link: Link, pending: Pending, deadline: float) -> bool:
+        """Read until ``pending`` ends; on a timeout, abandon it (a later reply is late)."""
+        return (self._read_until(link, lambda: pending.done, deadline)
+                or self._replies.abandon(pending))
 
     def send(self, type_: str, data: dict[str, Any] | None = None, *,
              unless_in_flight: str | None = None) -> bool:
         """Fire and forget, on the current connection only (no connect); False if not sent.
         ``unless_in_flight``: not when a request about that task awaits its reply, decided
         under the send lock, so such a request is either seen here or sent after this."""
-        ws = self._ws
-        if ws is None:
+        link = self._link
+        if link is None:
             return False
         message = {"type": type_, "data": data or {}}
         try:
-            self._send(ws, message, unless_in_flight)
+            self._send(link, message, unless_in_flight)
         except LockerUnavailable:
             return False
         return True
 
-    def _send(self, ws: ClientConnection, message: Message,
-              unless_in_flight: str | None = None) -> None:
-        from websockets.exceptions import ConnectionClosed
-
+    def _send(self, link: Link, message: Message, unless_in_flight: str | None = None) -> None:
         try:
             with self._send_lock:
                 if unless_in_flight is not None and self._replies.in_flight(unless_in_flight):
                     raise LockerUnavailable(f"a request about {unless_in_flight} is in flight")
-                ws.send(json.dumps(message, separators=(",", ":")))
-        except (ConnectionClosed, OSError) as exc:
+                link.send_text(_encode(message))
+        except OSError as exc:
             raise LockerUnavailable(f"connection to the team server lost: {exc}") from None
 
     # -- subscriptions ---------------------------------------------------------------------
@@ -303,15 +416,23 @@ class WSClient:
     # -- closing ---------------------------------------------------------------------------
 
     def close(self) -> None:
+        """Close with a close frame and wait (briefly) for its echo, so the server sees a clean
+        close; requests still waiting fail."""
         with self._state:
             self._closed = True
-            ws = self._ws
+            link = self._link
+            self._parked.notify_all()
         self._stop.set()
-        if ws is not None:
-            try:
-                ws.close()
-            except Exception as exc:  # closing a broken connection must not fail the caller
-                log.debug("closing the connection failed: %r", exc)
+        if link is None:
+            return
+        try:
+            link.send_close()
+        except OSError as exc:  # closing a broken connection must not fail the caller
+            log.debug("closing the connection failed: %r", exc)
+        if not self._read_until(link, lambda: link.ended is not None,
+                                time.monotonic() + CLOSE_TIMEOUT):
+            link.abort()
+            self._lost(link, LockerUnavailable("the team client is closed"))
 
 
 def _target(task_id: str | None, project_id: str | None) -> tuple[str, str]:

@@ -223,7 +223,15 @@ async def serve(config: ServerConfig, store: Store) -> None:
 
 
 def run(config: ServerConfig, store: Store) -> None:
-    asyncio.run(serve(config, store))
+    """On uvloop when it is installed: its transports cut a lock request's round trip by about a
+    fifth (``bench/team_bench.py``); the stdlib loop otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve(config, store))
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(serve(config, store))
 
 
 __all__ = ["SERVER", "Server", "build_app", "run", "serve"]
