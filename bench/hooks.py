@@ -16,7 +16,7 @@ from pathlib import Path
 
 from _common import PYTHON, median, ms, scratch_repo, table
 
-from orc_git.locking.leasefs import TOMBSTONE
+from orc_git.locking.leasefile import DEAD
 
 TASKS = 1000
 BRANCHES = 200
@@ -41,7 +41,7 @@ def write_tasks(repo: Path, running_every: int = 50) -> None:
             'token: 3\n')
         # Every task has run here once: its released lease is a tombstone the hooks read.
         (d / "lock.fence").write_bytes(b"\n" * 3)
-        (d / "lock.yaml").write_bytes(TOMBSTONE)
+        (d / "lock.yaml").write_bytes(DEAD + f'task_id: "TASK-{i:04d}"\ntoken: 3\n'.encode())
 
 
 def timed(argv: list[str], repo: Path) -> float:

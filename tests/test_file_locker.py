@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import fcntl
 import multiprocessing
 import os
@@ -18,9 +19,8 @@ from conftest import HolderProcess, git, leased, lock_path, make_repo, orc_json,
 from orc_git.context import Context
 from orc_git.errors import LeaseLost, LockHeld, NotOwner
 from orc_git.hookspecs import hookimpl
-from orc_git.locking import leasefile
+from orc_git.locking import leasefile, leasefs
 from orc_git.locking.info import LockEvent
-from orc_git.locking.leasefs import TOMBSTONE
 
 RACERS = 8
 ROUNDS = 40
@@ -70,6 +70,54 @@ def test_eight_processes_racing_never_overlap(repo: Path) -> None:
     for _, own, _ in outcomes:
         assert own == sorted(own), "tokens must increase with every grant"
     assert not leased(repo, "RACE")
+
+
+def _cycler(repo: str, rounds: int, start: Any, results: Any) -> None:
+    """Grant and release the one task ``rounds`` times, as fast as it goes."""
+    locker = Context.discover(repo).locker()
+    start.wait()
+    done = 0
+    while done < rounds:
+        try:
+            info = locker.acquire("TORN")
+        except LockHeld:
+            continue
+        assert locker.release("TORN")
+        done += 1
+    results.put((info.pid, info.pid_started))
+
+
+@pytest.mark.slow
+def test_lock_free_readers_never_see_a_lease_mixed_from_two(repo: Path) -> None:
+    """Two processes grant over each other's tombstones in place while this one reads without
+    the guard: every lease it reads is one process's whole lease, never half of each."""
+    mp = multiprocessing.get_context("spawn")
+    start, results = mp.Event(), mp.Queue()
+    procs = [mp.Process(target=_cycler, args=(str(repo), 3000, start, results)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    task_dir = str(lock_path(repo, "TORN").parent)
+    seen: collections.Counter[tuple[int | None, float | None]] = collections.Counter()
+    newest = released = 0  # the newest token read, and the newest one read as released since
+    revived = []
+    start.set()
+    while any(p.is_alive() for p in procs):
+        info = leasefs.read(task_dir, "TORN")
+        if info is None:
+            released = newest
+        elif info.stale_reason != "unreadable":
+            seen[(info.pid, info.pid_started)] += 1
+            token = info.token or 0
+            if token <= released:
+                revived.append(token)  # a released lease read as live again
+            newest = max(newest, token)
+    holders = {results.get(timeout=60) for _ in procs}
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    assert len(holders) == 2 and sum(seen.values()) > 0
+    assert set(seen) <= holders, f"mixed leases read: {set(seen) - holders}"
+    assert not revived, f"released leases read as held again: tokens {revived[:10]}"
 
 
 class Recorder:
@@ -195,7 +243,9 @@ def test_release_leaves_a_tombstone_that_the_next_grant_reuses(ctx: Context,
     first = locker.acquire("T")
     inode = path.stat().st_ino
     assert locker.release("T")
-    assert path.read_bytes() == TOMBSTONE and not leased(repo, "T")
+    released = path.read_bytes()
+    assert released.startswith(b"released: true \n") and not leased(repo, "T")
+    assert leasefile.parse(released, "T").token == first.token  # the last lease, on record
     assert not locker.is_locked("T").locked and locker.list_locks() == []
     second = locker.acquire("T")
     assert second.token == first.token + 1

@@ -146,12 +146,12 @@ class FileLocker:
                         now, ttl, token, True, me.pid_started, me.host_id, me.display_name,
                         me.email, stolen_from)
         if stolen_from is None:  # the hot path: what flatyaml.dump writes, formatted directly
-            head = b'task_id: %s\nacquired_at: "%s"\nheartbeat_at: "%s"\nttl: %d\ntoken: %d\n' % (
-                _quoted(task_id), now.encode(), now.encode(), ttl, token)
+            head = b'%stask_id: %s\nacquired_at: "%s"\nheartbeat_at: "%s"\nttl: %d\ntoken: %d\n' % (
+                leasefs.LIVE, _quoted(task_id), now.encode(), now.encode(), ttl, token)
         else:
-            head = flatyaml.dump((("task_id", task_id), ("acquired_at", now),
-                                  ("heartbeat_at", now), ("ttl", ttl), ("token", token),
-                                  ("stolen_from", stolen_from)))
+            head = leasefs.LIVE + flatyaml.dump((
+                ("task_id", task_id), ("acquired_at", now), ("heartbeat_at", now), ("ttl", ttl),
+                ("token", token), ("stolen_from", stolen_from)))
         if into is not None:
             into.append(info)
         return head + self._me_bytes
@@ -190,7 +190,7 @@ class FileLocker:
             if guard is not None:
                 guards.give_back(task_id, guard)
             if tombstone is not None:
-                os.close(tombstone[0])
+                os.close(tombstone)
             raise
         try:
             granted: list[LockInfo] = []

@@ -17,6 +17,13 @@ from orc_git.config import MAX_TTL
 from orc_git.locking.info import LockInfo, parse_rfc3339, rfc3339
 
 MAX_BYTES = 64 * 1024
+
+LIVE = b"released: false\n"
+"""The first line of every lease orc-git writes."""
+DEAD = b"released: true \n"
+"""What a release writes over :data:`LIVE`, in place: the same length, so nothing else moves."""
+RELEASED = b"released: true"
+"""How a released lease (a tombstone) starts; one written by hand may lack the space."""
 _MAX_TEXT = 512
 
 # field -> (kind, required)
@@ -34,7 +41,9 @@ class Unreadable(ValueError):
 
 
 def render(info: LockInfo) -> bytes:
-    return flatyaml.dump((name, getattr(info, name)) for name in _FIELDS)
+    """The lease as orc-git writes it: first ``released: false``, the line a release flips
+    (:mod:`orc_git.locking.leasefs`)."""
+    return LIVE + flatyaml.dump((name, getattr(info, name)) for name in _FIELDS)
 
 
 def _check(name: str, kind: str, value: Any) -> Any:

@@ -3,17 +3,21 @@
 Reads never follow a symlink, never block on a FIFO, read at most :data:`leasefile.MAX_BYTES`, and
 turn every problem into an *unreadable* lease.
 
-A task is free when it has no ``lock.yaml`` or when that file is a *tombstone*: it starts with
-:data:`TOMBSTONE`.  The holder's own release writes a tombstone in place and the next grant
-writes its lease over it in place, so the common cycle changes no directory: creating and
-unlinking a file cost more than everything else in the cycle together, and swing with the disk.
-Other writes create with ``O_EXCL`` (the first lease) or write a temporary file and rename it
-over (takeover, renewal), so readers see the old or the new file.
+Every lease starts with the line ``released: false``.  The holder's own release rewrites just
+that line, in place, to ``released: true `` (the same length): the file becomes a *tombstone*,
+still the whole record of the last lease, and the next grant writes its lease over it in place.
+So the common cycle changes no directory: creating and unlinking a file cost more than the rest
+of the cycle together, and swing with the disk.  A task is free when it has no ``lock.yaml`` or
+when the file starts with ``released: true``.  Other writes create with ``O_EXCL`` (the first
+lease) or write a temporary file and rename it over (takeover, renewal), so readers see the old
+or the new file.
 
-An in-place write can be seen half done by a reader that takes no lock.  It cannot pass for a
-wrong lease: a tombstone is shorter than any lease and comes first, so a half-written tombstone
-reads as free (it is being released) and a half-written lease lacks required fields and reads
-as unreadable, which every deciding reader looks at again under the task's guard.
+An in-place write can be caught half done by a reader that takes no lock, and must never pass for
+a wrong lease.  A release is one write of one line.  A grant over a tombstone writes the body
+first, under the tombstone's first line, and flips that line last: a reader sees a tombstone (the
+grant has not happened yet) or the whole new lease; bytes torn inside the first line, or a body
+cut short by a size read before it grew, read as unreadable, which every deciding reader looks at
+again under the task's guard.
 
 Every write returns the file, still open, its inode and the bytes written.  While the writer keeps
 that descriptor open the inode cannot be reused, so "the path still names my inode and it holds
@@ -38,7 +42,7 @@ from orc_git.locking.info import LockInfo
 LOCK_NAME = "lock.yaml"
 TMP_NAME = "lock.yaml.tmp"
 
-TOMBSTONE = b"released: true\n"
+LIVE, DEAD, RELEASED = leasefile.LIVE, leasefile.DEAD, leasefile.RELEASED
 
 Stamp = tuple[int, int, int]  # inode, mtime_ns, size: changes whenever the lease does
 Written = tuple[int, int, bytes]  # the lease file kept open, its inode, the bytes written
@@ -82,7 +86,7 @@ def read(task_dir: str, task_id: str) -> LockInfo | None:
         return unreadable(task_id, exc.strerror or str(exc), path)
     finally:
         os.close(fd)
-    if raw.startswith(TOMBSTONE):
+    if raw.startswith(RELEASED):
         return None
     try:
         info = leasefile.parse(raw, task_id)
@@ -106,25 +110,22 @@ def fs_now(root: str) -> float:
         return time.time()  # a read-only store: the local clock is all there is
 
 
-def _write_all(fd: int, content: bytes, offset: int | None = None,
-               ino: int | None = None) -> Written:
-    written = os.write(fd, content) if offset is None else os.pwrite(fd, content, offset)
-    if written != len(content):
+def _write_all(fd: int, content: bytes) -> Written:
+    if os.write(fd, content) != len(content):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    return fd, os.fstat(fd).st_ino if ino is None else ino, content
+    return fd, os.fstat(fd).st_ino, content
 
 
-def open_tombstone(task_dir: str) -> Written | None:
-    """Lock-free: the lease file opened for writing if it is a tombstone (its fd, inode and
-    size), else ``None``; a grant then writes over it without opening it again."""
+def open_tombstone(task_dir: str) -> int | None:
+    """Lock-free: the lease file opened for writing if it is a tombstone, else ``None``; a grant
+    then writes over it without opening it again."""
     try:
         fd = os.open(f"{task_dir}/{LOCK_NAME}", os.O_RDWR | O_CLOEXEC | O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None
     try:
-        st = os.fstat(fd)
-        if stat.S_ISREG(st.st_mode) and os.pread(fd, len(TOMBSTONE), 0) == TOMBSTONE:
-            return fd, st.st_ino, TOMBSTONE
+        if os.pread(fd, len(RELEASED), 0) == RELEASED and stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
     except OSError:
         pass
     os.close(fd)
@@ -132,39 +133,43 @@ def open_tombstone(task_dir: str) -> Written | None:
 
 
 def claim(task_dir: str, content: Callable[[], bytes],
-          tombstone: Written | None = None) -> Written | None:
+          tombstone: int | None = None) -> Written | None:
     """Under the guard: write a new lease if the task is free, over a tombstone in place or as a
     new file; ``None`` when a lease (or something else) is there.  ``tombstone`` is what
-    :func:`open_tombstone` found before the guard was taken; it is checked again here."""
+    :func:`open_tombstone` opened before the guard was taken; it is checked again here."""
     path = f"{task_dir}/{LOCK_NAME}"
-    size, ino = len(TOMBSTONE), None
-    if tombstone is not None and holds(task_dir, tombstone):
-        fd, ino = tombstone[0], tombstone[1]
-    else:
-        if tombstone is not None:
-            os.close(tombstone[0])
+    fd = tombstone
+    if fd is None:
         try:
             fd = os.open(path, os.O_RDWR | O_CLOEXEC | O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             return create(task_dir, content)
         except OSError:
             return None  # a symlink, a directory ...: the caller reads and judges it
-        try:
-            is_tombstone = os.pread(fd, len(TOMBSTONE), 0) == TOMBSTONE
-            size = os.fstat(fd).st_size
-        except OSError:
-            is_tombstone = False
-        if not is_tombstone:
-            os.close(fd)
-            return None
     try:
-        written = _write_all(fd, content(), 0, ino)
-        if size > len(written[2]):  # a tombstone with something after it, left by hand
-            os.ftruncate(fd, len(written[2]))
-        return written
+        st = os.fstat(fd)
+        # Still the file at the path (not one removed by hand and created afresh since), and
+        # still a tombstone (no grant since it was opened)?
+        free = (os.stat(path, follow_symlinks=False).st_ino == st.st_ino
+                and stat.S_ISREG(st.st_mode) and os.pread(fd, len(RELEASED), 0) == RELEASED)
+    except OSError:
+        free = False
+    if not free:
+        os.close(fd)
+        return None if tombstone is None else claim(task_dir, content)
+    try:
+        data = content()
+        assert data.startswith(LIVE)
+        if os.pwrite(fd, data[len(LIVE):], len(LIVE)) != len(data) - len(LIVE):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        if st.st_size > len(data):  # the last lease was longer
+            os.ftruncate(fd, len(data))
+        if os.pwrite(fd, LIVE, 0) != len(LIVE):  # the grant happens here
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return fd, st.st_ino, data
     except OSError as exc:
         with suppress(OSError):
-            bury(fd)  # a torn lease would read as unreadable, and so as taken over
+            bury(fd)  # whatever was written, the task stays free
         os.close(fd)
         raise storage_error("write", path, exc) from None
 
@@ -181,11 +186,9 @@ def holds(task_dir: str, written: Written) -> bool:
 
 
 def bury(fd: int) -> None:
-    """Turn the open lease file into a tombstone, in place: the tombstone comes first, so a
-    reader sees it even before the truncation."""
-    if os.pwrite(fd, TOMBSTONE, 0) != len(TOMBSTONE):
+    """Release the open lease file in place: one write of its first line."""
+    if os.pwrite(fd, DEAD, 0) != len(DEAD):
         raise OSError(errno.EIO, "short write")
-    os.ftruncate(fd, len(TOMBSTONE))
 
 
 def create(task_dir: str, content: Callable[[], bytes]) -> Written | None:
