@@ -223,15 +223,10 @@ async def serve(config: ServerConfig, store: Store) -> None:
 
 
 def run(config: ServerConfig, store: Store) -> None:
-    """On uvloop when it is installed: its transports cut a lock request's round trip by about a
-    fifth (``bench/team_bench.py``); the stdlib loop otherwise."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(serve(config, store))
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve(config, store))
+    """On the stdlib event loop.  uvloop took about a sixth off a lock request's round trip but
+    tripled the fan-out's p99 publish-to-receive latency at 1,000 subscribers (44 ms to about
+    150 ms, ``bench/team_bench.py``), so it is not used."""
+    asyncio.run(serve(config, store))
 
 
 __all__ = ["SERVER", "Server", "build_app", "run", "serve"]
