@@ -57,7 +57,7 @@ ms = 1000.0
 
 
 def row(*cells: object) -> None:
-    print("  " + "".join(f"{c!s:>14}" if i else f"{c!s:<34}" for i, c in enumerate(cells)))
+    print("  " + "".join(f"{c!s:>14}" if i else f"{c!s:<44}" for i, c in enumerate(cells)))
 
 
 def summary(name: str, samples: list[float]) -> float:
