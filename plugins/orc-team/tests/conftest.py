@@ -47,6 +47,7 @@ class ServerProc:
         self.store, self.home, self.args = store, home, args
         self.port = port
         self.lines: list[str] = []
+        self._logged = threading.Condition()
         self.proc: subprocess.Popen[str] | None = None
         self.start()
 
@@ -69,7 +70,9 @@ class ServerProc:
     def _read(self, proc: subprocess.Popen[str], ready: queue.Queue[int]) -> None:
         assert proc.stderr is not None
         for line in proc.stderr:
-            self.lines.append(line)
+            with self._logged:
+                self.lines.append(line)
+                self._logged.notify_all()
             m = _LISTENING.search(line)
             if m:
                 ready.put(int(m[1]))
@@ -77,6 +80,12 @@ class ServerProc:
     @property
     def log(self) -> str:
         return "".join(self.lines)
+
+    def logged(self, text: str, timeout: float = WAIT) -> bool:
+        """Wait until the server's log holds ``text``: its stderr is read by another thread,
+        so a line written just before a reply may not be read yet when the reply is."""
+        with self._logged:
+            return self._logged.wait_for(lambda: text in self.log, timeout)
 
     @property
     def base(self) -> str:

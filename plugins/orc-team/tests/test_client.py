@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -207,6 +208,29 @@ def test_a_server_that_stops_reading_cannot_block_a_sender(start_server: ServerF
     assert client.request("ping")["type"] == "pong"  # a new connection
     assert client.generation == 2
     server.stop()
+
+
+def test_a_message_over_the_size_limit_ends_the_connection_at_once(clients: Any) -> None:
+    """A server answering with 3 MiB (the client takes 2 MiB): the request fails at once with
+    the reason, and the next request opens a new connection."""
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("oversized_server.py"))],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        port = re.search(r"127\.0\.0\.1:(\d+)", proc.stderr.readline())
+        assert port is not None
+        client: WSClient = clients(settings_for(f"ws://127.0.0.1:{port[1]}", "alice",
+                                                request_timeout=WAIT))
+        for generation in (1, 2):
+            started = time.monotonic()
+            with pytest.raises(LockerUnavailable, match="1009"):
+                client.request("ping")
+            assert time.monotonic() - started < WAIT / 2  # not the request timeout
+            assert client.generation == generation and not client.connected
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_reconnects_and_subscribes_again_after_a_restart(start_server: ServerFactory,

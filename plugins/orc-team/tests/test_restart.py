@@ -28,7 +28,7 @@ async def test_lock_survives_a_restart(start_server: ServerFactory, connect_as: 
     code = server.stop(sig)
     assert code == (0 if sig == signal.SIGTERM else -signal.SIGKILL), server.log
     if sig == signal.SIGTERM:
-        assert "shutting down" in server.log
+        assert server.logged("shutting down")
     server.start()  # same port, same store
 
     bob: Client = await connect_as("bob", on=server)

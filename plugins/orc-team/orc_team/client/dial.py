@@ -97,4 +97,6 @@ def closed_error(exc: ConnectionClosed, base_url: str) -> OrcError:
         hint = "; get a new token with `orc team token`" if "token" in received.reason else ""
         return ConfigError(f"the team server closed the connection: {received.reason}{hint}")
     detail = f" ({received.code} {received.reason}".rstrip() + ")" if received else ""
+    if received is None and exc.sent is not None:  # we ended it: say why (1009: too big)
+        detail = f" (closed here: {exc.sent.code} {exc.sent.reason}".rstrip() + ")"
     return LockerUnavailable(f"connection to the team server at {base_url} lost{detail}")
