@@ -69,7 +69,10 @@ class Connection:
         return f"<conn {self.id} {self.user}/{self.holder.client}>"
 
     def send(self, message: dict[str, Any]) -> bool:
-        """A reply: written at once when nothing waits before it, else queued like fan-out."""
+        """A reply: written at once when nothing waits before it, else queued like fan-out.
+        Order holds: the writer task takes a message off the queue and hands it to the transport
+        with no await in between (aiohttp writes an uncompressed frame synchronously), so an
+        empty queue and an empty transport buffer mean nothing is on its way before this."""
         data = protocol.encode(message)
         transport = self._request.transport
         if (not self._queue and not self.closing and transport is not None
