@@ -60,6 +60,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="messages a connection may send at once (200)")
     p.add_argument("--send-queue", type=_number(1, 1e6, int), default=1024, metavar="N",
                    help="messages queued for a slow client before it is dropped (1024)")
+    p.add_argument("--busy-poll", type=_number(0, 0.01), default=0.0002, metavar="S",
+                   help="seconds the server keeps polling after handling a message, before it "
+                        "sleeps: a request arriving meanwhile needs no wake-up (0.0002; 0 off)")
     p.add_argument("--log-level", default="info",
                    choices=("debug", "info", "warning", "error"))
 
@@ -119,7 +122,8 @@ def cmd_serve(args: argparse.Namespace, out: Any) -> int:
     config = ServerConfig(secret=_secret(out), host=args.host, port=args.port, store=args.store,
                           away_after=args.away_after, keepalive=args.keepalive,
                           allowed_origins=frozenset(args.allow_origin), rate=args.rate,
-                          burst=args.burst, send_queue=args.send_queue)
+                          burst=args.burst, send_queue=args.send_queue,
+                          busy_poll=args.busy_poll)
     _configure_logging(args.log_level)
     store = SQLiteStore(config.store)
     try:

@@ -40,6 +40,9 @@ class ServerConfig:
     max_subscriptions: int = 10_000
     sweep_interval: float = 0.2
     """How often expired locks are looked for: a lock.expired is announced within this."""
+    busy_poll: float = 0.0002
+    """Seconds the event loop keeps polling after it handled I/O, before it sleeps
+    (:mod:`orc_team.server.busypoll`); 0 turns it off."""
 
     def __post_init__(self) -> None:
         if not self.store:
