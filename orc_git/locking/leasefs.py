@@ -44,7 +44,10 @@ TMP_NAME = "lock.yaml.tmp"
 
 LIVE, DEAD, RELEASED = leasefile.LIVE, leasefile.DEAD, leasefile.RELEASED
 
-Stamp = tuple[int, int, int]  # inode, mtime_ns, size: changes whenever the lease does
+Stamp = tuple[int, int, int]
+"""inode, mtime_ns, size: what a waiter polls.  A write within the same tick of the filesystem's
+clock as the one before may leave it unchanged (a release only rewrites the first line), which
+is why waiters also judge the lease in full every quarter second (:mod:`orc_git.locking.wait`)."""
 Written = tuple[int, int, bytes]  # the lease file kept open, its inode, the bytes written
 
 
