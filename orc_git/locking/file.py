@@ -62,11 +62,6 @@ def _now_text(second: int) -> str:
     return rfc3339(second)
 
 
-@functools.lru_cache(maxsize=256)
-def _quoted(task_id: str) -> bytes:
-    return flatyaml.dump([("task_id", task_id)])[len("task_id: "):-1]
-
-
 class FileLocker:
     name = "file"
 
@@ -145,16 +140,9 @@ class FileLocker:
         info = LockInfo(task_id, True, False, None, me.owner, me.user, me.host, me.pid, now,
                         now, ttl, token, True, me.pid_started, me.host_id, me.display_name,
                         me.email, stolen_from)
-        if stolen_from is None:  # the hot path: what flatyaml.dump writes, formatted directly
-            head = b'%stask_id: %s\nacquired_at: "%s"\nheartbeat_at: "%s"\nttl: %d\ntoken: %d\n' % (
-                leasefs.LIVE, _quoted(task_id), now.encode(), now.encode(), ttl, token)
-        else:
-            head = leasefs.LIVE + flatyaml.dump((
-                ("task_id", task_id), ("acquired_at", now), ("heartbeat_at", now), ("ttl", ttl),
-                ("token", token), ("stolen_from", stolen_from)))
         if into is not None:
             into.append(info)
-        return head + self._me_bytes
+        return leasefile.grant_head(task_id, now, ttl, token, stolen_from) + self._me_bytes
 
     def _keep(self, task_id: str, guard: int, written: leasefs.Written, info: LockInfo) -> None:
         with self._lock:

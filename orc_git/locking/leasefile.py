@@ -8,6 +8,7 @@ a crash.
 
 from __future__ import annotations
 
+import functools
 import math
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +35,23 @@ _FIELDS: dict[str, tuple[str, bool]] = {
     "token": ("count", True), "host_id": ("str", False), "display_name": ("str", False),
     "email": ("str", False), "stolen_from": ("str", False),
 }
+
+
+def grant_head(task_id: str, now: str, ttl: int, token: int, stolen_from: str | None) -> bytes:
+    """The first lines of a new grant's lease (the holder's lines follow), the common case (not
+    stolen) formatted directly, as :mod:`flatyaml` would: it is on every uncontended acquire."""
+    if stolen_from is not None:
+        return LIVE + flatyaml.dump((("task_id", task_id), ("acquired_at", now),
+                                     ("heartbeat_at", now), ("ttl", ttl), ("token", token),
+                                     ("stolen_from", stolen_from)))
+    stamp = now.encode()
+    return b'%stask_id: %s\nacquired_at: "%s"\nheartbeat_at: "%s"\nttl: %d\ntoken: %d\n' % (
+        LIVE, _quoted(task_id), stamp, stamp, ttl, token)
+
+
+@functools.lru_cache(maxsize=256)
+def _quoted(task_id: str) -> bytes:
+    return flatyaml.dump([("task_id", task_id)])[len("task_id: "):-1]
 
 
 class Unreadable(ValueError):

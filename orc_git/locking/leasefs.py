@@ -126,10 +126,10 @@ def open_tombstone(task_dir: str) -> int | None:
         fd = os.open(f"{task_dir}/{LOCK_NAME}", os.O_RDWR | O_CLOEXEC | O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None
-    try:
-        if os.pread(fd, len(RELEASED), 0) == RELEASED and stat.S_ISREG(os.fstat(fd).st_mode):
+    try:  # what it is (a regular file?) is checked under the guard, by claim()
+        if os.pread(fd, len(RELEASED), 0) == RELEASED:
             return fd
-    except OSError:
+    except OSError:  # a directory, a FIFO
         pass
     os.close(fd)
     return None

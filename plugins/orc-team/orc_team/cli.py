@@ -16,6 +16,7 @@ from orc_git.cli.output import Output
 from orc_git.errors import OrcError, UsageError
 
 from orc_team.server.auth import ROLES
+from orc_team.spin import SPIN
 
 log = logging.getLogger("orc_team")
 
@@ -60,7 +61,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="messages a connection may send at once (200)")
     p.add_argument("--send-queue", type=_number(1, 1e6, int), default=1024, metavar="N",
                    help="messages queued for a slow client before it is dropped (1024)")
-    p.add_argument("--busy-poll", type=_number(0, 0.01), default=0.0002, metavar="S",
+    p.add_argument("--busy-poll", type=_number(0, 0.01), default=SPIN, metavar="S",
                    help="seconds the server keeps polling after handling a message, before it "
                         "sleeps: a request arriving meanwhile needs no wake-up (0.0002; 0 off)")
     p.add_argument("--log-level", default="info",

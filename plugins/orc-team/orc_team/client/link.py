@@ -16,7 +16,6 @@ Imported only when a connection is opened: it imports websockets, and building a
 from __future__ import annotations
 
 import contextlib
-import os
 import select
 import socket
 import threading
@@ -29,17 +28,10 @@ from websockets.frames import BINARY, CONT, TEXT, Frame
 from websockets.http11 import Response
 from websockets.protocol import Event, State
 
+from orc_team.spin import SPIN, spare_cpu
+
 BUFSIZE = 64 * 1024
 """Under the allocator's mmap threshold: recv allocates a buffer this big for every call."""
-
-SPIN = 0.0002
-"""Seconds a reader waiting for a reply keeps trying the socket before it sleeps in ``poll``.
-A reply from a server this close (loopback, a LAN) usually comes within it, and a thread that
-never slept needs no waking, which on a VM cost more than the round trip itself: 130-160 us per
-round trip against an echo server, 45-60 us spinning (``bench/client_bench.py`` shows the
-client's figures).  Only while the last reply came that fast, only with a CPU to spare (the
-server may be on this machine), and not over TLS."""
-
 
 class Link:
     def __init__(self, sock: socket.socket, protocol: ClientProtocol, keepalive: float) -> None:
@@ -56,8 +48,9 @@ class Link:
         self._fragments: list[bytes] = []
         self._backlog: list[bytes] = []
         self._tls_pending: Callable[[], int] | None = getattr(sock, "pending", None)
-        spare_cpu = len(os.sched_getaffinity(0)) > 1 if hasattr(os, "sched_getaffinity") else False
-        self._spin = SPIN if spare_cpu and self._tls_pending is None else 0.0
+        # A reader waiting for a reply polls before it sleeps (:mod:`orc_team.spin`): only while
+        # the last reply came that fast, with a CPU to spare, and not over TLS.
+        self._spin = SPIN if spare_cpu() and self._tls_pending is None else 0.0
         self._spin_pays = True
         self._wake, self._waker = socket.socketpair()
         self._poll = select.poll()

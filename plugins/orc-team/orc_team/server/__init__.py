@@ -3,7 +3,8 @@
 Modules, one job each: ``app`` (routes, connection life cycle), ``auth`` (tokens, Origin, client
 id), ``protocol`` (messages, validation, error codes), ``dispatch`` (one message, one reply),
 ``hub`` (connections, subscriptions, fan-out), ``connection`` (bounded send queue), ``locks``,
-``presence``, ``events``, ``ratelimit``, ``store`` (interface) and ``sqlite_store``.
+``presence``, ``events``, ``ratelimit``, ``store`` (interface), ``sqlite_store`` and ``busypoll``
+(the event loop).
 """
 
 from __future__ import annotations

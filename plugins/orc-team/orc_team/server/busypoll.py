@@ -1,11 +1,10 @@
-"""An event loop that keeps polling for a moment after it has handled I/O, before it sleeps.
+"""An event loop that keeps polling for a moment after it has handled I/O, before it sleeps
+(why: :mod:`orc_team.spin`).
 
-A lock request is a few tens of microseconds of work, but on a VM waking a thread that slept in
-``epoll_wait`` costs more than that and more than the loopback round trip itself.  So after the
-loop has handled I/O it polls without sleeping for up to ``spin`` seconds (0.2 ms by default): the
-next request of a client in a loop of them is handled with no wake-up.  With the client spinning
-the same way (:mod:`orc_team.client.link`) a lock+unlock cycle took 0.25-0.31 ms instead of
-0.41-0.50 ms on the bench machine (``bench/team_bench.py``).
+After the loop has handled I/O it polls without sleeping for up to ``spin`` seconds (0.2 ms by
+default): the next request of a client in a loop of them is handled with no wake-up.  With the
+client spinning the same way (:mod:`orc_team.client.link`) a lock+unlock cycle took 0.25-0.31 ms
+instead of 0.41-0.50 ms on the bench machine (``bench/team_bench.py``).
 
 The price is CPU: at most ``spin`` seconds per burst of activity, none while the server is idle
 (a loop woken by a timer, with no I/O, sleeps again at once).  ``orc team serve --busy-poll 0``
@@ -16,10 +15,11 @@ client from running.
 from __future__ import annotations
 
 import asyncio
-import os
 import selectors
 import time
 from typing import Any
+
+from orc_team.spin import spare_cpu
 
 
 class SpinningSelector(selectors.DefaultSelector):
@@ -44,10 +44,6 @@ class SpinningSelector(selectors.DefaultSelector):
         ready = super().select(timeout)
         self._active = bool(ready)  # woken by a timer alone: idle, sleep at once next time
         return ready
-
-
-def spare_cpu() -> bool:
-    return len(os.sched_getaffinity(0)) > 1 if hasattr(os, "sched_getaffinity") else False
 
 
 def event_loop(spin: float) -> asyncio.AbstractEventLoop:

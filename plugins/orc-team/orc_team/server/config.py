@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from orc_git.config import orc_home
 from orc_git.errors import UsageError
 
+from orc_team.spin import SPIN
+
 SECRET_ENV = "ORC_TEAM_SECRET"
 MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash
 
@@ -40,7 +42,7 @@ class ServerConfig:
     max_subscriptions: int = 10_000
     sweep_interval: float = 0.2
     """How often expired locks are looked for: a lock.expired is announced within this."""
-    busy_poll: float = 0.0002
+    busy_poll: float = SPIN
     """Seconds the event loop keeps polling after it handled I/O, before it sleeps
     (:mod:`orc_team.server.busypoll`); 0 turns it off."""
 
