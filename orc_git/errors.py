@@ -117,6 +117,12 @@ class StaleToken(Refused):
     code = "STALE_TOKEN"
 
 
+class MergeConflict(Refused):
+    """``orc merge-state`` cannot decide: a side is not a readable state; git's conflict stays."""
+
+    code = "MERGE_CONFLICT"
+
+
 class CommandNotRunnable(OrcError):
     """``orc lock run`` could not start its command: 127 not found, 126 not executable, as the
     shell, ``env`` and ``timeout`` say it."""

@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 from orc_git.cli.output import Output
 from orc_git.errors import EXIT_INTERRUPTED, OrcError, UsageError
 
-CORE_COMMANDS = ("init", "mode", "lock", "plugins", "task", "tasks", "hooks")
+CORE_COMMANDS = ("init", "mode", "lock", "plugins", "task", "tasks", "hooks", "merge-state")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -55,6 +55,15 @@ def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_tasks)
 
+    p = sub.add_parser("merge-state", help="git's merge driver for state.yaml (installed by "
+                       "`orc hooks install`): keep the newer of two states")
+    p.add_argument("base", metavar="BASE", help="the common ancestor's version (git's %%O)")
+    p.add_argument("ours", metavar="OURS", help="our version, where the result goes (%%A)")
+    p.add_argument("theirs", metavar="THEIRS", help="their version (%%B)")
+    p.add_argument("path", metavar="PATH", nargs="?", default="state.yaml",
+                   help="the file's path in the repository, for messages (%%P)")
+    p.set_defaults(func=cmd_merge_state)
+
 
 def _context(out: Output) -> Context:
     ctx = Context.discover()
@@ -146,4 +155,16 @@ def cmd_tasks(args: argparse.Namespace, out: Output) -> int:
     if not rows:
         out.say("no tasks" + (" on remote-tracking branches" if args.team else ""))
     out.result({"tasks": rows})
+    return 0
+
+
+def cmd_merge_state(args: argparse.Namespace, out: Output) -> int:
+    from pathlib import Path
+
+    from orc_git.mergestate import merge_files
+
+    decision = merge_files(Path(args.base), Path(args.ours), Path(args.theirs))
+    out.say(f"orc: {args.path}: kept {decision.winner.name} "
+            f"({decision.winner.state.status} by {decision.winner.state.updated_by}): "
+            f"{decision.reason}")
     return 0
