@@ -10,11 +10,20 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import Any
 
 from orc_git.cli.output import Output
 from orc_git.errors import EXIT_REFUSED, OrcError
-from orc_git.hooks.install import HooksReport, HookState, install, status, uninstall
+from orc_git.hooks import mergedriver
+from orc_git.hooks.install import (
+    HooksReport,
+    HookState,
+    default_python,
+    install,
+    status,
+    uninstall,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
@@ -47,9 +56,9 @@ def _mode() -> str | None:
         return None
 
 
-def _payload(report: HooksReport) -> dict[str, Any]:
+def _payload(report: HooksReport, driver: mergedriver.DriverState) -> dict[str, Any]:
     return {"hooks_dir": str(report.hooks_dir), "core_hooks_path": report.core_hooks_path,
-            "hooks": [h.to_json() for h in report.hooks]}
+            "hooks": [h.to_json() for h in report.hooks], "merge_driver": driver.to_json()}
 
 
 def _where(report: HooksReport, out: Output) -> None:
@@ -72,24 +81,27 @@ def _python_note(h: HookState) -> str:
 
 def cmd_install(args: argparse.Namespace, out: Output) -> int:
     report = install(force=args.force)
+    driver = mergedriver.install(Path.cwd(), default_python())
     out.mode = _mode()
     _where(report, out)
     for h in report.hooks:
         if h.action != "refused":
             out.say(f"{h.name}: {h.message} ({h.path})")
+    out.say(f"state.yaml merges: {driver.message} ({driver.attributes_path})")
     refused = report.refused
     if refused:
         for h in refused:
             out.warn(f"{h.name}: {h.message}")
         out.error("REFUSED", f"not installed: {', '.join(h.name for h in refused)} "
-                             "(see above; --force chains them)", _payload(report))
+                             "(see above; --force chains them)", _payload(report, driver))
         return EXIT_REFUSED
-    out.result({"installed": True, **_payload(report)})
+    out.result({"installed": True, **_payload(report, driver)})
     return 0
 
 
 def cmd_uninstall(args: argparse.Namespace, out: Output) -> int:
     report = uninstall()
+    driver = mergedriver.uninstall(Path.cwd())
     out.mode = _mode()
     for h in report.hooks:
         if h.action == "left":
@@ -98,7 +110,9 @@ def cmd_uninstall(args: argparse.Namespace, out: Output) -> int:
             out.say(f"{h.name}: {h.message} ({h.path})")
     if all(h.action == "absent" for h in report.hooks):
         out.say(f"no orc hooks in {report.hooks_dir}")
-    out.result({"uninstalled": True, **_payload(report)})
+    if driver.action != "absent":
+        out.say(f"state.yaml merges: {driver.message}")
+    out.result({"uninstalled": True, **_payload(report, driver)})
     return 0
 
 
@@ -120,11 +134,27 @@ def _describe(h: HookState) -> str:
 
 def cmd_status(args: argparse.Namespace, out: Output) -> int:
     report = status()
+    driver = mergedriver.status(Path.cwd(), default_python())
     out.mode = _mode()
     out.line(f"hooks directory: {report.hooks_dir}")
     out.line(f"core.hooksPath: {report.core_hooks_path or 'not set'}")
     width = max(len(h.name) for h in report.hooks)
     for h in report.hooks:
         out.line(f"{h.name:<{width}}  {_describe(h)}")
-    out.result(_payload(report))
+    out.line(f"merge driver: {_describe_driver(driver)}")
+    out.result(_payload(report, driver))
+    return 0
+
+
+def _describe_driver(d: mergedriver.DriverState) -> str:
+    if d.installed:
+        return "registered for state.yaml" + (
+            "" if d.current else " (written by another orc-git or Python: `orc hooks install` "
+                                 "refreshes it)")
+    if d.command is not None:
+        return f"configured, but {d.attributes_path} does not name it (`orc hooks install`)"
+    if d.attribute:
+        return (f"{d.attributes_path} names it, but this clone has no driver configured "
+                "(`orc hooks install`); git merges state.yaml as text meanwhile")
+    return "not registered"
     return 0
