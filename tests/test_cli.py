@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -119,3 +121,12 @@ def test_solo_mode_acquires_and_writes_nothing(solo_repo: Path) -> None:
     assert not (solo_repo / ".orc").exists()
 
 
+
+
+def test_the_command_line_does_not_pay_for_gitpython() -> None:
+    """Only `orc hooks …` and `orc tasks --team` may import GitPython (about 140 ms)."""
+    code = ("import sys\nfrom orc_git.cli import build_parser\nbuild_parser()\n"
+            "print('git' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.split() == ["False"]

@@ -11,11 +11,10 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orc_git.cli.output import Output
 from orc_git.errors import EXIT_REFUSED, OrcError
-from orc_git.hooks import mergedriver
 from orc_git.hooks.install import (
     HooksReport,
     HookState,
@@ -24,6 +23,9 @@ from orc_git.hooks.install import (
     status,
     uninstall,
 )
+
+if TYPE_CHECKING:  # the module imports GitPython (~140 ms): only `orc hooks` pays for it
+    from orc_git.hooks import mergedriver
 
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
@@ -80,6 +82,8 @@ def _python_note(h: HookState) -> str:
 
 
 def cmd_install(args: argparse.Namespace, out: Output) -> int:
+    from orc_git.hooks import mergedriver
+
     report = install(force=args.force)
     driver = mergedriver.install(Path.cwd(), default_python())
     out.mode = _mode()
@@ -100,6 +104,8 @@ def cmd_install(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_uninstall(args: argparse.Namespace, out: Output) -> int:
+    from orc_git.hooks import mergedriver
+
     report = uninstall()
     driver = mergedriver.uninstall(Path.cwd())
     out.mode = _mode()
@@ -133,6 +139,8 @@ def _describe(h: HookState) -> str:
 
 
 def cmd_status(args: argparse.Namespace, out: Output) -> int:
+    from orc_git.hooks import mergedriver
+
     report = status()
     driver = mergedriver.status(Path.cwd(), default_python())
     out.mode = _mode()
