@@ -355,7 +355,10 @@ class FileLocker:
         info = self._read(task_dir, task_id)
         if info is None or info.stale_reason != "unreadable":
             return info
-        guard = self._guards.take(task_id, create=False)
+        try:
+            guard = self._guards.take(task_id, create=False)
+        except UnsafePath:  # a fence that is not a file: the lease stays unreadable to readers
+            return info
         if guard is not None:
             try:
                 self._guards.lock(guard, task_id, shared=True)
