@@ -13,6 +13,7 @@ import os
 from contextlib import suppress
 from typing import Any
 
+from orc_git import safefs
 from orc_git.config import orc_home
 
 
@@ -20,10 +21,17 @@ def _path(name: str) -> str:
     return os.path.join(orc_home(), "cache", name.replace(os.sep, "%") + ".json")
 
 
+MAX_BYTES = 4 << 20
+
+
 def get(name: str, key: Any) -> Any:
+    """The cached value, or ``None``; a cache file that is not a regular file (a FIFO would
+    block) or not JSON is not used."""
     try:
-        with open(_path(name), encoding="utf-8") as fh:
-            entry = json.load(fh)
+        raw = safefs.read_regular(_path(name), MAX_BYTES, follow=True)
+        if raw is None or len(raw) > MAX_BYTES:
+            return None
+        entry = json.loads(raw)
     except (OSError, ValueError):
         return None
     if not isinstance(entry, dict) or entry.get("key") != key:
@@ -40,7 +48,11 @@ def put(name: str, key: Any, value: Any) -> None:
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as fh:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | safefs.O_NOFOLLOW
+                     | safefs.O_CLOEXEC, 0o644)
+        with open(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
         os.replace(tmp, path)
     except OSError:

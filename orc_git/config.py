@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from orc_git import safefs
 from orc_git.errors import ConfigError
 from orc_git.repo import RepoPaths
 
@@ -31,35 +32,40 @@ def orc_home() -> Path:
     return Path(home) if home else Path.home() / ".orc"
 
 
-def load_yaml_file(path: Path) -> Any:
+def load_yaml_file(path: Path, follow: bool = False) -> Any:
     """Safe-load a small YAML file; every way it can be bad becomes one clear ConfigError.
-    The result is cached as JSON while the file is unchanged, so hooks skip ``import yaml``."""
+    The result is cached as JSON while the file is unchanged, so hooks skip ``import yaml``.
+
+    Opened non-blocking and read only if it is a regular file: a FIFO must not hang every orc
+    command (and every git checkout with the hooks installed).  Links are followed only with
+    ``follow`` (``$ORC_HOME``, the user's own directory), never inside a repository."""
     from orc_git import cache
 
     try:
-        st = os.stat(path)
+        fd = safefs.open_regular(path, follow=follow)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-    key = [st.st_ino, st.st_mtime_ns, st.st_size]
-    name = f"yaml/{os.path.abspath(path)}"
-    hit = cache.get(name, key)
-    if isinstance(hit, dict) and "data" in hit:
-        return hit["data"]
-    data = _parse_yaml_file(path)
+        raise ConfigError(f"unreadable config {path}: {exc.strerror or exc}") from None
+    try:
+        st = os.fstat(fd)
+        key = [st.st_ino, st.st_mtime_ns, st.st_size]
+        name = f"yaml/{os.path.abspath(path)}"
+        hit = cache.get(name, key)
+        if isinstance(hit, dict) and "data" in hit:
+            return hit["data"]
+        try:
+            raw = safefs.read_fd(fd, MAX_CONFIG_BYTES)
+        except OSError as exc:
+            raise ConfigError(f"unreadable config {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    data = _parse_yaml(path, raw)
     cache.put(name, key, {"data": data})
     return data
 
 
-def _parse_yaml_file(path: Path) -> Any:
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_CONFIG_BYTES + 1)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+def _parse_yaml(path: Path, raw: bytes) -> Any:
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES} bytes")
     import yaml
@@ -163,14 +169,14 @@ class Config:
 def load_config(repo: RepoPaths | None) -> Config:
     data: dict[str, Any] = {"lock": dict(DEFAULTS["lock"])}
     sources: dict[str, str] = {"lock.ttl": "defaults", "lock.heartbeat": "defaults"}
-    files: list[Path] = []
+    files: list[tuple[Path, bool]] = []  # (path, follow links?)
     if repo is not None:
-        files.append(repo.shared_dir / "config.yaml")
-    files.append(orc_home() / "config.yaml")
+        files.append((repo.shared_dir / "config.yaml", False))
+    files.append((orc_home() / "config.yaml", True))
     if repo is not None:
-        files.append(repo.local_dir / "config.yaml")
-    for path in files:
-        layer = load_yaml_file(path)
+        files.append((repo.local_dir / "config.yaml", False))
+    for path, follow in files:
+        layer = load_yaml_file(path, follow)
         if layer is None:
             continue
         if not isinstance(layer, Mapping):

@@ -57,6 +57,13 @@ class StorageError(OrcError):
     code = "IO_ERROR"
 
 
+class UnsafePath(StorageError):
+    """A path orc would read or write is a symbolic link (inside a repository orc never follows
+    one), or not the kind of file or directory it must be (a FIFO, a device)."""
+
+    code = "UNSAFE_PATH"
+
+
 class PluginMissing(OrcError):
     code = "PLUGIN_MISSING"
 

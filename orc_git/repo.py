@@ -7,6 +7,11 @@ files cannot answer (a separate git dir or a bare repository with worktrees).
 Leases live in the *main* worktree's ``.orc/tasks`` so that every worktree of a clone sees the same
 leases; committed task state and the shared config are read from the current worktree, where git
 checked them out.
+
+A clone can commit ``.orc`` or ``.orc/tasks`` as a symbolic link out of the repository; every
+command would then read and write wherever it points.  :func:`find_repo` refuses such a
+repository once per command (a few ``lstat`` calls), so everything that builds paths from
+:class:`RepoPaths` builds them under real directories (``UnsafePath``, exit 3).
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import subprocess
 from pathlib import Path
 from typing import NamedTuple
 
-from orc_git.errors import NotARepository
+from orc_git.errors import NotARepository, UnsafePath
+from orc_git.safefs import real_dir_problem
 
 
 class RepoPaths(NamedTuple):
@@ -44,6 +50,18 @@ class RepoPaths(NamedTuple):
     @property
     def tasks_dir(self) -> Path:
         return self.worktree / ".orc" / "tasks"
+
+    def check(self) -> RepoPaths:
+        """Refuse orc directories that are links (or not directories); absent ones are fine:
+        orc creates them as real directories."""
+        tops = dict.fromkeys((self.worktree, self.main_worktree))
+        for top in tops:
+            for rel in (".orc", ".orc/shared", ".orc/tasks", ".orc/local"):
+                why = real_dir_problem(top / rel)
+                if why is not None:
+                    raise UnsafePath(f"{top / rel}: {why}; refusing to use this repository's "
+                                     f"orc files (remove or fix {rel})")
+        return self
 
 
 def _read_gitfile(dotgit: Path) -> Path:
@@ -90,6 +108,14 @@ def _main_worktree(common: Path, fallback: Path) -> Path:
     return common  # bare: keep clone-wide state inside the git dir itself
 
 
+def find_worktree(start: Path) -> Path | None:
+    """The top of the worktree ``start`` is in (where ``.git`` is), without checking anything."""
+    for top in (start, *start.parents):
+        if os.path.lexists(top / ".git"):
+            return top
+    return None
+
+
 def find_repo(start: str | os.PathLike[str] | None = None) -> RepoPaths:
     here = Path(start if start is not None else os.getcwd()).absolute()
     for top in (here, *here.parents):
@@ -101,7 +127,7 @@ def find_repo(start: str | os.PathLike[str] | None = None) -> RepoPaths:
         else:
             continue
         common = _common_dir(git_dir)
-        return RepoPaths(top, git_dir, common, _main_worktree(common, top))
+        return RepoPaths(top, git_dir, common, _main_worktree(common, top)).check()
     raise NotARepository(
         f"{here} is not inside a git repository: orc-git coordinates the tasks of a git "
         "repository (run `git init` first)"

@@ -10,15 +10,22 @@ atomically.  Both files use :mod:`orc_git.flatyaml`, so hooks read them without 
 
 from __future__ import annotations
 
-import errno
 import os
+import stat
 import time
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from orc_git import flatyaml
-from orc_git.errors import InvalidInput, LockHeld, StaleToken, StateUnreadable, StorageError
+from orc_git import flatyaml, safefs
+from orc_git.errors import (
+    InvalidInput,
+    LockHeld,
+    StaleToken,
+    StateUnreadable,
+    StorageError,
+    UnsafePath,
+)
 from orc_git.locking.info import parse_rfc3339, rfc3339
 from orc_git.taskid import check_task_id
 
@@ -103,30 +110,52 @@ def parse_state(raw: bytes, task_id: str, where: str = "state.yaml") -> TaskStat
     return state
 
 
-def _read_bytes(path: Path | str) -> bytes | None:
+def _read_bytes(path: Path | str, dir_fd: int | None = None, shown: str | None = None
+                ) -> bytes | None:
+    """A state or task file, never through a link, never blocking on a FIFO."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        return safefs.read_regular(path, MAX_BYTES, dir_fd=dir_fd)
+    except OSError as exc:
+        raise StateUnreadable(f"{shown or path} is unreadable: {exc.strerror or exc}") from None
+
+
+def _open_task_dir(tasks_dir: Path | str, task_id: str) -> int | None:
+    """The task's directory, opened so that its files are read and written inside it even if
+    a link was put in its place (``None`` when there is none)."""
+    path = f"{tasks_dir}/{task_id}"
+    try:
+        return safefs.open_dir(path)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise StateUnreadable(f"{path} is unreadable: {exc.strerror}") from None
+        raise UnsafePath(f"{path}: {exc.strerror or exc}") from None
+
+
+def _read_state_at(dir_fd: int, shown: str, task_id: str) -> TaskState | None:
+    raw = _read_bytes(STATE_NAME, dir_fd, shown)
+    return None if raw is None else parse_state(raw, task_id, shown)
+
+
+def read_state(tasks_dir: Path | str, task_id: str) -> TaskState | None:
+    check_task_id(task_id)
+    fd = _open_task_dir(tasks_dir, task_id)
+    if fd is None:
+        return None
     try:
-        return os.read(fd, MAX_BYTES + 1)
-    except OSError as exc:
-        raise StateUnreadable(f"{path} is unreadable: {exc.strerror}") from None
+        return _read_state_at(fd, f"{tasks_dir}/{task_id}/{STATE_NAME}", task_id)
     finally:
         os.close(fd)
 
 
-def read_state(tasks_dir: Path | str, task_id: str) -> TaskState | None:
-    path = f"{tasks_dir}/{check_task_id(task_id)}/{STATE_NAME}"
-    raw = _read_bytes(path)
-    return None if raw is None else parse_state(raw, task_id, path)
-
-
 def read_task(tasks_dir: Path, task_id: str) -> TaskDef | None:
     path = tasks_dir / check_task_id(task_id) / TASK_NAME
-    raw = _read_bytes(path)
+    fd = _open_task_dir(tasks_dir, task_id)
+    if fd is None:
+        return None
+    try:
+        raw = _read_bytes(TASK_NAME, fd, str(path))
+    finally:
+        os.close(fd)
     if raw is None:
         return None
     try:
@@ -137,20 +166,13 @@ def read_task(tasks_dir: Path, task_id: str) -> TaskDef | None:
         raise StateUnreadable(f"{path} is unreadable: {exc}") from None
 
 
-def _write(path: Path, content: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+def _write(dir_fd: int, shown: Path, content: bytes) -> None:
+    """Replace one file of an open task directory atomically (a link there is replaced, never
+    written through)."""
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-        try:
-            if os.write(fd, content) != len(content):
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        safefs.replace_at(dir_fd, shown.name, content)
     except OSError as exc:
-        with suppress(OSError):
-            os.unlink(tmp)
-        raise StorageError(f"cannot write {path}: {exc.strerror}") from None
+        raise StorageError(f"cannot write {shown}: {exc.strerror or exc}") from None
 
 
 def _dump_state(state: TaskState) -> bytes:
@@ -158,19 +180,35 @@ def _dump_state(state: TaskState) -> bytes:
 
 
 def create_task(ctx: Context, task_id: str, title: str = "") -> tuple[TaskDef, TaskState]:
-    task_dir = ctx.repo.tasks_dir / check_task_id(task_id)
-    if (task_dir / TASK_NAME).exists():
-        raise InvalidInput(f"task {task_id} already exists ({task_dir / TASK_NAME})")
-    ident = ctx.identity
-    now = rfc3339(time.time())
-    task = TaskDef(task_id, title, ident.user, now)
-    state = TaskState(task_id, "created", None, None, now, ident.user, ident.host, None)
+    tasks_dir = ctx.repo.tasks_dir
+    task_dir = tasks_dir / check_task_id(task_id)
     try:
-        task_dir.mkdir(parents=True, exist_ok=True)
+        tasks_dir.mkdir(parents=True, exist_ok=True)  # under real directories (RepoPaths.check)
+        with suppress(FileExistsError):
+            task_dir.mkdir()
     except OSError as exc:
         raise StorageError(f"cannot create {task_dir}: {exc.strerror}") from None
-    _write(task_dir / TASK_NAME, flatyaml.dump(task._asdict().items(), keep_none=True))
-    _write(task_dir / STATE_NAME, _dump_state(state))
+    fd = _open_task_dir(tasks_dir, task_id)
+    if fd is None:
+        raise StorageError(f"cannot create {task_dir}: it vanished while being created")
+    try:
+        try:
+            st = os.stat(TASK_NAME, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            pass
+        else:
+            if not stat.S_ISREG(st.st_mode):
+                why = safefs.LINK if stat.S_ISLNK(st.st_mode) else safefs.NOT_REGULAR
+                raise UnsafePath(f"{task_dir / TASK_NAME}: {why}")
+            raise InvalidInput(f"task {task_id} already exists ({task_dir / TASK_NAME})")
+        ident = ctx.identity
+        now = rfc3339(time.time())
+        task = TaskDef(task_id, title, ident.user, now)
+        state = TaskState(task_id, "created", None, None, now, ident.user, ident.host, None)
+        _write(fd, task_dir / TASK_NAME, flatyaml.dump(task._asdict().items(), keep_none=True))
+        _write(fd, task_dir / STATE_NAME, _dump_state(state))
+    finally:
+        os.close(fd)
     return task, state
 
 
@@ -204,8 +242,21 @@ def write_state(ctx: Context, task_id: str, *, status: str | None = None,
 def _write_state(ctx: Context, task_id: str, status: str | None, phase: str | None,
                  iteration: int | None, token: int | None, force: bool) -> TaskState:
     tasks_dir = ctx.repo.tasks_dir
-    current = read_state(tasks_dir, task_id)
-    if current is None:
+    fd = _open_task_dir(tasks_dir, task_id)
+    try:
+        shown = tasks_dir / task_id / STATE_NAME
+        current = None if fd is None else _read_state_at(fd, str(shown), task_id)
+        return _write_state_at(ctx, fd, shown, task_id, current, status, phase, iteration,
+                               token, force)
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _write_state_at(ctx: Context, fd: int | None, shown: Path, task_id: str,
+                    current: TaskState | None, status: str | None, phase: str | None,
+                    iteration: int | None, token: int | None, force: bool) -> TaskState:
+    if fd is None or current is None:
         raise InvalidInput(f"task {task_id} has no {STATE_NAME}: create it with "
                            f"`orc task new {task_id}`")
     if (token is not None and current.token is not None and token < current.token
@@ -219,7 +270,7 @@ def _write_state(ctx: Context, task_id: str, status: str | None, phase: str | No
                     iteration if iteration is not None else current.iteration,
                     rfc3339(time.time()), ident.user, ident.host,
                     token if token is not None else current.token)
-    _write(tasks_dir / task_id / STATE_NAME, _dump_state(new))
+    _write(fd, shown, _dump_state(new))
     return new
 
 
@@ -236,10 +287,14 @@ def iter_states(tasks_dir: Path, mentioning: bytes | None = None
     for name in names:
         try:
             if mentioning is not None:
-                raw = _read_bytes(f"{tasks_dir}/{name}/{STATE_NAME}")
+                # scandir said a directory, not a link: read by path, and parse what was read
+                path = f"{tasks_dir}/{name}/{STATE_NAME}"
+                raw = _read_bytes(path)
                 if raw is None or mentioning not in raw:
                     continue
-            state = read_state(tasks_dir, name)
+                state: TaskState | None = parse_state(raw, check_task_id(name), path)
+            else:
+                state = read_state(tasks_dir, name)
         except StateUnreadable as exc:
             out.append((name, exc))
         except InvalidInput:

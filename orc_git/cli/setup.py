@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from orc_git import safefs
 from orc_git.cli.output import Output
 from orc_git.config import MODES
 from orc_git.context import Context
-from orc_git.errors import StorageError, UsageError
+from orc_git.errors import StorageError, UnsafePath, UsageError
 from orc_git.repo import find_repo
 
 SHARED_CONFIG = """\
@@ -46,34 +48,73 @@ def gitignore_lines() -> list[str]:
     return text.splitlines()
 
 
+MAX_FILE_BYTES = 1 << 20
+
+
+def _unsafe(path: Path, exc: OSError) -> StorageError:
+    if exc.errno in (errno.ELOOP, errno.EINVAL, errno.ENXIO):  # a link, not a regular file
+        return UnsafePath(f"{path}: {exc.strerror}; refusing to write through it")
+    return StorageError(f"cannot write {path}: {exc.strerror or exc}")
+
+
 def merge_gitignore(path: Path) -> list[str]:
-    """Append the template's missing lines; idempotent, and never reorders the user's lines."""
+    """Append the template's missing lines; idempotent, and never reorders the user's lines.
+    A ``.gitignore`` that is a link (a clone may commit one pointing anywhere) or not a regular
+    file is refused, never appended through."""
     try:
-        current = path.read_text("utf-8") if path.exists() else ""
+        fd = safefs.open_regular(path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
     except OSError as exc:
-        raise StorageError(f"cannot read {path}: {exc.strerror}") from None
-    have = {line.strip() for line in current.splitlines()}
-    template = gitignore_lines()
-    missing = [line for line in template if line.strip() and not line.startswith("#")
-               and line.strip() not in have]
-    if not missing:
-        return []
-    header = [template[0]] if template and template[0] not in have else []
-    prefix = "" if not current or current.endswith("\n") else "\n"
+        raise _unsafe(path, exc) from None
     try:
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(prefix + "\n".join(header + missing) + "\n")
-    except OSError as exc:
-        raise StorageError(f"cannot write {path}: {exc.strerror}") from None
+        try:
+            raw = safefs.read_fd(fd, MAX_FILE_BYTES)
+        except OSError as exc:
+            raise StorageError(f"cannot read {path}: {exc.strerror}") from None
+        current = raw.decode("utf-8", "replace")
+        have = {line.strip() for line in current.splitlines()}
+        template = gitignore_lines()
+        missing = [line for line in template if line.strip() and not line.startswith("#")
+                   and line.strip() not in have]
+        if not missing:
+            return []
+        header = [template[0]] if template and template[0] not in have else []
+        prefix = "" if not current or current.endswith("\n") else "\n"
+        data = (prefix + "\n".join(header + missing) + "\n").encode("utf-8")
+        try:
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError as exc:
+            raise StorageError(f"cannot write {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
     return missing
 
 
-def _switch_mode(path: Path, mode: str, server_url: str | None) -> bool:
+def _read_config_text(path: Path) -> str | None:
+    try:
+        raw = safefs.read_regular(path, MAX_FILE_BYTES)
+    except OSError as exc:
+        raise _unsafe(path, exc) from None
+    return None if raw is None else raw.decode("utf-8", "replace")
+
+
+def _write_config_text(path: Path, text: str) -> None:
+    """Replace the shared config atomically, inside its real directory (never through a link)."""
+    try:
+        fd = safefs.open_dir(path.parent)
+        try:
+            safefs.replace_at(fd, path.name, text.encode("utf-8"))
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise _unsafe(path, exc) from None
+
+
+def _switch_mode(path: Path, old: str, mode: str, server_url: str | None) -> bool:
     """``orc init --mode X`` on a repository set up before: change the ``mode:`` (and
     ``server_url:``) lines of the shared config in place, keeping every other line."""
     import re
 
-    old = path.read_text("utf-8")
     new = (re.sub(r"(?m)^mode:.*$", f"mode: {mode}", old, count=1)
            if re.search(r"(?m)^mode:", old) else f"mode: {mode}\n{old}")
     if server_url:
@@ -88,7 +129,7 @@ def _switch_mode(path: Path, mode: str, server_url: str | None) -> bool:
             new += f"{sep}team:\n  server_url: {server_url}\n"
     if new == old:
         return False
-    path.write_text(new, "utf-8")
+    _write_config_text(path, new)
     return True
 
 
@@ -108,10 +149,11 @@ def cmd_init(args: argparse.Namespace, out: Output) -> int:
             text = SHARED_CONFIG.format(mode=args.mode)
             if args.server_url:
                 text += f"team:\n  server_url: {args.server_url}\n"
-            if not shared_config.exists():
-                shared_config.write_text(text, "utf-8")
+            old = _read_config_text(shared_config)
+            if old is None:
+                _write_config_text(shared_config, text)
                 created.append(str(shared_config))
-            elif _switch_mode(shared_config, args.mode, args.server_url):
+            elif _switch_mode(shared_config, old, args.mode, args.server_url):
                 out.say(f"set mode: {args.mode} in {shared_config}")
             else:
                 out.say(f"kept the existing {shared_config}")

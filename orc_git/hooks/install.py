@@ -29,7 +29,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from orc_git.errors import NotARepository, StorageError
+from orc_git import safefs
+from orc_git.errors import NotARepository, StorageError, UnsafePath
 
 HOOKS = ("post-checkout", "post-merge", "post-rewrite", "pre-commit", "pre-push")
 MARKER = "# orc-git hook shim"  # the template's second line: "# orc-git hook shim v1"
@@ -97,7 +98,29 @@ def hooks_location(cwd: str | os.PathLike[str] | None = None) -> tuple[Path, str
     lines = proc.stdout.strip().splitlines()
     hooks_dir = Path(os.path.normpath(here / lines[-1])) if lines else here / ".git" / "hooks"
     setting = _git(["config", "--get", "core.hooksPath"], here)
-    return hooks_dir, (setting.stdout.strip() or None) if setting.returncode == 0 else None
+    configured = (setting.stdout.strip() or None) if setting.returncode == 0 else None
+    if configured is not None:
+        _check_inside(configured, here)
+    return hooks_dir, configured
+
+
+def _check_inside(configured: str, here: Path) -> None:
+    """A ``core.hooksPath`` inside the worktree (``.githooks``, ``.husky``) may be a directory
+    the clone itself brought: if it resolves outside the worktree (a committed ``.githooks ->
+    ../..`` link), orc would write its shims there.  Links that stay inside, and hooks
+    directories outside the worktree (the user's own), are fine."""
+    from orc_git.repo import find_worktree
+
+    top = find_worktree(here)
+    if top is None:
+        return
+    path = Path(os.path.normpath(top / os.path.expanduser(configured)))
+    if os.path.commonpath([top, path]) != str(top):
+        return
+    real, real_top = os.path.realpath(path), os.path.realpath(top)
+    if os.path.commonpath([real_top, real]) != real_top:
+        raise UnsafePath(f"{path} (core.hooksPath) resolves to {real}, outside the repository "
+                         "(a symbolic link); refusing to install hooks there")
 
 
 def template() -> str:
@@ -116,12 +139,18 @@ def default_python() -> str:
     return os.path.abspath(sys.executable) if sys.executable else "python3"
 
 
-def _head(path: Path) -> str | None:
+def _read(path: Path, limit: int = 1 << 20) -> str | None:
+    """A hook's text; a link to a file is followed (hooks directories are the user's or git's),
+    but a FIFO or a device is not read: it would block."""
     try:
-        with open(path, "rb") as fh:
-            return fh.read(4096).decode("utf-8", "replace")
+        raw = safefs.read_regular(path, limit, follow=True)
     except OSError:
         return None
+    return None if raw is None else raw.decode("utf-8", "replace")
+
+
+def _head(path: Path) -> str | None:
+    return _read(path, 4096)
 
 
 def is_shim(path: Path) -> bool:
@@ -148,10 +177,7 @@ def inspect(hooks_dir: Path, name: str, python: str | None = None) -> HookState:
         return HookState(name, path, "missing", False, previous)
     if not is_shim(path):
         return HookState(name, path, "foreign", False, previous)
-    try:
-        text = path.read_text("utf-8", "replace")
-    except OSError:
-        text = ""
+    text = _read(path) or ""
     baked = _baked_python(text)
     found = None
     if baked is not None and not baked.startswith("@"):

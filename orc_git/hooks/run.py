@@ -52,7 +52,10 @@ def main(argv: list[str]) -> int:
         except BaseException as exc:  # a report must never fail the git command
             if isinstance(exc, KeyboardInterrupt):
                 return 0
-            _say([f"{hook} report skipped: {type(exc).__name__}: {exc}"])
+            from orc_git.errors import OrcError
+
+            why = exc.message if isinstance(exc, OrcError) else f"{type(exc).__name__}: {exc}"
+            _say([f"{hook} report skipped: {why}"])
         return 0
     if hook in PRE_HOOKS:
         from orc_git.errors import OrcError

@@ -23,11 +23,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from orc_git import flatyaml
-from orc_git.errors import LeaseLost, LockHeld, NotOwner, StorageError
+from orc_git.errors import LeaseLost, LockHeld, NotOwner, StorageError, UnsafePath
 from orc_git.identity import Holder
 from orc_git.locking import leasefile, leasefs, stale
 from orc_git.locking.guard import Guards, next_token
 from orc_git.locking.info import LockInfo, rfc3339
+from orc_git.safefs import real_dir_problem
 from orc_git.taskid import check_task_id
 
 
@@ -57,6 +58,16 @@ class _Held:
         os.close(self.written[0])
 
 
+def _check_root(root: str) -> None:
+    """Once per locker, not per acquire: the lease directory must be a real directory (or not
+    exist yet), never a link out of the repository; with it real, every lease path below it is
+    a task directory (refused when it is a link, :meth:`Guards.task_dir`) and a file opened
+    ``O_NOFOLLOW``."""
+    why = real_dir_problem(root)
+    if why is not None:
+        raise UnsafePath(f"{root}: {why}; refusing to keep leases there")
+
+
 @functools.lru_cache(maxsize=4)
 def _now_text(second: int) -> str:
     return rfc3339(second)
@@ -72,6 +83,7 @@ class FileLocker:
         the same user on the same host (the CLI's rule); otherwise only by the same process."""
         self.root = root
         self._root = os.fspath(root)
+        _check_root(self._root)
         self.user_owns = user_owns
         self.holder = holder
         self.ttl = ttl
@@ -343,7 +355,10 @@ class FileLocker:
         info = self._read(task_dir, task_id)
         if info is None or info.stale_reason != "unreadable":
             return info
-        guard = self._guards.take(task_id, create=False)
+        try:
+            guard = self._guards.take(task_id, create=False)
+        except UnsafePath:  # a fence that is not a file: the lease stays unreadable to readers
+            return info
         if guard is not None:
             try:
                 self._guards.lock(guard, task_id, shared=True)

@@ -18,12 +18,13 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from orc_git.errors import GuardBusy, StorageError
+from orc_git.errors import GuardBusy, StorageError, UnsafePath
 
 FENCE_NAME = "lock.fence"
 GUARD_TIMEOUT = 10.0
@@ -37,6 +38,21 @@ def storage_error(what: str, path: str, exc: OSError) -> StorageError:
     return StorageError(f"cannot {what} {path}: {exc.strerror or exc}")
 
 
+def _regular(fd: int, path: str) -> int:
+    """The fence must be a regular file: tokens are its size (a FIFO has none).  Checked when a
+    fence is opened, which the descriptor cache makes once per task and process."""
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError as exc:
+        os.close(fd)
+        raise storage_error("open", path, exc) from None
+    if not regular:
+        os.close(fd)
+        raise UnsafePath(f"{path} is not a regular file (a FIFO, a device?); orc-git keeps the "
+                         "task's fencing tokens there. Remove it (this resets the task's tokens).")
+    return fd
+
+
 class Guards:
     def __init__(self, root: str) -> None:
         self.root = root
@@ -47,7 +63,7 @@ class Guards:
     def task_dir(self, task_id: str) -> str:
         task_dir = f"{self.root}/{task_id}"
         if os.path.islink(task_dir):
-            raise StorageError(f"{task_dir} is a symbolic link; orc-git keeps leases inside "
+            raise UnsafePath(f"{task_dir} is a symbolic link; orc-git keeps leases inside "
                                f"{self.root} and will not follow it")
         return task_dir
 
@@ -62,10 +78,11 @@ class Guards:
             return fd
         task_dir = self.task_dir(task_id)
         path = f"{task_dir}/{FENCE_NAME}"
-        flags = os.O_RDWR | os.O_APPEND | O_CLOEXEC | O_NOFOLLOW | (os.O_CREAT if create else 0)
+        flags = (os.O_RDWR | os.O_APPEND | O_CLOEXEC | O_NOFOLLOW | os.O_NONBLOCK
+                 | (os.O_CREAT if create else 0))
         for _ in range(2):
             try:
-                return os.open(path, flags, 0o644)
+                fd = os.open(path, flags, 0o644)
             except FileNotFoundError:
                 if not create:
                     return None
@@ -79,6 +96,8 @@ class Guards:
                                        "it. Remove it (this resets the task's fencing tokens).") \
                         from None
                 raise storage_error("open", path, exc) from None
+            else:
+                return _regular(fd, path)
         raise StorageError(f"cannot create {path}")
 
     def give_back(self, task_id: str, fd: int) -> None:

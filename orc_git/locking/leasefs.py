@@ -103,7 +103,8 @@ def fs_now(root: str) -> float:
     """The filesystem's clock: the mtime of a file created now beside the leases."""
     probe = f"{root}/.clock.{os.getpid()}.{threading.get_ident()}"
     try:
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | O_CLOEXEC | O_NOFOLLOW
+                     | os.O_NONBLOCK, 0o600)  # a planted FIFO: ENXIO, never a hang
         try:
             return os.fstat(fd).st_mtime
         finally:
