@@ -15,8 +15,10 @@ NULL_SHA = "0" * 40
 
 def git(*args: str, cwd: Path | str, check: bool = True, input: str | None = None) -> str:
     try:
-        proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
-                              input=input, timeout=60)
+        # Names git prints (branches, paths) are bytes: any that are not UTF-8 come back as
+        # surrogates, which round-trip into git's arguments and are escaped when printed.
+        proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, encoding="utf-8",
+                              errors="surrogateescape", input=input, timeout=60)
     except (OSError, subprocess.SubprocessError) as exc:
         raise GitFailed(f"cannot run git {args[0]}: {exc}") from None
     if check and proc.returncode != 0:

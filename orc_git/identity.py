@@ -14,16 +14,28 @@ import os
 import subprocess
 
 from orc_git.config import Config
+from orc_git.text import clipped
+
+MAX_NAME = 128
+"""The most characters of any identity field (user, display name, email, initials, host) that
+orc writes into a lease or a state file, after :func:`~orc_git.text.clipped` escaped what is not
+printable; more is cut, ending in ``…``.  Far inside what lease readers accept (512, so even
+``owner`` = user@host fits), so a holder's own lease always reads back as its own."""
+
+
+def _name(value: str | None) -> str | None:
+    return clipped(value, MAX_NAME) if value else None
 
 
 class Identity:
     """The person. Names missing from the config come from ``git config`` on first use only,
-    so commands that never write a lease never run git."""
+    so commands that never write a lease never run git.  Every field is made printable and cut
+    to :data:`MAX_NAME` here, once, whoever built the identity: leases and states carry them."""
 
     def __init__(self, user: str, display_name: str | None = None, email: str | None = None,
                  initials: str | None = None, host: str = "", from_git: bool = False) -> None:
-        self.user = user
-        self.host = host
+        self.user = clipped(user, MAX_NAME)
+        self.host = clipped(host, MAX_NAME)
         self._names = (display_name, email, initials)
         self._from_git = from_git
 
@@ -33,9 +45,10 @@ class Identity:
         if self._from_git:
             display = display or _git_config("user.name")
             email = email or _git_config("user.email")
+        display = _name(display)
         if initials is None and display:
             initials = "".join(part[0] for part in display.split()[:3]).upper() or None
-        return display, email, initials
+        return display, _name(email), _name(initials)
 
     @property
     def display_name(self) -> str | None:
@@ -77,7 +90,8 @@ class Holder:
 
 @functools.cache
 def hostname() -> str:
-    return os.uname().nodename or "localhost"  # gethostname() without importing socket
+    # gethostname() without importing socket; escaped and cut like every identity field
+    return clipped(os.uname().nodename or "localhost", MAX_NAME)
 
 
 @functools.cache
@@ -116,7 +130,7 @@ def process_alive(pid: int, started: float) -> bool:
 def _git_config(key: str) -> str | None:
     try:
         out = subprocess.run(["git", "config", "--get", key], capture_output=True,
-                             text=True, timeout=5)
+                             encoding="utf-8", errors="backslashreplace", timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 STATUSES = ("created", "running", "paused", "blocked", "completed", "failed")
 MAX_BYTES = 64 * 1024
+MAX_TEXT = 1000
+"""The longest text field (phase, title, names) a state or task file may hold."""
 STATE_NAME = "state.yaml"
 TASK_NAME = "task.yaml"
 
@@ -76,7 +78,7 @@ def _text(data: dict[str, Any], key: str, required: bool = True) -> str | None:
     value = data.get(key)
     if value is None and not required:
         return None
-    if not isinstance(value, str) or not value or len(value) > 1000:
+    if not isinstance(value, str) or not value or len(value) > MAX_TEXT:
         raise ValueError(f"{key} must be a non-empty string")
     return value
 
@@ -88,6 +90,17 @@ def _count(data: dict[str, Any], key: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 62:
         raise ValueError(f"{key} must be a non-negative integer")
     return value
+
+
+def _check_text(name: str, value: str | None, empty_ok: bool = False) -> None:
+    """What orc writes it must read back, and show as written: text fields are at most
+    :data:`MAX_TEXT` printable characters (no newline, control, bidi or surrogate)."""
+    if value is None or (empty_ok and value == ""):
+        return
+    if not value or len(value) > MAX_TEXT or not value.isprintable():
+        raise InvalidInput(f"{name} must be 1 to {MAX_TEXT} printable characters (no newline, "
+                           f"control, format or surrogate characters): got "
+                           f"{value[:80]!r}" + ("…" if len(value) > 80 else ""))
 
 
 def parse_state(raw: bytes, task_id: str, where: str = "state.yaml") -> TaskState:
@@ -182,6 +195,7 @@ def _dump_state(state: TaskState) -> bytes:
 def create_task(ctx: Context, task_id: str, title: str = "") -> tuple[TaskDef, TaskState]:
     tasks_dir = ctx.repo.tasks_dir
     task_dir = tasks_dir / check_task_id(task_id)
+    _check_text("title", title, empty_ok=True)
     try:
         tasks_dir.mkdir(parents=True, exist_ok=True)  # under real directories (RepoPaths.check)
         with suppress(FileExistsError):
@@ -222,6 +236,7 @@ def write_state(ctx: Context, task_id: str, *, status: str | None = None,
     check_task_id(task_id)
     if status is not None and status not in STATUSES:
         raise InvalidInput(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
+    _check_text("phase", phase)
     if ctx.mode == "solo":
         return _write_state(ctx, task_id, status, phase, iteration, token, force)
     locker = ctx.locker(holder_pid)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,7 +13,9 @@ import pytest
 from conftest import git, orc
 
 from orc_git.context import Context
+from orc_git.locking import leasefile
 from orc_git.locking.file import FileLocker
+from orc_git.locking.info import LockInfo
 
 
 @dataclass
@@ -244,3 +247,75 @@ def test_reports_in_a_linked_worktree(team: tuple[Person, Person], tmp_path: Pat
                               capture_output=True, text=True, timeout=60)
     assert switched.returncode == 0
     assert "T-1: running / review by alice@" in switched.stderr
+
+
+# -- terminal injection through committed state (issue 8, point 10) ---------------------------
+
+FAKE = "x\n\x1b[31morc: fake line\u202e"
+SHOWN = "x\\n\\x1b[31morc: fake line\\u202e"
+
+
+def _assert_no_injection(stderr: str) -> None:
+    """No raw ESC, bidi or C1 character, and no line a field's newline started."""
+    for raw in ("\x1b", "\u202e", "\u2066", "\x9b", "\r"):
+        assert raw not in stderr, (raw, stderr)
+    for line in stderr.splitlines():
+        assert not line.startswith(("orc: fake", "\x1b", "[31morc")), stderr
+
+
+def _commit_hostile_state(alice: Person, task: str) -> None:
+    """What a teammate's tool (not orc, which refuses such a phase) can commit and push."""
+    assert alice.orc("task", "new", task).returncode == 0
+    path = alice.clone / ".orc/tasks" / task / "state.yaml"
+    q = json.dumps
+    path.write_text(f'task_id: {q(task)}\nstatus: "running"\nphase: {q(FAKE)}\n'
+                    f'iteration: 1\nupdated_at: "2024-05-01T10:00:00Z"\n'
+                    f'updated_by: {q("mallory" + FAKE)}\nhost: {q("h" + FAKE)}\ntoken: 3\n')
+    alice.git("add", "-A")
+    alice.git("commit", "-qm", "hostile state")
+    alice.git("push", "-q", "origin", "main")
+
+
+def test_hostile_committed_state_is_escaped_in_every_post_hook_report(
+        team: tuple[Person, Person]) -> None:
+    alice, bob = team
+    _commit_hostile_state(alice, "T-1")
+    bob.git("fetch", "-q")
+    switched = bob.git("checkout", "-q", "origin/main")  # post-checkout
+    assert "T-1: running / " + SHOWN in switched.stderr, switched.stderr
+    assert "by mallory" + SHOWN + "@h" + SHOWN in switched.stderr
+    _assert_no_injection(switched.stderr)
+    bob.git("checkout", "-q", "main")
+    pulled = bob.git("pull", "-q", "--no-rebase")  # post-merge
+    assert "T-1: running / " + SHOWN in pulled.stderr, pulled.stderr
+    _assert_no_injection(pulled.stderr)
+    other = bob.git("checkout", "-q", "-b", "side")  # "running elsewhere"
+    assert "running elsewhere" in other.stderr and SHOWN in other.stderr, other.stderr
+    _assert_no_injection(other.stderr)
+    for args in (("tasks",), ("task", "show", "T-1")):
+        shown = bob.orc(*args)
+        assert shown.returncode == 0 and SHOWN in shown.stdout, shown.stdout + shown.stderr
+        _assert_no_injection(shown.stdout + shown.stderr)
+
+
+def test_hostile_lease_is_escaped_in_pre_commit_and_pre_push_refusals(
+        team: tuple[Person, Person]) -> None:
+    _, bob = team
+    bob.commit_state("T-2", "--status", "running")
+    lease = LockInfo(task_id="T-2", locked=True, owner="eve" + FAKE + "@elsewhere",
+                     user="eve", host="elsewhere", pid=4242, pid_started=1700000000.0,
+                     acquired_at="2024-05-01T10:00:00Z", heartbeat_at="2024-05-01T10:00:30Z",
+                     ttl=600, token=5, host_id="elsewhere/1700000000/1",
+                     display_name="Eve" + FAKE)
+    (bob.clone / ".orc/tasks/T-2/lock.yaml").write_bytes(leasefile.render(lease))
+    refused = bob.git("push", "-q", "origin", "main", check=False)  # pre-push
+    assert refused.returncode != 0 and "this push changes the state" in refused.stderr
+    assert "Eve" + SHOWN + " (eve" + SHOWN + "@elsewhere)" in refused.stderr, refused.stderr
+    _assert_no_injection(refused.stderr)
+    (bob.clone / ".orc/tasks/T-2/state.yaml").write_text(
+        (bob.clone / ".orc/tasks/T-2/state.yaml").read_text().replace("running", "paused"))
+    bob.git("add", "-A")
+    refused = bob.git("commit", "-qm", "state of a task eve holds", check=False)  # pre-commit
+    assert refused.returncode == 1 and "locked by someone else" in refused.stderr
+    assert "Eve" + SHOWN in refused.stderr, refused.stderr
+    _assert_no_injection(refused.stderr)

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import dead_pid, lock_path, orc, orc_json
+import yaml
+from conftest import HolderProcess, dead_pid, lock_path, orc, orc_elsewhere, orc_json
 
 from orc_git.identity import host_id, process_start_time
 from orc_git.locking import leasefile
@@ -362,3 +363,141 @@ def test_escape_sequences_in_a_lease_never_reach_the_terminal(repo: Path) -> Non
         shown = proc.stdout + proc.stderr
         assert "\x1b" not in shown and "\x07" not in shown, args
         assert "bob\\x1b[31m@elsewhere" in shown, args
+
+
+# -- text that cannot be printed or encoded (issue 8, points 4 and 10) -----------------------
+
+HOSTILE = "\ud800x\n\x1b[31morc: fake line\u202e\u2066\x9b"
+
+
+def _assert_shown_escaped(text: str) -> None:
+    for raw in ("\x1b", "\u202e", "\u2066", "\x9b", "\ud800", "\r"):
+        assert raw not in text, (raw, text)
+    for line in text.splitlines():
+        assert not line.lstrip().startswith(("orc: fake", "[31morc")), text
+
+
+def _assert_strict_json(value: object) -> None:
+    if isinstance(value, str):
+        value.encode("utf-8")  # no lone surrogate
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _assert_strict_json(k)
+            _assert_strict_json(v)
+    elif isinstance(value, list):
+        for v in value:
+            _assert_strict_json(v)
+
+
+def test_surrogates_and_controls_in_a_live_lease_never_crash_a_reader(repo: Path) -> None:
+    """A live lease (another host, fresh file) whose every text field holds a lone surrogate,
+    a newline, ESC, C1 and bidi controls: shown escaped, valid UTF-8 JSON, never a traceback."""
+    lock = lock_path(repo, "T")
+    lock.parent.mkdir(parents=True)
+    lock.write_bytes(lease_bytes("T", display_name=HOSTILE, owner=HOSTILE + "@elsewhere",
+                                 user=HOSTILE, email=HOSTILE, host=HOSTILE))
+    for args, code in ((("lock", "status", "T"), 0), (("lock", "list"), 0),
+                       (("lock", "acquire", "T"), 1), (("task", "show", "T"), 2)):
+        proc = orc(*args, cwd=repo)
+        assert proc.returncode == code, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr, proc.stderr
+        _assert_shown_escaped(proc.stdout + proc.stderr)
+        if args != ("task", "show", "T"):
+            assert "\\ud800x\\n\\x1b[31morc: fake line\\u202e" in proc.stdout + proc.stderr, args
+    for args, code in ((("lock", "status", "T"), 0), (("lock", "list"), 0),
+                       (("lock", "acquire", "T"), 1)):
+        proc = orc(*args, "--json", cwd=repo)
+        assert proc.returncode == code and "Traceback" not in proc.stderr, proc.stderr
+        proc.stdout.encode("utf-8")
+        out = json.loads(proc.stdout)
+        _assert_strict_json(out)
+        lease = out["lock"] if "lock" in out else out["locks"][0]
+        assert lease["locked"] is True and lease["stale"] is False
+        assert lease["owner"] == "\\ud800x\n\x1b[31morc: fake line\u202e\u2066\x9b@elsewhere"
+
+
+def test_lease_list_columns_stay_columns(repo: Path) -> None:
+    """`orc lock list` is tab-separated: a tab or newline inside a field is escaped, so each
+    lease stays one line of six columns."""
+    lock = lock_path(repo, "T")
+    lock.parent.mkdir(parents=True)
+    lock.write_bytes(lease_bytes("T", owner="bob\tfake\ncolumn@elsewhere"))
+    proc = orc("lock", "list", cwd=repo)
+    assert proc.returncode == 0, proc.stderr
+    [line] = proc.stdout.splitlines()
+    assert line.split("\t")[2] == "bob\\tfake\\ncolumn@elsewhere"
+    assert len(line.split("\t")) == 6
+
+
+def test_stdout_that_cannot_encode_a_name_does_not_fail_the_command(repo: Path) -> None:
+    lock = lock_path(repo, "T")
+    lock.parent.mkdir(parents=True)
+    lock.write_bytes(lease_bytes("T", display_name="Zoë 中", owner="zoë@elsewhere"))
+    proc = orc("lock", "status", "T", cwd=repo, env={"PYTHONIOENCODING": "ascii"})
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "Zo\\xeb \\u4e2d (zo\\xeb@elsewhere)" in proc.stdout
+
+
+# -- a holder's own lease always reads back as its own (issue 8, point 5) ---------------------
+
+NASTY = '- &a *b !tag %x @y `z\n: "quoted" \'single\' # not a comment\r\x1b[2J\u202e\x00 ? |>'
+IDENTITIES = {
+    "600-character display name": {"display_name": "D" * 600},
+    "600-character email": {"display_name": "Alice", "email": "e" * 590 + "@example.com"},
+    "600-character user": {"user": "u" * 600},
+    "hostile display name": {"display_name": NASTY},
+    "hostile user and email": {"user": NASTY, "email": NASTY},
+    "every field long and hostile": {"user": NASTY * 20, "display_name": NASTY * 20,
+                                     "email": NASTY * 20, "initials": NASTY * 20},
+}
+
+
+@pytest.mark.parametrize("identity", list(IDENTITIES.values()), ids=list(IDENTITIES))
+def test_holder_with_a_long_or_hostile_identity_keeps_its_lease(
+        repo: Path, isolated_env: Path, holders: list[HolderProcess],
+        identity: dict[str, str]) -> None:
+    """A real holder process whose config names it with 600 characters, or with newlines,
+    quotes, `: `, `#` and YAML-special first characters: its own live lease is its lease, so
+    a second process is refused (it used to read as unreadable, hence stale: a double grant)."""
+    from orc_git.identity import MAX_NAME
+
+    (isolated_env / "config.yaml").write_text(
+        yaml.safe_dump({"identity": {"user": "alice", **identity}}))
+    holder = HolderProcess(repo, "T")
+    holders.append(holder)
+    second = orc_elsewhere("lock", "acquire", "T", "--json", cwd=repo)
+    assert second.returncode == 1, second.stdout + second.stderr
+    assert json.loads(second.stdout)["error"]["code"] == "LOCK_HELD"
+    code, out = orc_json("lock", "status", "T", cwd=repo)
+    assert code == 0
+    lease = out["lock"]
+    assert lease["locked"] is True and lease["stale"] is False, lease
+    assert lease["pid"] == holder.pid and lease["token"] == holder.token
+    assert len(lease["user"]) <= MAX_NAME and lease["user"].isprintable()
+    assert lease["owner"] == f"{lease['user']}@{lease['host']}"
+    assert leasefile.parse(lock_path(repo, "T").read_bytes(), "T").pid == holder.pid
+    text = orc("lock", "status", "T", cwd=repo)
+    _assert_shown_escaped(text.stdout)
+    assert len(text.stdout.splitlines()) == 5  # the description's five lines, none forged
+
+
+def test_holder_named_by_undecodable_git_config_keeps_its_lease(
+        repo: Path, isolated_env: Path, holders: list[HolderProcess],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No display name in the config: git's user.name supplies it, here bytes that are not
+    UTF-8 and a newline (it used to be a UnicodeDecodeError inside acquire)."""
+    (isolated_env / "config.yaml").write_text("identity: {user: alice}\n")
+    # git's command-line level of configuration, above any repository's: bytes 0xff 0xfe
+    for key, value in {"GIT_CONFIG_COUNT": "2", "GIT_CONFIG_KEY_0": "user.name",
+                       "GIT_CONFIG_VALUE_0": 'Al\udcff\udcfeice\n"#: x',
+                       "GIT_CONFIG_KEY_1": "user.email",
+                       "GIT_CONFIG_VALUE_1": "a\udcff@x"}.items():
+        monkeypatch.setenv(key, value)
+    holder = HolderProcess(repo, "T")
+    holders.append(holder)
+    assert orc_elsewhere("lock", "acquire", "T", cwd=repo).returncode == 1
+    code, out = orc_json("lock", "status", "T", cwd=repo)
+    assert code == 0 and out["lock"]["stale"] is False and out["lock"]["pid"] == holder.pid
+    info = leasefile.parse(lock_path(repo, "T").read_bytes(), "T")
+    assert info.display_name == 'Al\\xff\\xfeice\\n"#: x'
+    assert info.email == "a\\xff@x"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import subprocess
@@ -342,3 +343,52 @@ def test_duplicate_keys_do_not_crash() -> None:
     other than Unreadable, and a readable result names this task."""
     raw = (valid_text() + 'token: "x"\n').encode()
     _unreadable(raw)
+
+
+# -- what orc writes reads back as the same holder (issue 8, point 5) ------------------------
+
+NASTY = '- &a *b !tag %x @y `z\n: "quoted" \'single\' # c\r\x1b[2J\u202e\x00\ud800 ? |>\t\\'
+NAME_CASES = {
+    "plain": ("alice", "Alice Martinez", "alice@example.com", "box"),
+    "600 characters": ("u" * 600, "D" * 600, "e" * 600, "h" * 600),
+    "hostile": (NASTY, NASTY, NASTY, NASTY),
+    "hostile and long": (NASTY * 40, NASTY * 40, NASTY * 40, NASTY * 40),
+    "yaml specials first": ("&x", "*alias", "!!python/object:os.system", "? key"),
+    "json-looking": ('{"a": 1}', "[1, 2]", "null", "true"),
+    "numbers": ("123", "0x1f", "1e400", "-0"),
+    "unicode": ("zoë", "Zoë 中文 😀 العربية", "zoë@例え.jp", "hôte"),
+    "line breaks of every kind": ("a\x85b", "a\u2028b\u2029c", "a\x0bb\x0cc", "a\x1cb\x1dc\x1e"),
+    "a lone backslash-u": ("\\u", "\\ud800", "\\", '"'),
+}
+
+
+@pytest.mark.parametrize("case", list(NAME_CASES.values()), ids=list(NAME_CASES))
+def test_a_holders_own_lease_reads_back_as_its_own(tmp_path: Path, case: tuple[str, ...]) -> None:
+    """The formatter and the fast parser agree for any identity: the lease a holder writes is
+    parsed (without the YAML fallback) into exactly that holder, within every reader limit."""
+    from orc_git import flatyaml
+    from orc_git.identity import MAX_NAME, Holder, Identity
+    from orc_git.locking.file import FileLocker
+
+    user, display, email, host = case
+    ident = Identity(user, display, email, host=host)
+    for field in (ident.user, ident.host, ident.display_name, ident.email, ident.initials):
+        assert field is None or (len(field) <= MAX_NAME and field.isprintable()), field
+    root = tmp_path / "tasks"
+    root.mkdir()
+    locker = FileLocker(root, Holder.for_process(ident))
+    granted = locker.acquire(TASK)
+    try:
+        raw = (root / TASK / "lock.yaml").read_bytes()
+        assert raw.isascii() and len(raw.splitlines()) == len(raw.split(b"\n")) - 1
+        assert flatyaml._fast(raw.decode()) is not None  # the fast path, not PyYAML's
+        back = leasefile.parse(raw, TASK)
+        assert (back.owner, back.user, back.host, back.display_name, back.email) == (
+            ident.owner, ident.user, ident.host, ident.display_name, ident.email)
+        assert back.pid == os.getpid() and back.token == granted.token
+        seen = locker.is_locked(TASK)
+        assert seen.locked and not seen.stale and seen.mine, seen
+        locker.heartbeat(TASK)
+        assert not locker.is_locked(TASK).stale
+    finally:
+        assert locker.release(TASK)

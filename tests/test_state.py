@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
-from conftest import HolderProcess, orc, orc_json
+from conftest import HolderProcess, git, orc, orc_json
 
 from orc_git.context import Context
-from orc_git.errors import LockHeld, StaleToken, StateUnreadable
+from orc_git.errors import InvalidInput, LockHeld, StaleToken, StateUnreadable
 from orc_git.state import create_task, read_state, write_state
 
 
@@ -107,3 +108,113 @@ def test_executor_api_records_the_lease_token(repo: Path) -> None:
         orc_git.set_state("T-1", lease=newer, phase="test", repo=repo)
     with pytest.raises(StaleToken):
         orc_git.set_state("T-1", lease=lease, phase="late", repo=repo)
+
+
+# -- hostile text in committed files (issue 8, points 4 and 10) ------------------------------
+
+HOSTILE = "\ud800x\n\x1b[31morc: fake line\u202e\u2066\x9b"
+RAW = ("\x1b", "\u202e", "\u2066", "\x9b", "\ud800", "\r")
+
+
+def assert_no_raw(text: str) -> None:
+    """No raw control or bidi character, and the field's newline did not start a line."""
+    for raw in RAW:
+        assert raw not in text, (raw, text)
+    for line in text.splitlines():
+        assert not line.lstrip().startswith(("orc: fake", "[31morc")), text
+
+
+def _plant_hostile_task(repo: Path, task: str = "T-1") -> None:
+    """task.yaml and state.yaml as a teammate could commit them: valid JSON scalars, so the
+    fast reader takes them, holding a lone surrogate, control and bidi characters."""
+    task_dir = repo / ".orc/tasks" / task
+    task_dir.mkdir(parents=True)
+    q = json.dumps
+    (task_dir / "task.yaml").write_text(
+        f"id: {q(task)}\ntitle: {q(HOSTILE)}\ncreated_by: {q(HOSTILE)}\n"
+        f'created_at: "2024-05-01T10:00:00Z"\n')
+    (task_dir / "state.yaml").write_text(
+        f'task_id: {q(task)}\nstatus: "running"\nphase: {q(HOSTILE)}\niteration: 1\n'
+        f'updated_at: "2024-05-01T10:00:00Z"\nupdated_by: {q(HOSTILE)}\nhost: {q(HOSTILE)}\n'
+        "token: null\n")
+
+
+def _assert_strict_json(value: object) -> None:
+    """Every string encodes as UTF-8: no lone surrogate reaches a JSON consumer."""
+    if isinstance(value, str):
+        value.encode("utf-8")
+        assert "\ud800" not in value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _assert_strict_json(k)
+            _assert_strict_json(v)
+    elif isinstance(value, list):
+        for v in value:
+            _assert_strict_json(v)
+
+
+@pytest.mark.parametrize("args", [("task", "show", "T-1"), ("tasks",)])
+def test_hostile_committed_text_is_printed_escaped(repo: Path, args: tuple[str, ...]) -> None:
+    _plant_hostile_task(repo)
+    proc = orc(*args, cwd=repo)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert_no_raw(proc.stdout + proc.stderr)
+    assert "\\ud800x\\n\\x1b[31morc: fake line\\u202e\\u2066\\x9b" in proc.stdout
+
+
+@pytest.mark.parametrize("args", [("task", "show", "T-1"), ("tasks",)])
+def test_hostile_committed_text_in_json_is_strict_utf8(repo: Path,
+                                                       args: tuple[str, ...]) -> None:
+    _plant_hostile_task(repo)
+    proc = orc(*args, "--json", cwd=repo)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    [line] = proc.stdout.splitlines()
+    out = json.loads(line)
+    _assert_strict_json(out)
+    state = out["state"] if args[0] == "task" else out["tasks"][0]["state"]
+    # the surrogate as the text a terminal shows; characters UTF-8 can carry are kept as they are
+    assert state["phase"] == "\\ud800x\n\x1b[31morc: fake line\u202e\u2066\x9b"
+
+
+def test_hostile_committed_text_on_a_remote_branch(repo: Path, tmp_path: Path) -> None:
+    remote = tmp_path / "remote.git"
+    git("init", "-q", "--bare", str(remote), cwd=tmp_path)
+    git("remote", "add", "origin", str(remote), cwd=repo)
+    _plant_hostile_task(repo)
+    git("add", "-A", cwd=repo)
+    git("commit", "-qm", "hostile", cwd=repo)
+    git("push", "-q", "origin", "main", cwd=repo)
+    git("fetch", "-q", "origin", cwd=repo)
+    proc = orc("tasks", "--team", cwd=repo)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "\\ud800x\\n\\x1b[31morc" in proc.stdout
+    assert_no_raw(proc.stdout + proc.stderr)
+    proc = orc("tasks", "--team", "--json", cwd=repo)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    _assert_strict_json(json.loads(proc.stdout))
+
+
+BAD_TEXT = [("newline", "a\nb"), ("escape", "\x1b[31m"), ("bidi", "x\u202e"),
+            ("surrogate", "\udcff"), ("too long", "p" * 1001)]
+
+
+@pytest.mark.parametrize("value", [v for _, v in BAD_TEXT], ids=[k for k, _ in BAD_TEXT])
+def test_state_writes_refuse_text_that_would_not_read_back_as_written(
+        repo: Path, ctx: Context, value: str) -> None:
+    """What orc writes it reads back and shows as written: a phase or title is at most 1,000
+    printable characters.  (A 1,001-character phase used to make the state unreadable.)"""
+    create_task(ctx, "T-1")
+    before = (repo / ".orc/tasks/T-1/state.yaml").read_bytes()
+    with pytest.raises(InvalidInput, match="printable characters"):
+        write_state(ctx, "T-1", phase=value)
+    with pytest.raises(InvalidInput, match="printable characters"):
+        create_task(ctx, "T-2", title=value)
+    assert (repo / ".orc/tasks/T-1/state.yaml").read_bytes() == before
+    assert not (repo / ".orc/tasks/T-2").exists()
+    if "\x00" not in value and not ("\ud800" <= value[0] <= "\udfff"):
+        code, out = orc_json("task", "state", "T-1", "--phase", value, cwd=repo)
+        assert code == 2 and out["error"]["code"] == "INVALID_INPUT"
+        assert "\n" not in out["error"]["message"]
+    write_state(ctx, "T-1", phase="p" * 1000)  # the limit itself is fine
+    assert read_state(repo / ".orc/tasks", "T-1").phase == "p" * 1000  # type: ignore[union-attr]

@@ -17,7 +17,7 @@ CORE_COMMANDS = ("init", "mode", "lock", "plugins", "task", "tasks", "hooks", "m
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message}\n{self.format_usage().strip()}")
+        raise UsageError(message, usage=self.format_usage().strip())
 
 
 class _StderrHandler(logging.Handler):
@@ -57,12 +57,22 @@ def _wants_plugins(argv: Sequence[str]) -> bool:
     return first not in CORE_COMMANDS
 
 
+def _tolerant_stdout() -> None:
+    """A character the terminal's encoding lacks (``LANG=C``, ``PYTHONIOENCODING=ascii``) is
+    printed as ``\\xNN`` rather than failing the command, as stderr always does."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None and getattr(sys.stdout, "errors", None) in ("strict",
+                                                                          "surrogateescape"):
+        reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     command_argv: list[str] = []
     if "--" in args_list:  # `orc lock run TASK [options] -- CMD [ARG...]`
         cut = args_list.index("--")
         args_list, command_argv = args_list[:cut], args_list[cut + 1 :]
+    _tolerant_stdout()
     out = Output("--json" in args_list)
     handler = _StderrHandler(out)
     root = logging.getLogger("orc_git")
@@ -86,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             extra["lock"] = lock.to_json()
         extra.update(getattr(args, "failure_fields", None) or {})  # e.g. "acquired": false
         out.error(exc.code, exc.message, extra)
+        if exc.details.get("usage"):
+            out.say(exc.details["usage"])
         return exc.exit_code
     except KeyboardInterrupt:
         out.error("INTERRUPTED", "interrupted")

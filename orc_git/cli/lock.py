@@ -190,8 +190,8 @@ def cmd_list(args: argparse.Namespace, out: Output) -> int:
             out.say("no stale leases" if args.stale else "no leases")
         for i in locks:
             state = f"stale:{i.stale_reason}" if i.stale else "held"
-            out.line(f"{i.task_id}\t{state}\t{i.owner or '-'}\t{i.pid or '-'}\t"
-                     f"{i.token if i.token is not None else '-'}\t{i.heartbeat_at or '-'}")
+            out.row(i.task_id, state, i.owner or "-", i.pid or "-",
+                    i.token if i.token is not None else "-", i.heartbeat_at or "-")
     out.result({"locks": [i.to_json() for i in locks]})
     return 0
 
@@ -218,7 +218,7 @@ def cmd_clean(args: argparse.Namespace, out: Output) -> int:
     ctx = _context(out)
     removed = ctx.locker().clean()
     for i in removed:
-        out.line(f"{i.task_id}\t{i.stale_reason}\t{i.owner or '-'}")
+        out.row(i.task_id, i.stale_reason, i.owner or "-")
     out.say(f"removed {len(removed)} stale lease(s)")
     out.result({"removed": [i.to_json() for i in removed]})
     return 0

@@ -1,4 +1,9 @@
-"""Data on stdout, narration on stderr, one JSON object with ``--json``, colour only on a TTY."""
+"""Data on stdout, narration on stderr, one JSON object with ``--json``, colour only on a TTY.
+
+Every line printed here passes :func:`orc_git.text.printable` (one call, one line: a newline in
+data is shown as ``\\n``), and JSON passes :func:`orc_git.text.json_safe` when it holds a
+surrogate escape; this is where text from files and other people meets the terminal.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import time
 from typing import Any, TextIO
 
 from orc_git.locking.info import LockInfo, parse_rfc3339
-from orc_git.text import printable
+from orc_git.text import json_safe, printable
 
 SCHEMA = 1
 
@@ -43,9 +48,19 @@ class Output:
         if not self.json:
             print(printable(text), flush=True)
 
+    def row(self, *cells: object) -> None:
+        """A tab-separated data line (``cut -f`` friendly): each cell escaped on its own, so a
+        tab or newline inside one never makes a column or a line."""
+        if not self.json:
+            print("\t".join(printable(str(c)) for c in cells), flush=True)
+
     def result(self, payload: dict[str, Any]) -> None:
         if self.json:
-            print(json.dumps({"schema": SCHEMA, "mode": self.mode, **payload}), flush=True)
+            whole = {"schema": SCHEMA, "mode": self.mode, **payload}
+            text = json.dumps(whole)
+            if "\\ud" in text:  # a surrogate escape: lone ones are not valid UTF-8
+                text = json.dumps(json_safe(whole))
+            print(text, flush=True)
 
     def error(self, code: str, message: str, extra: dict[str, Any] | None = None) -> None:
         if self.json:

@@ -197,7 +197,7 @@ def cmd_plugins(args: argparse.Namespace, out: Output) -> int:
     records = load_plugins().records
     for r in records:
         state = f"FAILED: {r.error}" if r.error else "ok"
-        out.line(f"{r.name}\t{r.distribution or '?'} {r.version or '?'}\t{state}")
+        out.row(r.name, f"{r.distribution or '?'} {r.version or '?'}", state)
     out.result({"plugins": [{"name": r.name, "distribution": r.distribution,
                              "version": r.version, "error": r.error} for r in records]})
     return 0

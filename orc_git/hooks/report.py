@@ -11,7 +11,7 @@ import os
 from typing import TextIO
 
 from orc_git.context import Context
-from orc_git.errors import StateUnreadable
+from orc_git.errors import InvalidInput, StateUnreadable
 from orc_git.gitcmd import NULL_SHA, changed_tasks
 from orc_git.state import TaskState, iter_states, read_state
 
@@ -78,6 +78,8 @@ def post_hook_report(hook: str, args: list[str], stdin: TextIO) -> list[str]:
                 state = read_state(tasks_dir, task)
             except StateUnreadable as exc:
                 changed.append(f"  {task}: {exc.message}")
+                continue
+            except InvalidInput:  # a committed directory whose name is no task id
                 continue
             changed.append(f"  {task}: {_describe(state)}" if state else f"  {task}: removed")
         if changed:
