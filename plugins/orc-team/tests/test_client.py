@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from orc_git.errors import ConfigError, LockerUnavailable
+from orc_git.errors import ConfigError, InvalidInput, LockerUnavailable
 
 from orc_team.client.backoff import Backoff
 from orc_team.client.holder import client_id, parse_client_id
@@ -341,3 +341,26 @@ def test_settings_from_the_config_layers() -> None:
     with pytest.raises(ConfigError, match=r"team\.timeout"):
         settings_from_config(Config({"team": {"server_url": "ws://h:1", "token": "x",
                                               "timeout": "soon"}}))
+
+
+@pytest.mark.parametrize(("data", "said"), [
+    ({"event_type": "task.phase", "payload": {"phase": "\ud800"}}, "\\ud800"),
+    ({"event_type": "task.phase", "payload": {"\udcff": 1}}, "\\udcff"),
+    ({"event_type": "task.phase", "payload": {"ratio": float("nan")}}, "NaN"),
+    ({"event_type": "task.phase", "payload": {"x": [float("-inf")]}}, "NaN"),
+])
+def test_what_the_server_would_refuse_is_refused_here_and_never_sent(
+        server: ServerProc, clients: Any, data: dict[str, Any], said: str) -> None:
+    """Issue 8, point 2: text that is not UTF-8 and non-finite numbers never leave the client;
+    the caller gets InvalidInput with a printable message, and the connection goes on."""
+    client: WSClient = clients(settings_for(server, "alice"))
+    task = unique()
+    with pytest.raises(InvalidInput) as info:
+        client.request("event", {"task_id": task, **data})
+    message = info.value.message
+    assert message.isascii() and said in message and "team server" in message
+    with pytest.raises(InvalidInput):  # fire and forget: refused the same way
+        client.send("event", {"task_id": task, **data})
+    with pytest.raises(ServerError) as unknown:  # nothing reached the server
+        client.request("subscribe", {"task_id": task})
+    assert unknown.value.server_code == "NOT_FOUND"
