@@ -175,6 +175,6 @@ class Dispatcher:
                                 "the server's own", req.env.id)
         conn = req.conn
         stamps = await self.events.publish(event_type, task_id, project_id, payload,
-                                           user=conn.user, user_name=conn.claims.name)
+                                           holder=conn.holder, admin=conn.claims.admin)
         if req.env.id is not None:
             req.reply(stamps)

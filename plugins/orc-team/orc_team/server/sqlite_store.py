@@ -31,7 +31,14 @@ from typing import Any
 
 from orc_git.errors import OrcError, StorageError
 
-from orc_team.server.store import Grant, Holder, LockRecord, Release, TaskRecord
+from orc_team.server.store import (
+    Grant,
+    Holder,
+    LockRecord,
+    ProjectMismatch,
+    Release,
+    TaskRecord,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -316,10 +323,12 @@ class SQLiteStore:
         with self._tx() as db:
             db.execute(_ENSURE_TASK, (task_id, project_id, time.time()))
             task = self._task(db.execute(_SELECT_TASK, (task_id,)).fetchone())
+            if project_id is not None and task.project_id != project_id:
+                raise ProjectMismatch(task_id, task.project_id)  # rolled back: nothing changed
             if state:
                 task.state.update(state)
                 db.execute(_STORE_STATE, (_dump(task.state), task_id))
-            offset = self._take_offset(db, project_id) if project_id else None
+            offset = self._take_offset(db, task.project_id) if task.project_id else None
         self._learn_project(task_id, task.project_id)
         return offset, task
 
