@@ -78,7 +78,7 @@ def test_the_requesting_thread_hands_on_what_is_not_its_reply(server: ServerProc
                         if m["type"] == "event" else None)
     client.subscribe(project_id=project)
     for n in range(20):  # each event goes back to its publisher too: it is subscribed
-        reply = client.request("event", {"event_type": "task.phase", "task_id": "T-1",
+        reply = client.request("event", {"event_type": "task.phase", "task_id": f"T-{project}",
                                          "project_id": project, "payload": {"n": n}})
         assert reply["type"] == "ack"
     got = [seen.get(timeout=WAIT) for _ in range(20)]
@@ -96,7 +96,8 @@ def test_a_listener_may_make_a_request(server: ServerProc, clients: Any) -> None
                          if m["type"] == "event" else None)
     watcher.subscribe(project_id=project)
     clients(settings_for(server, "bob")).request("event", {
-        "event_type": "task.phase", "task_id": "T-1", "project_id": project, "payload": {}})
+        "event_type": "task.phase", "task_id": f"T-{project}", "project_id": project,
+        "payload": {}})
     assert answers.get(timeout=WAIT) == "pong"
 
 
@@ -247,7 +248,7 @@ def test_reconnects_and_subscribes_again_after_a_restart(start_server: ServerFac
     assert watcher.wait_for(lambda c: c.restored >= 2, 15), "did not reconnect"
 
     publisher: WSClient = clients(settings_for(server, "bob"))
-    publisher.request("event", {"event_type": "task.phase", "task_id": "T-1",
+    publisher.request("event", {"event_type": "task.phase", "task_id": f"T-{project}",
                                 "project_id": project, "payload": {"phase": "build"}})
     deadline = time.monotonic() + WAIT
     while True:
