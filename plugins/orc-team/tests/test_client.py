@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from orc_git.errors import ConfigError, LockerUnavailable
+from orc_git.errors import ConfigError, InvalidInput, LockerUnavailable
 
 from orc_team.client.backoff import Backoff
 from orc_team.client.holder import client_id, parse_client_id
@@ -78,7 +78,7 @@ def test_the_requesting_thread_hands_on_what_is_not_its_reply(server: ServerProc
                         if m["type"] == "event" else None)
     client.subscribe(project_id=project)
     for n in range(20):  # each event goes back to its publisher too: it is subscribed
-        reply = client.request("event", {"event_type": "task.phase", "task_id": "T-1",
+        reply = client.request("event", {"event_type": "task.phase", "task_id": f"T-{project}",
                                          "project_id": project, "payload": {"n": n}})
         assert reply["type"] == "ack"
     got = [seen.get(timeout=WAIT) for _ in range(20)]
@@ -96,7 +96,8 @@ def test_a_listener_may_make_a_request(server: ServerProc, clients: Any) -> None
                          if m["type"] == "event" else None)
     watcher.subscribe(project_id=project)
     clients(settings_for(server, "bob")).request("event", {
-        "event_type": "task.phase", "task_id": "T-1", "project_id": project, "payload": {}})
+        "event_type": "task.phase", "task_id": f"T-{project}", "project_id": project,
+        "payload": {}})
     assert answers.get(timeout=WAIT) == "pong"
 
 
@@ -247,7 +248,7 @@ def test_reconnects_and_subscribes_again_after_a_restart(start_server: ServerFac
     assert watcher.wait_for(lambda c: c.restored >= 2, 15), "did not reconnect"
 
     publisher: WSClient = clients(settings_for(server, "bob"))
-    publisher.request("event", {"event_type": "task.phase", "task_id": "T-1",
+    publisher.request("event", {"event_type": "task.phase", "task_id": f"T-{project}",
                                 "project_id": project, "payload": {"phase": "build"}})
     deadline = time.monotonic() + WAIT
     while True:
@@ -341,3 +342,26 @@ def test_settings_from_the_config_layers() -> None:
     with pytest.raises(ConfigError, match=r"team\.timeout"):
         settings_from_config(Config({"team": {"server_url": "ws://h:1", "token": "x",
                                               "timeout": "soon"}}))
+
+
+@pytest.mark.parametrize(("data", "said"), [
+    ({"event_type": "task.phase", "payload": {"phase": "\ud800"}}, "\\ud800"),
+    ({"event_type": "task.phase", "payload": {"\udcff": 1}}, "\\udcff"),
+    ({"event_type": "task.phase", "payload": {"ratio": float("nan")}}, "NaN"),
+    ({"event_type": "task.phase", "payload": {"x": [float("-inf")]}}, "NaN"),
+])
+def test_what_the_server_would_refuse_is_refused_here_and_never_sent(
+        server: ServerProc, clients: Any, data: dict[str, Any], said: str) -> None:
+    """Issue 8, point 2: text that is not UTF-8 and non-finite numbers never leave the client;
+    the caller gets InvalidInput with a printable message, and the connection goes on."""
+    client: WSClient = clients(settings_for(server, "alice"))
+    task = unique()
+    with pytest.raises(InvalidInput) as info:
+        client.request("event", {"task_id": task, **data})
+    message = info.value.message
+    assert message.isascii() and said in message and "team server" in message
+    with pytest.raises(InvalidInput):  # fire and forget: refused the same way
+        client.send("event", {"task_id": task, **data})
+    with pytest.raises(ServerError) as unknown:  # nothing reached the server
+        client.request("subscribe", {"task_id": task})
+    assert unknown.value.server_code == "NOT_FOUND"

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
-from conftest import Client, ServerFactory, ServerProc, elapsed_since, unique
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from conftest import WAIT, Client, ServerFactory, ServerProc, elapsed_since, unique
 
 
 async def test_ping_pong_with_and_without_id(connect_as: Any) -> None:
@@ -207,3 +211,120 @@ def test_http_views(server: ServerProc) -> None:
     with urllib.request.urlopen(f"http://{server.base}/", timeout=5) as resp:
         assert resp.status == 200 and "text/html" in resp.headers["Content-Type"]
         assert b"orc-team" in resp.read()
+
+
+# -- text that cannot be UTF-8, numbers that are not JSON (issue 8, point 2) -------------------
+
+
+def strict_json(raw: str | bytes) -> Any:
+    """What any JSON parser accepts: no NaN / Infinity (Python's json takes them)."""
+    def refuse(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+    return json.loads(raw, parse_constant=refuse)
+
+
+async def strict_error(client: Client) -> dict[str, Any]:
+    """The next error, read raw: everything the server sent up to it must be strict JSON."""
+    async with asyncio.timeout(WAIT):
+        while True:
+            message = strict_json(await client.ws.recv())
+            if message["type"] == "error":
+                assert isinstance(message, dict)
+                return message
+
+
+EVIL = '{"type":"event","id":"evil","data":{"event_type":"task.phase","task_id":"%s",' \
+       '"project_id":"%s","payload":{"phase":"\\ud800"}}}'
+
+
+@pytest.mark.parametrize("where", [
+    "payload value", "payload key", "nested list", "data key", "message key", "event_type",
+    "escaped pair then a lone half"])
+async def test_a_lone_surrogate_anywhere_is_refused_and_stores_nothing(
+        server: ServerProc, connect_as: Any, where: str) -> None:
+    project, task = unique("proj"), unique("EVIL")
+    raw = {
+        "payload value": EVIL % (task, project),
+        "payload key": EVIL.replace('"phase":"\\ud800"', '"\\udfff":"x"') % (task, project),
+        "nested list": EVIL.replace('"\\ud800"', '[1, {"a": ["\\udc00"]}]') % (task, project),
+        "data key": EVIL.replace('"payload"', '"\\ud83d"') % (task, project),
+        "message key": EVIL.replace('"type"', '"\\ud800": 1, "type"') % (task, project),
+        "event_type": EVIL.replace("task.phase", "task.\\ud800") % (task, project),
+        "escaped pair then a lone half": EVIL.replace(
+            '"\\ud800"', '"\\ud83d\\ude00 \\ude00"') % (task, project),
+    }[where]
+    alice: Client = await connect_as("alice")
+    watcher: Client = await connect_as("bob")
+    await watcher.request("subscribe", {"project_id": project})
+    await alice.send(raw)
+    reply = await alice.expect(lambda m: m.get("id") == "evil")
+    assert reply["type"] == "error" and reply["data"]["code"] == "INVALID_MESSAGE", reply
+    assert "UTF-8" in reply["data"]["message"]
+    # Nothing was executed or stored: the task is unknown, the project's stream is untouched,
+    # and both subscriptions are answered.
+    sub = await alice.request("subscribe", {"project_id": project})
+    assert sub["type"] == "subscribed" and sub["data"]["current_state"] == {"offset": 0,
+                                                                            "tasks": []}
+    assert (await alice.request("subscribe", {"task_id": task}))["data"]["code"] == "NOT_FOUND"
+    assert not [m for m in await watcher.barrier() if m["type"] == "event"]
+    assert "Traceback" not in server.log
+
+
+async def test_a_well_formed_escaped_pair_is_text(connect_as: Any) -> None:
+    """An emoji sent as ``\\ud83d\\ude00`` (what ``json.dumps`` writes) is one character."""
+    project, task = unique("proj"), unique()
+    alice: Client = await connect_as("alice")
+    ack = await alice.request("event", {"event_type": "task.phase", "task_id": task,
+                                        "project_id": project, "payload": {"phase": "ok 😀"}})
+    assert ack["type"] == "ack"
+    state = (await alice.request("subscribe", {"task_id": task}))["data"]["current_state"]
+    assert state["phase"] == "ok 😀"
+
+
+async def test_an_unusable_id_is_answered_with_id_null_and_nothing_is_done(
+        connect_as: Any) -> None:
+    task = unique()
+    alice: Client = await connect_as("alice")
+    bob: Client = await connect_as("bob")
+    await alice.send('{"type":"lock","id":"\\udfff","data":{"task_id":"' + task + '"}}')
+    reply = await strict_error(alice)
+    assert reply["type"] == "error" and reply["data"]["code"] == "INVALID_MESSAGE", reply
+    assert "id" in reply and reply["id"] is None
+    # The lock was not granted: another member gets it.
+    assert (await bob.lock(task))["acquired"] is True
+
+
+@pytest.mark.parametrize("raw", [
+    '{"type":"ping","id":NaN}',
+    '{"type":"ping","id":Infinity}',
+    '{"type":"ping","id":-Infinity}',
+    '{"type":"ping","id":1e400}',
+    '{"type":"lock","id":"n","data":{"task_id":"T-NAN","ttl":NaN}}',
+    '{"type":"event","id":"n","data":{"event_type":"task.phase","task_id":"T-NAN",'
+    '"payload":{"x":[-1e999]}}}',
+])
+async def test_non_finite_numbers_are_refused_and_never_echoed(connect_as: Any,
+                                                               raw: str) -> None:
+    alice: Client = await connect_as("alice")
+    await alice.send(raw)
+    reply = await strict_error(alice)  # what the server sends is always JSON
+    assert reply["type"] == "error" and reply["data"]["code"] == "INVALID_JSON", reply
+    assert reply.get("id") is None
+    assert (await alice.request("ping"))["type"] == "pong"
+
+
+@pytest.mark.parametrize("frame", [
+    b'{"type":"ping","id":"\xff"}',  # not UTF-8 at all
+    b'{"type":"ping","id":"\xed\xa0\x80"}',  # a surrogate encoded as if it were a character
+    b'{"type":"ping","id":"\xc0\xaf"}',  # an overlong encoding
+])
+async def test_a_text_frame_that_is_not_utf8_closes_with_1007(server: ServerProc,
+                                                               connect_as: Any,
+                                                               frame: bytes) -> None:
+    bystander: Client = await connect_as("bob")
+    alice: Client = await connect_as("alice")
+    await alice.ws.send(frame, text=True)  # a real text frame carrying these bytes
+    with pytest.raises(ConnectionClosed) as info:
+        await alice.expect(lambda m: False)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1007, server.log[-2000:]
+    assert (await bystander.request("ping"))["type"] == "pong"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sqlite3
 import subprocess
 import sys
 from typing import Any
@@ -70,3 +71,70 @@ def test_a_busy_port_is_a_clear_failure(start_server: ServerFactory, tmp_path: A
     assert done.returncode == 3 and f"cannot listen on 127.0.0.1:{server.port}" in done.stderr
     assert "Traceback" not in done.stderr
     server.stop()
+
+
+# -- nothing a client sends can wedge reads, now or after a restart (issue 8, point 2) --------
+
+
+async def test_a_poisonous_event_leaves_its_project_readable_across_a_restart(
+        start_server: ServerFactory, connect_as: Any) -> None:
+    server = start_server()
+    project, task = unique("acme"), unique("EVIL")
+    mallory: Client = await connect_as("mallory", on=server)
+    await mallory.send('{"type":"event","id":"evil","data":{"event_type":"task.phase",'
+                       f'"task_id":"{task}","project_id":"{project}",'
+                       '"payload":{"phase":"\\ud800"}}}')
+    refused = await mallory.expect(lambda m: m.get("id") == "evil")
+    for restart in (False, True):
+        if restart:
+            assert server.stop(signal.SIGKILL) == -signal.SIGKILL
+            server.start()
+        alice: Client = await connect_as("alice", on=server)
+        by_project = await alice.request("subscribe", {"project_id": project})
+        assert by_project["type"] == "subscribed", by_project
+        by_task = await alice.request("subscribe", {"task_id": task})
+        assert by_task["type"] == "error" and by_task["data"]["code"] == "NOT_FOUND"
+    assert refused["type"] == "error" and refused["data"]["code"] == "INVALID_MESSAGE"
+    assert "Traceback" not in server.log
+    server.stop()
+
+
+@pytest.mark.parametrize(("stored", "phase"), [
+    ('{"status": "running", "phase": "\\ud800"}', "\\ud800"),  # json.dumps wrote it so
+    ('{"status": "running", "\\udfff": {"deep": ["\\ud83d"]}, "phase": "p"}', "p"),
+    ('{"status": "running", "phase": NaN}', None),
+    ("{not json", None),
+    ("[1, 2]", None),
+], ids=["lone surrogate", "nested surrogates", "NaN", "not JSON", "not an object"])
+async def test_a_poisoned_row_from_an_older_server_does_not_wedge_subscribe(
+        start_server: ServerFactory, connect_as: Any, stored: str, phase: str | None) -> None:
+    server = start_server()
+    project, task = unique("acme"), unique("OLD")
+    alice: Client = await connect_as("alice", on=server)
+    ack = await alice.request("event", {"event_type": "task.started", "task_id": task,
+                                        "project_id": project})
+    assert ack["type"] == "ack"
+    server.stop()
+    with sqlite3.connect(server.store) as db:  # what an older version could leave behind
+        db.execute("UPDATE tasks SET state = ? WHERE task_id = ?", (stored, task))
+    db.close()
+    server.start()
+    bob: Client = await connect_as("bob", on=server)
+    by_task = await bob.request("subscribe", {"task_id": task})
+    assert by_task["type"] == "subscribed", by_task
+    assert by_task["data"]["current_state"].get("phase") == phase
+    by_project = await bob.request("subscribe", {"project_id": project})
+    assert by_project["type"] == "subscribed", by_project
+    assert [t["task_id"] for t in by_project["data"]["current_state"]["tasks"]] == [task]
+    assert server.logged(f"{task}: its stored state")
+    # A new event on the task still works, and repairs the row for good.
+    ack = await alice_again(server, connect_as, task, project)
+    assert ack["type"] == "ack", ack
+    assert "Traceback" not in server.log
+    server.stop()
+
+
+async def alice_again(server: Any, connect_as: Any, task: str, project: str) -> dict[str, Any]:
+    alice: Client = await connect_as("alice", on=server)
+    return await alice.request("event", {"event_type": "task.phase", "task_id": task,
+                                         "project_id": project, "payload": {"phase": "ok"}})

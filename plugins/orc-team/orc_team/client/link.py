@@ -85,9 +85,9 @@ class Link:
 
     # -- sending ---------------------------------------------------------------------------
 
-    def send_text(self, text: str) -> None:
-        """Raises OSError (ConnectionError once the connection is closing)."""
-        data = text.encode()
+    def send_text(self, data: bytes) -> None:
+        """Send UTF-8 ``data`` as a text frame.  Raises OSError (ConnectionError once the
+        connection is closing)."""
         with self._mutex:
             try:
                 self.protocol.send_text(data)

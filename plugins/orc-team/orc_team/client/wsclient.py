@@ -35,7 +35,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from orc_git.errors import LockerUnavailable, OrcError
+from orc_git.errors import InvalidInput, LockerUnavailable, OrcError
 
 from orc_team.client.backoff import Backoff
 from orc_team.client.dial import closed_error, open_link
@@ -55,7 +55,23 @@ QUIET = 0.02
 """Seconds without a request before the pump reads again: short against a push's delivery,
 long against the gap between two requests of a loop."""
 CLOSE_TIMEOUT = 0.5
-_encode = json.JSONEncoder(separators=(",", ":")).encode
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def encode(message: Message) -> bytes:
+    """The message as the server accepts it, or InvalidInput saying why not: the server
+    refuses text that is not UTF-8 (a lone surrogate, as Python makes of undecodable bytes in
+    a file name or the environment) and NaN or infinite numbers, which are not JSON."""
+    try:
+        return _encoder.encode(message).encode()
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start:exc.end].encode("ascii", "backslashreplace").decode()
+        raise InvalidInput(f"cannot send {message.get('type')} to the team server: it holds "
+                           f"text that is not valid Unicode ({bad}), e.g. from bytes that are "
+                           "not UTF-8") from None
+    except ValueError as exc:  # allow_nan=False: "Out of range float values are not JSON ..."
+        raise InvalidInput(f"cannot send {message.get('type')} to the team server: {exc}"
+                           " (NaN and infinite numbers are not JSON)") from None
 
 
 class WSClient:
@@ -347,7 +363,7 @@ class WSClient:
         wait = self.settings.request_timeout if timeout is None else timeout
         try:
             self._send(link, message)
-        except LockerUnavailable:
+        except OrcError:  # unavailable, or InvalidInput: nothing was sent
             self._replies.cancel(pending)
             raise
         try:
@@ -380,11 +396,12 @@ class WSClient:
         return True
 
     def _send(self, link: Link, message: Message, unless_in_flight: str | None = None) -> None:
+        data = encode(message)
         try:
             with self._send_lock:
                 if unless_in_flight is not None and self._replies.in_flight(unless_in_flight):
                     raise LockerUnavailable(f"a request about {unless_in_flight} is in flight")
-                link.send_text(_encode(message))
+                link.send_text(data)
         except OSError as exc:
             raise LockerUnavailable(f"connection to the team server lost: {exc}") from None
 

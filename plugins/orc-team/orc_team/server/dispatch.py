@@ -31,12 +31,14 @@ from orc_team.server.protocol import (
     Envelope,
     Fields,
     Id,
+    InvalidText,
     ProtocolError,
 )
 from orc_team.server.store import Store
 
 log = logging.getLogger("orc_team.server")
 
+CLOSE_INVALID_TEXT = 1007  # RFC 6455: a text frame that is not UTF-8 fails the connection
 CONTROL_TYPES = frozenset({"lock", "unlock", "ping"})
 OVERSIZE_COST = 25.0
 REPLY_TYPES = {"subscribe": "subscribed", "unsubscribe": "unsubscribed", "lock": "lock_result",
@@ -53,9 +55,11 @@ class Request:
         self.replied = False
 
     def reply(self, data: dict[str, Any] | None = None) -> None:
+        """Marked replied only once sent: a reply that fails to encode leaves the request to
+        the dispatcher's INTERNAL error instead of no answer at all."""
         if not self.replied:
-            self.replied = True
             self.conn.send(protocol.message(REPLY_TYPES[self.env.type], self.env.id, data))
+            self.replied = True
 
 
 class Dispatcher:
@@ -89,6 +93,8 @@ class Dispatcher:
             self._charge(conn, env.type in CONTROL_TYPES, 1.0, req_id)
             req = Request(conn, env)
             await getattr(self, f"on_{env.type}")(req)
+        except InvalidText as exc:
+            conn.drop(exc.message, CLOSE_INVALID_TEXT)
         except ProtocolError as exc:
             if req is None or not req.replied:
                 conn.send(protocol.error(req_id if exc.req_id is None else exc.req_id,
@@ -169,6 +175,6 @@ class Dispatcher:
                                 "the server's own", req.env.id)
         conn = req.conn
         stamps = await self.events.publish(event_type, task_id, project_id, payload,
-                                           user=conn.user, user_name=conn.claims.name)
+                                           holder=conn.holder, admin=conn.claims.admin)
         if req.env.id is not None:
             req.reply(stamps)

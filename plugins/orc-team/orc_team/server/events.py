@@ -15,7 +15,8 @@ from typing import Any
 from orc_team.server import protocol
 from orc_team.server.connection import Connection
 from orc_team.server.hub import Hub
-from orc_team.server.store import Store
+from orc_team.server.protocol import FORBIDDEN, ProtocolError
+from orc_team.server.store import Holder, LockRecord, ProjectMismatch, Store
 
 STATUS_BY_EVENT = {
     "task.created": "created", "task.started": "running", "task.resumed": "running",
@@ -47,20 +48,43 @@ def state_patch(event_type: str, payload: dict[str, Any], user: str, now: float)
     return patch
 
 
+def _who(lock: LockRecord) -> str:
+    name = lock.holder.name or lock.holder.user
+    return f"{name} ({lock.holder.user}, client {lock.holder.client})"
+
+
 class EventBus:
     def __init__(self, hub: Hub, store: Store) -> None:
         self.hub = hub
         self.store = store
 
     async def publish(self, event_type: str, task_id: str, project_id: str | None,
-                      payload: dict[str, Any], *, user: str | None, user_name: str | None
+                      payload: dict[str, Any], *, holder: Holder, admin: bool
                       ) -> dict[str, Any]:
-        """An executor's event: update the task's state, stamp, fan out.  Returns the stamps."""
+        """An executor's event: check who may publish it, update the task's state, stamp, fan
+        out.  Returns the stamps.
+
+        While a task is locked, its lease holder (same user, same client instance) speaks for
+        it: anyone else's event about it is refused (FORBIDDEN), an admin's is accepted and
+        stamped ``holder: false``.  A task's events stay in the first project it was seen
+        under.  The stamps (user, user_name, timestamp, offset, holder) are the server's own;
+        fields of those names sent in ``data`` are never used."""
         now = time.time()
-        patch = state_patch(event_type, payload, user or "", now)
-        offset, task = await self.store.record_event(task_id, project_id, patch)
-        return self._send(event_type, task_id, project_id or task.project_id, payload,
-                          user=user, user_name=user_name, offset=offset, now=now)
+        lock = await self.store.get_lock(task_id, now)
+        is_holder = lock is not None and lock.held_by(holder)
+        if lock is not None and not is_holder and not admin:
+            raise ProtocolError(FORBIDDEN, f"{task_id} is locked by {_who(lock)}: only the lock's "
+                                "holder (its user and client instance) publishes events about "
+                                "it while it is held")
+        patch = state_patch(event_type, payload, holder.user, now)
+        try:
+            offset, task = await self.store.record_event(task_id, project_id, patch)
+        except ProjectMismatch as exc:
+            raise ProtocolError(FORBIDDEN, f"{task_id} belongs to project {exc.project_id}; its "
+                                f"events cannot go to project {project_id}") from None
+        return self._send(event_type, task_id, task.project_id, payload, user=holder.user,
+                          user_name=holder.name, offset=offset, now=now,
+                          holder=is_holder)
 
     def announce(self, event_type: str, task_id: str, project_id: str | None,
                  payload: dict[str, Any], *, user: str | None, user_name: str | None,
@@ -72,9 +96,11 @@ class EventBus:
 
     def _send(self, event_type: str, task_id: str, project_id: str | None,
               payload: dict[str, Any], *, user: str | None, user_name: str | None,
-              offset: int | None, now: float, also: Iterable[Connection] = ()
-              ) -> dict[str, Any]:
-        stamps = {"timestamp": protocol.iso(now), "offset": offset}
+              offset: int | None, now: float, also: Iterable[Connection] = (),
+              holder: bool | None = None) -> dict[str, Any]:
+        stamps: dict[str, Any] = {"timestamp": protocol.iso(now), "offset": offset}
+        if holder is not None:  # published events say whether their sender held the lock
+            stamps["holder"] = holder
         targets = self.hub.audience(task_id, project_id, also)
         if targets:  # most lock changes have no audience: then nothing is encoded
             data = {"event_type": event_type, "task_id": task_id, "project_id": project_id,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -70,12 +71,14 @@ def _second(whole: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
 
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def encode(message: dict[str, Any]) -> bytes:
     """Compact UTF-8 JSON; fan-out encodes once and sends the same bytes to every subscriber.
-    One encoder for all: ``json.dumps`` with options builds a new one per call."""
+    One encoder for all: ``json.dumps`` with options builds a new one per call.  Strict: a NaN
+    (ValueError) or a lone surrogate (UnicodeEncodeError) raises rather than sending invalid
+    JSON; :func:`parse` keeps both out of everything a client sends."""
     return _ENCODER.encode(message).encode()
 
 
@@ -89,21 +92,62 @@ def message(type_: str, req_id: Id | None = None, data: Any = None) -> dict[str,
 
 
 def error(req_id: Id | None, code: str, text: str) -> dict[str, Any]:
-    return message("error", req_id, {"code": code, "message": text})
+    """An error always has an ``id``: the request's, or null when it had none that could be
+    echoed (not JSON, not a string or number, not UTF-8 text)."""
+    return {"type": "error", "id": req_id, "data": {"code": code, "message": text}}
+
+
+class InvalidText(ProtocolError):
+    """A text frame that is not UTF-8: RFC 6455 fails the connection (close code 1007)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(INVALID_MESSAGE, message)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 parses as inf
+        raise ValueError(f"{text[:20]} is out of range for a number")
+    return value
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+"""Where a lone surrogate can come from once the frame is valid UTF-8: a ``\\uD800``-``\\uDFFF``
+escape.  Only a message with one (rare: an escaped emoji, say) pays for the full check."""
+
+
+def _utf8(value: object) -> bool:
+    """Can ``value`` (a decoded message, keys included) be written as UTF-8 JSON?"""
+    try:
+        _ENCODER.encode(value).encode()
+    except (UnicodeEncodeError, RecursionError):
+        return False
+    return True
 
 
 def _valid_id(value: object) -> bool:
     if isinstance(value, bool):
         return False
     if isinstance(value, str):
-        return len(value) <= MAX_ID_CHARS
-    return isinstance(value, int | float)
+        return len(value) <= MAX_ID_CHARS and (value.isascii() or _utf8(value))
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _decode(raw: bytes) -> Any:
+    """The JSON value of a text frame: strict UTF-8 (``json.loads`` of bytes would also take
+    UTF-16 and encoded surrogates), no NaN or Infinity.  Raises ValueError or RecursionError."""
+    return _DECODER.decode(raw.decode())
 
 
 def recover_id(raw: bytes) -> Id | None:
     """The ``id`` of a message refused before parsing (too large), when it can be read at all."""
     try:
-        doc = json.loads(raw)
+        doc = _decode(raw)
     except (ValueError, RecursionError):
         return None
     value = doc.get("id") if isinstance(doc, dict) else None
@@ -111,14 +155,26 @@ def recover_id(raw: bytes) -> Id | None:
 
 
 def parse(raw: bytes) -> Envelope:
+    """Decode and check the envelope.  Every string anywhere in the message must be UTF-8
+    text: a lone surrogate stored or echoed would make every later read of it fail."""
     try:
-        doc = json.loads(raw)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        text = raw.decode()
+    except UnicodeDecodeError as exc:
+        raise InvalidText(f"a text frame must be UTF-8: {exc.reason} at byte {exc.start}"
+                          ) from None
+    try:
+        doc = _DECODER.decode(text)
+    except (ValueError, RecursionError) as exc:
         raise ProtocolError(INVALID_JSON, f"not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise ProtocolError(INVALID_MESSAGE, "a message is a JSON object {type, id?, data?}")
     req_id = doc.get("id")
-    if req_id is not None and not _valid_id(req_id):
+    usable = req_id if _valid_id(req_id) else None
+    if _SURROGATE_ESCAPE.search(raw) and not _utf8(doc):
+        raise ProtocolError(INVALID_MESSAGE, "a string in this message cannot be encoded as "
+                            "UTF-8 (a lone UTF-16 surrogate escape such as \\ud800); nothing "
+                            "was done", usable)
+    if req_id is not None and usable is None:
         raise ProtocolError(INVALID_MESSAGE, f"id must be a string of at most {MAX_ID_CHARS} "
                             "characters or a number")
     kind = doc.get("type")

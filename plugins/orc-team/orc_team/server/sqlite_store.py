@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -30,7 +31,14 @@ from typing import Any
 
 from orc_git.errors import OrcError, StorageError
 
-from orc_team.server.store import Grant, Holder, LockRecord, Release, TaskRecord
+from orc_team.server.store import (
+    Grant,
+    Holder,
+    LockRecord,
+    ProjectMismatch,
+    Release,
+    TaskRecord,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -51,9 +59,13 @@ _SELECT_LOCK = ("SELECT l.task_id, l.user, l.user_name, l.user_email, l.client, 
                 "l.acquired_at, l.heartbeat_at, l.expires_at, t.project_id "
                 "FROM locks l LEFT JOIN tasks t USING (task_id)")
 _SELECT_TASK = "SELECT task_id, project_id, fence, state FROM tasks WHERE task_id = ?"
+_STORE_STATE = "UPDATE tasks SET state = ? WHERE task_id = ?"
 _ENSURE_TASK = ("INSERT INTO tasks (task_id, project_id, updated_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (task_id) DO UPDATE SET "
                 "project_id = COALESCE(tasks.project_id, excluded.project_id)")
+
+
+log = logging.getLogger("orc_team.server")
 
 
 class StoreInUse(OrcError):
@@ -66,9 +78,47 @@ def _lock(row: tuple[Any, ...]) -> LockRecord:
                       expires, project)
 
 
-def _task(row: tuple[Any, ...]) -> TaskRecord:
-    task_id, project_id, fence, state = row
-    return TaskRecord(task_id, project_id, json.loads(state), fence)
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_STATE = json.JSONDecoder(parse_constant=_no_constant)
+
+
+def _escaped(value: Any) -> Any:
+    """``value`` with every string (keys too) made UTF-8-safe: a lone surrogate becomes the
+    text ``\\udXXX``, so what it said stays visible."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode()
+    if isinstance(value, dict):
+        return {_escaped(k): _escaped(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escaped(v) for v in value]
+    return value
+
+
+def _state(text: str) -> tuple[dict[str, Any], str | None]:
+    """A stored state, and what was wrong with it (None: nothing).  Servers before issue 8
+    stored what clients sent: a lone surrogate (written by ``json.dumps`` as ``\\ud800``)
+    then broke every reply that carried it.  Such text is escaped; a state that is not a JSON
+    object (or holds NaN) is dropped.  Either way the row is repaired, once."""
+    try:
+        state = _STATE.decode(text)
+    except (ValueError, RecursionError) as exc:
+        return {}, f"not readable JSON ({exc}); dropped"
+    if not isinstance(state, dict):
+        return {}, "not a JSON object; dropped"
+    try:
+        json.dumps(state, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return _escaped(state), "text that is not UTF-8; shown escaped"
+    return state, None
+
+
+def _dump(state: dict[str, Any]) -> str:
+    """Real UTF-8 and strict JSON: text that could not be read back as such (a lone
+    surrogate, NaN) fails the write instead of being stored."""
+    return json.dumps(state, ensure_ascii=False, allow_nan=False)
 
 
 def _by_task(locks: Iterable[LockRecord]) -> list[LockRecord]:
@@ -250,25 +300,35 @@ class SQLiteStore:
                 del self._locks[lock.task_id]
         return expired
 
+    def _task(self, row: tuple[Any, ...]) -> TaskRecord:
+        task_id, project_id, fence, text = row
+        state, problem = _state(text)
+        if problem is not None:
+            log.warning("%s: its stored state was %s (left by an older server)", task_id,
+                        problem)
+            self.db.execute(_STORE_STATE, (_dump(state), task_id))  # its own transaction
+        return TaskRecord(task_id, project_id, state, fence)
+
     async def get_task(self, task_id: str) -> TaskRecord | None:
         row = self.db.execute(_SELECT_TASK, (task_id,)).fetchone()
-        return _task(row) if row else None
+        return self._task(row) if row else None
 
     async def project_tasks(self, project_id: str) -> list[TaskRecord]:
         rows = self.db.execute("SELECT task_id, project_id, fence, state FROM tasks "
                                "WHERE project_id = ? ORDER BY task_id", (project_id,)).fetchall()
-        return [_task(row) for row in rows]
+        return [self._task(row) for row in rows]
 
     async def record_event(self, task_id: str, project_id: str | None,
                            state: dict[str, Any]) -> tuple[int | None, TaskRecord]:
         with self._tx() as db:
             db.execute(_ENSURE_TASK, (task_id, project_id, time.time()))
-            task = _task(db.execute(_SELECT_TASK, (task_id,)).fetchone())
+            task = self._task(db.execute(_SELECT_TASK, (task_id,)).fetchone())
+            if project_id is not None and task.project_id != project_id:
+                raise ProjectMismatch(task_id, task.project_id)  # rolled back: nothing changed
             if state:
                 task.state.update(state)
-                db.execute("UPDATE tasks SET state = ? WHERE task_id = ?",
-                           (json.dumps(task.state), task_id))
-            offset = self._take_offset(db, project_id) if project_id else None
+                db.execute(_STORE_STATE, (_dump(task.state), task_id))
+            offset = self._take_offset(db, task.project_id) if task.project_id else None
         self._learn_project(task_id, task.project_id)
         return offset, task
 

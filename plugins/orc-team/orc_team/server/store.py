@@ -82,6 +82,16 @@ class TaskRecord:
     fence: int = 0
 
 
+class ProjectMismatch(Exception):
+    """An event names another project than the one its task belongs to (issue 8, point 11):
+    a task's events are bound to the first project the server saw it under."""
+
+    def __init__(self, task_id: str, project_id: str | None) -> None:
+        super().__init__(f"{task_id} belongs to project {project_id}")
+        self.task_id = task_id
+        self.project_id = project_id
+
+
 class Store(Protocol):
     async def acquire(self, task_id: str, holder: Holder, ttl: int, now: float, *,
                       steal: bool = False, project_id: str | None = None) -> Grant:
@@ -107,8 +117,10 @@ class Store(Protocol):
 
     async def record_event(self, task_id: str, project_id: str | None,
                            state: dict[str, Any]) -> tuple[int | None, TaskRecord]:
-        """Make the task known, merge ``state`` into its current state, and take the project's
-        next event offset (None without a project)."""
+        """Make the task known, merge ``state`` into its current state, and take the next event
+        offset of the task's project (None while it has none).  ``project_id`` None means the
+        task's own project; another project than the task's raises ProjectMismatch, with
+        nothing changed."""
         ...
 
     async def next_offset(self, project_id: str) -> int: ...
