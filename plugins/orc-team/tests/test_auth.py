@@ -202,7 +202,8 @@ async def test_an_expiring_token_is_closed_at_expiry_without_sending(
             ack = await bob.request("event", {"event_type": "task.transcript",
                                               "task_id": f"EXP-{n}", "project_id": project,
                                               "payload": {"n": n}})
-            stamps.append(ack["data"]["timestamp"])
+            if ack["type"] == "ack":  # else RATE_LIMITED: bob publishes flat out
+                stamps.append(ack["data"]["timestamp"])
             n += 1
         with pytest.raises(ConnectionClosed) as info:
             await reader
