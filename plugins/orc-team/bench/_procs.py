@@ -80,7 +80,7 @@ class TeamServer(_Listening):
         env = {**os.environ, "ORC_TEAM_SECRET": SECRET, "ORC_HOME": str(workdir)}
         cmd = [sys.executable, "-m", "orc_team.server", "--port", "0", "--store",
                str(workdir / "team.sqlite3"), "--rate", "1000000", "--burst", "1000000",
-               "--send-queue", "8192", *args]
+               "--send-queue", "8192", "--max-per-peer", "0", "--max-per-user", "0", *args]
         super().__init__(cmd, env, "team server")
 
     def rss(self) -> int:

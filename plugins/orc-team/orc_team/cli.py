@@ -15,7 +15,13 @@ from typing import Any
 from orc_git.cli.output import Output
 from orc_git.errors import OrcError, UsageError
 
-from orc_team.server.auth import ROLES
+from orc_team.server.auth import (
+    MAX_LIFETIME,
+    ROLES,
+    email_problem,
+    name_problem,
+    user_problem,
+)
 from orc_team.spin import SPIN
 
 log = logging.getLogger("orc_team")
@@ -33,11 +39,15 @@ def _number(low: float, high: float, kind: type = float) -> Any:
     return parse
 
 
-def _user(text: str) -> str:
-    if not text or len(text) > 100 or text != text.strip():
-        raise argparse.ArgumentTypeError("a user id is 1-100 characters without surrounding "
-                                         "spaces")
-    return text
+def _claim(problem: Any) -> Any:
+    """An argparse type from one of auth's checks: the CLI refuses (exit 2) exactly what the
+    server would refuse in a token."""
+    def parse(text: str) -> str:
+        why = problem(text)
+        if why:
+            raise argparse.ArgumentTypeError(why)
+        return text
+    return parse
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
@@ -64,6 +74,19 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--busy-poll", type=_number(0, 0.01), default=SPIN, metavar="S",
                    help="seconds the server keeps polling after handling a message, before it "
                         "sleeps: a request arriving meanwhile needs no wake-up (0.0002; 0 off)")
+    p.add_argument("--handshake-timeout", type=_number(0, 3600), default=5.0, metavar="S",
+                   help="seconds a connection has to send its request's headers; one that "
+                        "sends nothing or half a request is closed (5; 0 disables)")
+    p.add_argument("--max-per-peer", type=_number(0, 1e7, int), default=256, metavar="N",
+                   help="connections open at once from one address, before authentication; "
+                        "more are refused with HTTP 429 (256; 0: no cap)")
+    p.add_argument("--max-per-user", type=_number(0, 1e7, int), default=64, metavar="N",
+                   help="WebSocket connections open at once per user; more are refused with "
+                        "HTTP 429 (64; 0: no cap)")
+    p.add_argument("--max-token-lifetime", type=_number(1, 10 * 365 * 86400),
+                   default=MAX_LIFETIME, metavar="S",
+                   help="longest token lifetime accepted, exp minus iat (or minus now) "
+                        "(2592000: 30 days)")
     p.add_argument("--log-level", default="info",
                    choices=("debug", "info", "warning", "error"))
 
@@ -75,12 +98,15 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     add_serve_arguments(serve)
     serve.set_defaults(func=cmd_serve)
     token = actions.add_parser("token", help="print a token signed with ORC_TEAM_SECRET")
-    token.add_argument("--user", required=True, type=_user, metavar="ID")
-    token.add_argument("--name", metavar="N", help="display name (defaults to the user id)")
-    token.add_argument("--email", metavar="E")
+    token.add_argument("--user", required=True, type=_claim(user_problem), metavar="ID",
+                       help="user id: 1-64 letters, digits, '.', '_', '@', '+' or '-'")
+    token.add_argument("--name", type=_claim(name_problem), metavar="N",
+                       help="display name, 1-100 printable characters (the user id)")
+    token.add_argument("--email", type=_claim(email_problem), metavar="E")
     token.add_argument("--role", choices=ROLES, default="member")
-    token.add_argument("--expires", type=_number(1, 10 * 365 * 86400), default=30 * 86400,
-                       metavar="S", help="seconds until the token expires (30 days)")
+    token.add_argument("--expires", type=_number(1, MAX_LIFETIME), default=MAX_LIFETIME,
+                       metavar="S", help="seconds until the token expires, at most the "
+                                         "server's default maximum lifetime (2592000: 30 days)")
     token.set_defaults(func=cmd_token)
 
 
@@ -104,8 +130,10 @@ def cmd_token(args: argparse.Namespace, out: Any) -> int:
 
 
 def _configure_logging(level: str) -> None:
+    from orc_team.server.logtext import SafeFormatter
+
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     for name in ("orc_team", "aiohttp"):
         logger = logging.getLogger(name)
         logger.addHandler(handler)
@@ -124,7 +152,9 @@ def cmd_serve(args: argparse.Namespace, out: Any) -> int:
                           away_after=args.away_after, keepalive=args.keepalive,
                           allowed_origins=frozenset(args.allow_origin), rate=args.rate,
                           burst=args.burst, send_queue=args.send_queue,
-                          busy_poll=args.busy_poll)
+                          busy_poll=args.busy_poll, handshake_timeout=args.handshake_timeout,
+                          max_per_peer=args.max_per_peer, max_per_user=args.max_per_user,
+                          max_token_lifetime=args.max_token_lifetime)
     _configure_logging(args.log_level)
     store = SQLiteStore(config.store)
     try:

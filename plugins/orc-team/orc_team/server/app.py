@@ -8,6 +8,7 @@ dispatcher) and a writer task (its bounded queue); the lock and presence sweeper
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import html
 import logging
@@ -30,15 +31,18 @@ from orc_team.server.auth import (
     origin_allowed,
 )
 from orc_team.server.config import ServerConfig
-from orc_team.server.connection import CLOSE_POLICY, Connection
+from orc_team.server.connection import CLOSE_POLICY, EXPIRED, Connection
 from orc_team.server.dispatch import Dispatcher
 from orc_team.server.events import EventBus
+from orc_team.server.gate import Gate, admit, describe_limit, raise_open_file_limit
 from orc_team.server.hub import Hub
 from orc_team.server.locks import LockService, lock_json
+from orc_team.server.logtext import BadRequestFilter, Throttle, clean, loop_exception_handler
 from orc_team.server.presence import Presence
 from orc_team.server.store import Store
 
 log = logging.getLogger("orc_team.server")
+http_log = logging.getLogger("orc_team.http")  # aiohttp's request handler logs here
 
 
 class Server:
@@ -53,17 +57,22 @@ class Server:
         self.presence = Presence(self.hub, config.away_after)
         self.dispatcher = Dispatcher(config, store, self.hub, self.events, self.locks,
                                      self.presence)
+        self.notices = Throttle(log)
+        self.per_user: collections.Counter[str] = collections.Counter()
 
 
 SERVER = web.AppKey("server", Server)
 
 
 class AccessLogger(AbstractAccessLogger):
-    """Method, path and status: never the query string, which may carry ``?token=``."""
+    """Method, path and status: never the query string, which may carry ``?token=``.  A
+    request aiohttp could not parse is reported by :class:`BadRequestFilter` instead."""
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
-        self.logger.info("%s %s %s %s %.3fs", request.remote, request.method, request.path,
-                         response.status, time)
+        if request.method == "UNKNOWN":  # aiohttp's stand-in for an unparsable request
+            return
+        self.logger.info("%s %s %s %s %.3fs", request.remote, clean(request.method),
+                         clean(request.path), response.status, time)
 
 
 def _unauthorized(reason: str) -> web.HTTPUnauthorized:
@@ -75,21 +84,46 @@ def _unauthorized(reason: str) -> web.HTTPUnauthorized:
 def _admit(request: web.Request) -> Claims:
     config = request.app[SERVER].config
     try:
-        return authenticate(request, config.secret)
+        return authenticate(request, config.secret, config.max_token_lifetime)
     except AuthError as exc:
-        log.warning("auth refused: %s %s from %s: %s", request.method, request.path,
-                    request.remote, exc)
+        log.warning("auth refused: %s %s from %s: %s", clean(request.method),
+                    clean(request.path), request.remote, clean(exc))
         raise _unauthorized(str(exc)) from None
+
+
+def _too_many(message: str) -> web.HTTPTooManyRequests:
+    body = protocol.encode({"error": {"code": protocol.RATE_LIMITED, "message": message}})
+    return web.HTTPTooManyRequests(body=body, content_type="application/json",
+                                   headers={"Retry-After": "5"})
 
 
 async def ws_endpoint(request: web.Request) -> web.StreamResponse:
     server = request.app[SERVER]
     config = server.config
     if not origin_allowed(request, config.allowed_origins):
-        log.warning("origin refused: %s from %s", request.headers.get("Origin"), request.remote)
+        log.warning("origin refused: %s from %s", clean(request.headers.get("Origin")),
+                    request.remote)
         raise web.HTTPForbidden(text="this Origin may not connect; see --allow-origin")
     claims = _admit(request)
     client = client_instance(request)
+    if config.max_per_user and server.per_user[claims.user] >= config.max_per_user:
+        server.notices.warn("per-user", "refused a connection for %s from %s: %d already "
+                            "open (--max-per-user)", clean(claims.user), request.remote,
+                            config.max_per_user)
+        raise _too_many(f"user {claims.user} already has {config.max_per_user} connections "
+                        "open (the server's --max-per-user); close some and retry")
+    server.per_user[claims.user] += 1  # taken before the upgrade: a burst cannot overshoot
+    try:
+        return await _serve_ws(request, server, claims, client)
+    finally:
+        server.per_user[claims.user] -= 1
+        if server.per_user[claims.user] <= 0:
+            del server.per_user[claims.user]
+
+
+async def _serve_ws(request: web.Request, server: Server, claims: Claims,
+                    client: str) -> web.StreamResponse:
+    config = server.config
     ws = web.WebSocketResponse(heartbeat=config.keepalive or None, compress=False,
                                max_msg_size=config.max_frame, timeout=2.0, decode_text=False)
     if not ws.can_prepare(request).ok:
@@ -99,13 +133,16 @@ async def ws_endpoint(request: web.Request) -> web.StreamResponse:
                       config)
     server.hub.add(conn)
     writer = asyncio.create_task(conn.writer())
+    loop = asyncio.get_running_loop()
+    # Closed when its token expires, whether or not it sends anything: one timer per connection.
+    expiry = loop.call_later(max(claims.expires - time.time(), 0.0), conn.expire)
     log.info("connect %r from %s (role %s)", conn, conn.remote, claims.role)
     server.presence.connect(conn)
     try:
         async for msg in ws:
             if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                if time.time() >= claims.expires:  # closed, not refused message by message
-                    conn.drop("token expired; reconnect with a new token", CLOSE_POLICY)
+                if time.time() >= claims.expires:  # the timer is due: never answer past exp
+                    conn.drop(EXPIRED, CLOSE_POLICY)
                 else:
                     await server.dispatcher.handle(conn, msg.data,
                                                    msg.type == WSMsgType.BINARY)
@@ -115,13 +152,15 @@ async def ws_endpoint(request: web.Request) -> web.StreamResponse:
             if conn.closing:
                 break
     finally:
+        expiry.cancel()
         conn.closing = True
         writer.cancel()
         server.hub.remove(conn)  # first: no more fan-out to it, and presence is told at once
         server.presence.disconnect(conn)
         if conn.close_code is not None:
             await conn.close(conn.close_code, conn.close_reason or "")
-        log.info("disconnect %r (%s)", conn, conn.close_reason or f"close code {ws.close_code}")
+        log.info("disconnect %r (%s)", conn,
+                 clean(conn.close_reason or f"close code {ws.close_code}"))
     return ws
 
 
@@ -186,7 +225,7 @@ async def _close_connections(app: web.Application) -> None:
 
 
 def build_app(config: ServerConfig, store: Store) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024)
+    app = web.Application(client_max_size=64 * 1024, middlewares=[admit])
     app[SERVER] = Server(config, store)
     app.router.add_get("/", index)
     app.router.add_get("/api/health", health)
@@ -200,24 +239,43 @@ def build_app(config: ServerConfig, store: Store) -> web.Application:
 
 
 async def serve(config: ServerConfig, store: Store) -> None:
-    """Listen until SIGINT or SIGTERM, then close every connection and the store cleanly."""
+    """Listen until SIGINT or SIGTERM, then close every connection and the store cleanly.
+
+    The listening socket's protocol factory is a :class:`~orc_team.server.gate.Gate` in front
+    of aiohttp's: it caps connections per peer and closes those that never deliver a request.
+    """
+    before, after = raise_open_file_limit()
     app = build_app(config, store)
+    notices = app[SERVER].notices
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(loop_exception_handler(notices))
+    if not any(isinstance(f, BadRequestFilter) for f in http_log.filters):
+        http_log.addFilter(BadRequestFilter(notices))
+    options: dict[str, float] = {}
+    if config.handshake_timeout > 0:  # a kept-alive connection's next request: same deadline
+        options["keepalive_timeout"] = config.handshake_timeout
     runner = web.AppRunner(app, access_log_class=AccessLogger, handle_signals=False,
-                           access_log=logging.getLogger("orc_team.access"), shutdown_timeout=5)
+                           access_log=logging.getLogger("orc_team.access"), shutdown_timeout=5,
+                           logger=http_log, **options)
     await runner.setup()
+    listener: asyncio.Server | None = None
     try:
-        site = web.TCPSite(runner, config.host, config.port)
-        await site.start()
-        host, port = runner.addresses[0][:2] if runner.addresses else (config.host, config.port)
-        log.info("orc-team %s listening on http://%s:%d (store %s, away after %gs)",
-                 __version__, host, port, config.store, config.away_after)
+        assert runner.server is not None
+        gate = Gate(runner.server, handshake_timeout=config.handshake_timeout,
+                    max_per_peer=config.max_per_peer, notices=notices)
+        listener = await loop.create_server(gate, config.host, config.port, backlog=128)
+        host, port = listener.sockets[0].getsockname()[:2]
+        log.info("orc-team %s listening on http://%s:%d (store %s, away after %gs, %s)",
+                 __version__, host, port, config.store, config.away_after,
+                 describe_limit(before, after))
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("shutting down")
     finally:
+        if listener is not None:
+            listener.close()
         with contextlib.suppress(Exception):
             await runner.cleanup()
 

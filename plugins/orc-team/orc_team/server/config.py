@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from orc_git.config import orc_home
 from orc_git.errors import UsageError
 
+from orc_team.server.auth import MAX_LIFETIME
 from orc_team.spin import SPIN
 
 SECRET_ENV = "ORC_TEAM_SECRET"
@@ -45,6 +46,17 @@ class ServerConfig:
     busy_poll: float = SPIN
     """Seconds the event loop keeps polling after it handled I/O, before it sleeps
     (:mod:`orc_team.server.busypoll`); 0 turns it off."""
+    handshake_timeout: float = 5.0
+    """Seconds a connection has to deliver its request's headers (after connecting, or after
+    its previous response); a socket that sends nothing or half a request is closed (0: none)."""
+    max_per_peer: int = 256
+    """Connections open at once from one peer address, before any authentication (0: no cap).
+    One more is answered HTTP 429 and closed."""
+    max_per_user: int = 64
+    """WebSocket connections open at once with one user's tokens (0: no cap); one more is
+    answered HTTP 429 before the upgrade."""
+    max_token_lifetime: float = MAX_LIFETIME
+    """Longest lifetime (``exp`` minus ``iat``, or minus now) of a token the server accepts."""
 
     def __post_init__(self) -> None:
         if not self.store:

@@ -23,12 +23,14 @@ from websockets.frames import Frame, Opcode
 from orc_team.server import protocol
 from orc_team.server.auth import Claims
 from orc_team.server.config import ServerConfig
+from orc_team.server.logtext import clean
 from orc_team.server.ratelimit import TokenBucket
 from orc_team.server.store import Holder
 
 log = logging.getLogger("orc_team.server")
 
-CLOSE_POLICY = 1008  # abuse: a flood past the rate limit
+CLOSE_POLICY = 1008  # abuse (a flood past the rate limit), or the token expired
+EXPIRED = "token expired; reconnect with a new token"
 
 
 def text_frame(data: bytes) -> bytes:
@@ -60,13 +62,14 @@ class Connection:
         self.closing = False
         self.close_reason: str | None = None
         self.close_code: int | None = None
+        self._closer: asyncio.Future[None] | None = None
 
     @property
     def user(self) -> str:
         return self.claims.user
 
     def __repr__(self) -> str:
-        return f"<conn {self.id} {self.user}/{self.holder.client}>"
+        return f"<conn {self.id} {clean(self.user)}/{clean(self.holder.client)}>"
 
     def send(self, message: dict[str, Any]) -> bool:
         """A reply: written at once when nothing waits before it, else queued like fan-out.
@@ -126,9 +129,18 @@ class Connection:
         self._queue.clear()
         self._queued_bytes = 0
         self._wakeup.set()
-        log.warning("%r from %s disconnected: %s", self, self.remote, reason)
+        log.warning("%r from %s disconnected: %s", self, self.remote, clean(reason))
         if code is None:
             self._abort()
+
+    def expire(self) -> None:
+        """The token's ``exp`` has passed (the connection's timer): nothing more is sent to it,
+        and it is closed with 1008 now, not when it next sends something.  The close wakes
+        the read loop (aiohttp lets another task close a WebSocket that is being read)."""
+        if self.closing:
+            return
+        self.drop(EXPIRED, CLOSE_POLICY)
+        self._closer = asyncio.ensure_future(self._close(CLOSE_POLICY, EXPIRED))
 
     def _abort(self) -> None:
         transport = self._request.transport
@@ -136,9 +148,20 @@ class Connection:
             transport.abort()
 
     async def close(self, code: int, reason: str) -> None:
-        """An orderly close (server shutdown): pending messages are dropped."""
+        """An orderly close (the read loop's end, server shutdown): pending messages are
+        dropped.  A close already under way (the expiry timer's) is waited for, not cut."""
         self.closing = True
         self._wakeup.set()
+        if self._closer is None:
+            self._closer = asyncio.ensure_future(self._close(code, reason))
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self._closer)
+
+    async def _close(self, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), 2.0)
-        self._abort()
+        transport = self._request.transport
+        if transport is not None and transport.get_write_buffer_size():
+            transport.abort()  # a peer that does not read would keep the socket for ever
+        elif transport is not None and not transport.is_closing():
+            transport.close()

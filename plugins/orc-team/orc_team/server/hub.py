@@ -7,6 +7,7 @@ appends, and a slow subscriber only ever fills its own queue.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Literal
 
@@ -87,9 +88,12 @@ class Hub:
 
     @staticmethod
     def deliver(data: bytes, targets: Iterable[Connection]) -> int:
-        """Queue the same bytes for each target; returns how many took them."""
+        """Queue the same bytes for each target; returns how many took them.  A connection
+        whose token has expired gets nothing, even in the moment before its expiry timer
+        runs and closes it."""
         sent = 0
+        now = time.time()
         for conn in targets:
-            if conn.send_bytes(data):
+            if conn.claims.expires > now and conn.send_bytes(data):
                 sent += 1
         return sent
