@@ -59,9 +59,8 @@ class StorageError(OrcError):
 
 class UnsafePath(StorageError):
     """A path orc would read or write is a symbolic link (inside a repository orc never follows
-    one), or not the kind of file or directory it must be (a FIFO, a device)."""
-
-    code = "UNSAFE_PATH"
+    one), or not the kind of file or directory it must be (a FIFO, a device).  Its code stays
+    ``IO_ERROR``, as scripts already matched it for a linked task directory."""
 
 
 class PluginMissing(OrcError):

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from orc_git.errors import NotARepository, UnsafePath
-from orc_git.safefs import real_dir_problem
+from orc_git.safefs import NOT_DIRECTORY, real_dir_problem
 
 
 class RepoPaths(NamedTuple):
@@ -52,13 +52,15 @@ class RepoPaths(NamedTuple):
         return self.worktree / ".orc" / "tasks"
 
     def check(self) -> RepoPaths:
-        """Refuse orc directories that are links (or not directories); absent ones are fine:
-        orc creates them as real directories."""
+        """Refuse orc directories that are links; absent ones are fine: orc creates them as
+        real directories."""
         tops = dict.fromkeys((self.worktree, self.main_worktree))
         for top in tops:
             for rel in (".orc", ".orc/shared", ".orc/tasks", ".orc/local"):
                 why = real_dir_problem(top / rel)
-                if why is not None:
+                # a file where a directory belongs cannot be written through: the config and
+                # lock code report it as they always did (CONFIG_ERROR, IO_ERROR)
+                if why is not None and why != NOT_DIRECTORY:
                     raise UnsafePath(f"{top / rel}: {why}; refusing to use this repository's "
                                      f"orc files (remove or fix {rel})")
         return self
