@@ -108,7 +108,8 @@ class Context:
         from orc_git.locking.file import FileLocker
 
         return FileLocker(self.repo.lock_root, self.holder(pid), ttl=self.ttl,
-                          events=self.emit, mode=self.mode, user_owns=pid is not None)
+                          events=self.emit, mode=self.mode, user_owns=pid is not None,
+                          domain_dir=self.repo.local_dir)
 
     def locker(self, pid: int | None = None) -> Locker:
         """The mode's locker; ``pid`` names the holding process when it is not this one."""

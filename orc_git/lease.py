@@ -51,6 +51,13 @@ class Lease:
     def token(self) -> int | None:
         return self.info.token
 
+    @property
+    def domain(self) -> str | None:
+        """The lock domain ``token`` counts in (this clone, or the team server that granted it):
+        :func:`orc_git.set_state` records it beside the token.  It follows ``info``, which a
+        team lease's fallback to the file lease changes."""
+        return self.info.lock_domain
+
     def __hash__(self) -> int:
         return id(self)
 

@@ -6,13 +6,19 @@ lease records the lease's token, and a write carrying a token older than the one
 refused, so a holder that lost its lease cannot overwrite its successor's state.  Writes take the
 task's lease guard (p2p, team) so that check and write are one step, and replace the file
 atomically.  Both files use :mod:`orc_git.flatyaml`, so hooks read them without PyYAML.
+
+Tokens count per *lock domain* (one clone's lock directory, or one team server), and the state
+travels through git: so the token is recorded with its ``lock_domain``, and a write is refused
+only by a newer token of its own domain (:func:`fenced_out`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import stat
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -32,6 +38,7 @@ from orc_git.taskid import check_task_id
 if TYPE_CHECKING:
     from orc_git.context import Context
     from orc_git.lease import Lease
+    from orc_git.locking.base import Locker
 
 STATUSES = ("created", "running", "paused", "blocked", "completed", "failed")
 MAX_BYTES = 64 * 1024
@@ -39,6 +46,7 @@ MAX_TEXT = 1000
 """The longest text field (phase, title, names) a state or task file may hold."""
 STATE_NAME = "state.yaml"
 TASK_NAME = "task.yaml"
+LOCK_DOMAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}")
 
 
 class TaskDef(NamedTuple):
@@ -57,6 +65,7 @@ class TaskState(NamedTuple):
     updated_by: str
     host: str
     token: int | None
+    lock_domain: str | None = None  # where ``token`` counts; None: no token, or an older orc's
 
     def to_json(self) -> dict[str, Any]:
         return self._asdict()
@@ -103,6 +112,16 @@ def _check_text(name: str, value: str | None, empty_ok: bool = False) -> None:
                            f"{value[:80]!r}" + ("…" if len(value) > 80 else ""))
 
 
+def _domain(data: dict[str, Any]) -> str | None:
+    value = data.get("lock_domain")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not LOCK_DOMAIN.fullmatch(value):
+        raise ValueError("lock_domain must be 1-100 letters, digits and ._:- "
+                         "(an id orc-git recorded)")
+    return value
+
+
 def parse_state(raw: bytes, task_id: str, where: str = "state.yaml") -> TaskState:
     """Decode a ``state.yaml``; every way it can be bad is one StateUnreadable naming the file."""
     try:
@@ -115,7 +134,8 @@ def parse_state(raw: bytes, task_id: str, where: str = "state.yaml") -> TaskStat
             phase=_text(data, "phase", required=False),
             iteration=_count(data, "iteration"),
             updated_at=_text(data, "updated_at") or "", updated_by=_text(data, "updated_by") or "",
-            host=_text(data, "host") or "", token=_count(data, "token"))
+            host=_text(data, "host") or "", token=_count(data, "token"),
+            lock_domain=_domain(data))
     except (flatyaml.NotFlatYaml, ValueError) as exc:
         raise StateUnreadable(f"{where} is unreadable: {exc}") from None
     if state.task_id != task_id:
@@ -229,16 +249,19 @@ def create_task(ctx: Context, task_id: str, title: str = "") -> tuple[TaskDef, T
 def write_state(ctx: Context, task_id: str, *, status: str | None = None,
                 phase: str | None = None, iteration: int | None = None,
                 token: int | None = None, force: bool = False,
-                holder_pid: int | None = None) -> TaskState:
+                holder_pid: int | None = None, lock_domain: str | None = None) -> TaskState:
     """Change a task's state. ``token`` is the writer's lease token; when None, the lease this
     user holds on this host supplies it, and a lease held by another holder refuses the write
-    unless ``force``.  ``holder_pid`` names the lease's holding process (the CLI's parent)."""
+    unless ``force``.  ``holder_pid`` names the lease's holding process (the CLI's parent).
+    ``lock_domain`` is where ``token`` counts (a lease's ``domain``); by default the locker's."""
+    from orc_git.locking.base import lock_domain_of  # not on the git hooks' path
+
     check_task_id(task_id)
     if status is not None and status not in STATUSES:
         raise InvalidInput(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
     _check_text("phase", phase)
     if ctx.mode == "solo":
-        return _write_state(ctx, task_id, status, phase, iteration, token, force)
+        return _write_state(ctx, None, task_id, status, phase, iteration, token, None, force)
     locker = ctx.locker(holder_pid)
     guard = getattr(locker, "guarded", None)
     if token is None:
@@ -247,44 +270,82 @@ def write_state(ctx: Context, task_id: str, *, status: str | None = None,
             if not lease.mine and not force:
                 raise LockHeld(f"{task_id} is locked by {lease.who()}; its state belongs to "
                                "that holder (use --force to write anyway)", lease)
-            token = lease.token if lease.mine else None
+            if lease.mine:
+                token, lock_domain = lease.token, lock_domain or lease.lock_domain
+    if token is not None and lock_domain is None:
+        lock_domain = lock_domain_of(locker, task_id)
     if guard is None:
-        return _write_state(ctx, task_id, status, phase, iteration, token, force)
+        return _write_state(ctx, locker, task_id, status, phase, iteration, token, lock_domain,
+                            force)
     with guard(task_id):
-        return _write_state(ctx, task_id, status, phase, iteration, token, force)
+        return _write_state(ctx, locker, task_id, status, phase, iteration, token, lock_domain,
+                            force)
 
 
-def _write_state(ctx: Context, task_id: str, status: str | None, phase: str | None,
-                 iteration: int | None, token: int | None, force: bool) -> TaskState:
+def fenced_out(task_id: str, current: TaskState, token: int | None, lock_domain: str | None,
+               granted: Callable[[], int | None]) -> bool:
+    """Must a write with ``token`` (counted in ``lock_domain``) be refused over ``current``?
+
+    A token fences only tokens of its own domain: a state recorded in another domain (another
+    clone, another team server), or by an orc-git that recorded no domain, refuses nobody.  Within
+    the domain an older token is refused, unless the recorded one is above every token the domain
+    has granted for the task (``granted()``, known for this clone's file leases): the fence was
+    reset since, so the recorded token says nothing about the tokens counted afresh.
+    """
+    if token is None or current.token is None or token >= current.token:
+        return False
+    if current.lock_domain is None or current.lock_domain != lock_domain:
+        return False
+    count = granted()
+    if count is not None and current.token > count:
+        import logging  # only here: the git hooks read states and must not import it
+
+        logging.getLogger("orc_git.state").warning(
+            "%s: token %s is recorded, but this clone has granted only %s token(s) for the task "
+            "(was its lock.fence reset?): it cannot fence token %s, the write goes ahead",
+            task_id, current.token, count, token)
+        return False
+    return True
+
+
+def _write_state(ctx: Context, locker: Locker | None, task_id: str, status: str | None,
+                 phase: str | None, iteration: int | None, token: int | None,
+                 lock_domain: str | None, force: bool) -> TaskState:
     tasks_dir = ctx.repo.tasks_dir
     fd = _open_task_dir(tasks_dir, task_id)
     try:
         shown = tasks_dir / task_id / STATE_NAME
         current = None if fd is None else _read_state_at(fd, str(shown), task_id)
-        return _write_state_at(ctx, fd, shown, task_id, current, status, phase, iteration,
-                               token, force)
+        return _write_state_at(ctx, locker, fd, shown, task_id, current, status, phase,
+                               iteration, token, lock_domain, force)
     finally:
         if fd is not None:
             os.close(fd)
 
 
-def _write_state_at(ctx: Context, fd: int | None, shown: Path, task_id: str,
-                    current: TaskState | None, status: str | None, phase: str | None,
-                    iteration: int | None, token: int | None, force: bool) -> TaskState:
+def _write_state_at(ctx: Context, locker: Locker | None, fd: int | None, shown: Path,
+                    task_id: str, current: TaskState | None, status: str | None,
+                    phase: str | None, iteration: int | None, token: int | None,
+                    lock_domain: str | None, force: bool) -> TaskState:
+    from orc_git.locking.base import tokens_granted  # not on the git hooks' path
+
     if fd is None or current is None:
         raise InvalidInput(f"task {task_id} has no {STATE_NAME}: create it with "
                            f"`orc task new {task_id}`")
-    if (token is not None and current.token is not None and token < current.token
-            and not force):
+    if not force and locker is not None and fenced_out(
+            task_id, current, token, lock_domain,
+            lambda: tokens_granted(locker, task_id, lock_domain)):
         raise StaleToken(f"{task_id}: refusing a state write with fencing token {token}: "
                          f"token {current.token} was recorded since (by "
                          f"{current.updated_by}@{current.host}); this writer lost its lease")
     ident = ctx.identity
+    keep = token is None  # a write without a token leaves the recorded token and its domain
     new = TaskState(task_id, status or current.status,
                     phase if phase is not None else current.phase,
                     iteration if iteration is not None else current.iteration,
                     rfc3339(time.time()), ident.user, ident.host,
-                    token if token is not None else current.token)
+                    current.token if keep else token,
+                    current.lock_domain if keep else lock_domain)
     _write(fd, shown, _dump_state(new))
     return new
 
@@ -328,4 +389,5 @@ def set_state(task_id: str, *, lease: Lease | None = None, status: str | None = 
     from orc_git.context import default_context
 
     return write_state(default_context(repo), task_id, status=status, phase=phase,
-                       iteration=iteration, token=lease.token if lease is not None else None)
+                       iteration=iteration, token=lease.token if lease is not None else None,
+                       lock_domain=lease.domain if lease is not None else None)

@@ -6,6 +6,7 @@ import collections
 import fcntl
 import multiprocessing
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -384,3 +385,86 @@ def test_new_repo_per_test_is_independent(tmp_path: Path) -> None:
     b = Context.discover(make_repo(tmp_path / "b")).locker()
     a.acquire("T")
     assert b.acquire("T").token == 1
+
+
+# -- the clone's lock domain -------------------------------------------------------------------
+
+
+def _first_grant(repo: str, task: str, start: Any, results: Any) -> None:
+    locker = Context.discover(repo).locker()
+    start.wait()
+    info = locker.acquire(task)
+    results.put(info.lock_domain)
+    locker.release(task)
+
+
+def test_racing_first_grants_of_a_clone_agree_on_one_lock_domain(repo: Path) -> None:
+    mp = multiprocessing.get_context("spawn")
+    start = mp.Event()
+    results = mp.Queue()
+    procs = [mp.Process(target=_first_grant, args=(str(repo), f"T{i}", start, results))
+             for i in range(RACERS)]
+    for p in procs:
+        p.start()
+    start.set()
+    domains = {results.get(timeout=120) for _ in procs}
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    assert len(domains) == 1
+    (domain,) = domains
+    assert re.fullmatch(r"[0-9a-f]{32}", domain)
+    local = repo / ".orc" / "local"
+    assert (local / "lock-domain").read_text() == domain + "\n"
+    assert not [n for n in os.listdir(local) if n.endswith(".tmp")]
+
+
+def test_the_lock_domain_is_shared_by_worktrees_and_never_committed(repo: Path,
+                                                                   tmp_path: Path) -> None:
+    git("add", "-A", cwd=repo)
+    git("commit", "-qm", "init", cwd=repo)
+    wt = tmp_path / "wt"
+    git("worktree", "add", "-q", str(wt), cwd=repo)
+    here = Context.discover(repo).locker().acquire("T")
+    there = Context.discover(wt).locker().acquire("U")
+    assert here.lock_domain and here.lock_domain == there.lock_domain
+    assert (repo / ".orc/local/lock-domain").is_file()
+    assert not (wt / ".orc/local").exists()
+    git("add", "-A", cwd=repo)
+    assert ".orc/local" not in git("status", "--porcelain", cwd=repo)
+    git("check-ignore", "-q", ".orc/local/lock-domain", cwd=repo)
+
+
+def test_a_renewal_and_a_takeover_keep_the_lock_domain(ctx: Context, repo: Path) -> None:
+    locker = ctx.locker()
+    info = locker.acquire("T")
+    assert locker.heartbeat("T").lock_domain == info.lock_domain
+    locker.release("T")
+    other = Context.discover(repo).file_locker()
+    assert other.acquire("T", force=True).lock_domain == info.lock_domain
+    other.release("T")
+
+
+@pytest.mark.parametrize("plant", ["symlink", "fifo", "garbage", "local-symlink"])
+def test_a_hostile_lock_domain_file_is_refused(repo: Path, tmp_path: Path, plant: str) -> None:
+    local = repo / ".orc" / "local"
+    local.mkdir(exist_ok=True)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "lock-domain").write_text("0123456789abcdef0123456789abcdef\n")
+    if plant == "symlink":
+        (local / "lock-domain").symlink_to(victim / "lock-domain")
+    elif plant == "fifo":
+        os.mkfifo(local / "lock-domain")
+    elif plant == "garbage":
+        (local / "lock-domain").write_text("not an id\n")
+    else:
+        for name in os.listdir(local):
+            os.unlink(local / name)
+        local.rmdir()
+        local.symlink_to(victim)
+    code, out = orc_json("lock", "acquire", "T", cwd=repo, timeout=30)
+    assert code == 3 and out["error"]["code"] == "IO_ERROR", out
+    assert "lock-domain" in out["error"]["message"] or "local" in out["error"]["message"]
+    assert os.listdir(victim) == ["lock-domain"]
+    assert not leased(repo, "T")

@@ -144,6 +144,13 @@ def test_pre_commit_refuses_lock_files_and_foreign_locked_state(
     assert refused.returncode != 0 and "refusing to commit lease files" in refused.stderr
     bob.git("rm", "-q", "--cached", str(lease_file))
     lease_file.unlink()
+    # The clone's lock domain id is local too: committed, clones would share one domain.
+    assert bob.orc("lock", "acquire", "T-0").returncode == 0
+    assert bob.orc("lock", "release", "T-0").returncode == 0
+    bob.git("add", "-f", ".orc/local/lock-domain")
+    refused = bob.git("commit", "-qm", "oops", check=False)
+    assert refused.returncode != 0 and ".orc/local/lock-domain" in refused.stderr
+    bob.git("rm", "-q", "--cached", ".orc/local/lock-domain")
     # alice holds T-2's lease in bob's clone (same machine, shared directory)
     holder = subprocess.Popen(["sleep", "60"])
     try:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import HolderProcess, git, orc, orc_json
+from conftest import HolderProcess, git, make_repo, orc, orc_json
 
 from orc_git.context import Context
 from orc_git.errors import InvalidInput, LockHeld, StaleToken, StateUnreadable
@@ -70,10 +70,13 @@ def test_cli_task_commands(repo: Path) -> None:
 
 def test_cli_stale_token_exit_1(repo: Path) -> None:
     assert orc("task", "new", "T-1", cwd=repo).returncode == 0
-    assert orc("task", "state", "T-1", "--token", "5", "--status", "running",
+    for _ in range(2):  # tokens 1 and 2 granted in this clone
+        assert orc("lock", "acquire", "T-1", cwd=repo).returncode == 0
+        assert orc("lock", "release", "T-1", cwd=repo).returncode == 0
+    assert orc("task", "state", "T-1", "--token", "2", "--status", "running",
                cwd=repo).returncode == 0
-    proc = orc("task", "state", "T-1", "--token", "4", "--phase", "x", cwd=repo)
-    assert proc.returncode == 1 and "token 5 was recorded" in proc.stderr
+    proc = orc("task", "state", "T-1", "--token", "1", "--phase", "x", cwd=repo)
+    assert proc.returncode == 1 and "token 2 was recorded" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -218,3 +221,137 @@ def test_state_writes_refuse_text_that_would_not_read_back_as_written(
         assert "\n" not in out["error"]["message"]
     write_state(ctx, "T-1", phase="p" * 1000)  # the limit itself is fine
     assert read_state(repo / ".orc/tasks", "T-1").phase == "p" * 1000  # type: ignore[union-attr]
+
+
+# -- lock domains: tokens are compared only with tokens of the same clone (or server) ----------
+
+
+def _two_clones(tmp_path: Path) -> tuple[Path, Path]:
+    """Clone A (p2p, pushed to a bare remote with task T) and clone B cloned from it."""
+    remote = tmp_path / "remote.git"
+    git("init", "-q", "--bare", "-b", "main", str(remote), cwd=tmp_path)
+    a = make_repo(tmp_path / "a")
+    git("remote", "add", "origin", str(remote), cwd=a)
+    create_task(Context.discover(a), "T")
+    git("add", "-A", cwd=a)
+    git("commit", "-qm", "task T", cwd=a)
+    git("push", "-q", "origin", "main", cwd=a)
+    git("clone", "-q", str(remote), "b", cwd=tmp_path)
+    return a, tmp_path / "b"
+
+
+def _lease_with_token(ctx: Context, task: str, token: int) -> int:
+    """Acquire and release ``task`` until a grant gets ``token``; that lease is kept."""
+    locker = ctx.locker()
+    for _ in range(token):
+        info = locker.acquire(task)
+        if info.token == token:
+            return token
+        locker.release(task)
+    raise AssertionError(f"no grant reached token {token}")
+
+
+def test_a_state_pushed_from_another_clone_does_not_refuse_this_clones_holder(
+        tmp_path: Path) -> None:
+    a, b = _two_clones(tmp_path)
+    ctx_a = Context.discover(a)
+    _lease_with_token(ctx_a, "T", 5)
+    recorded = write_state(ctx_a, "T", status="running", phase="A's", token=5)
+    ctx_a.locker().release("T")
+    assert recorded.lock_domain and recorded.token == 5
+    git("commit", "-qam", "state from A", cwd=a)
+    git("push", "-q", "origin", "main", cwd=a)
+    git("pull", "-q", "origin", "main", cwd=b)
+
+    ctx_b = Context.discover(b)
+    lease = ctx_b.locker().acquire("T")
+    assert lease.token == 1 and lease.lock_domain != recorded.lock_domain
+    state = write_state(ctx_b, "T", phase="B's", token=lease.token)  # was STALE_TOKEN
+    assert (state.token, state.lock_domain, state.phase) == (1, lease.lock_domain, "B's")
+    assert f'lock_domain: "{lease.lock_domain}"' in (b / ".orc/tasks/T/state.yaml").read_text()
+    # Within clone B, tokens are compared as ever: an older holder is refused.
+    ctx_b.locker().release("T")
+    newer = ctx_b.locker().acquire("T")
+    write_state(ctx_b, "T", phase="B's newer", token=newer.token)
+    with pytest.raises(StaleToken, match="lost its lease"):
+        write_state(ctx_b, "T", phase="B's stale", token=lease.token)
+    ctx_b.locker().release("T")
+
+
+def test_cli_and_executor_api_in_a_clone_that_pulled_a_higher_token(tmp_path: Path) -> None:
+    import orc_git
+
+    a, b = _two_clones(tmp_path)
+    ctx_a = Context.discover(a)
+    _lease_with_token(ctx_a, "T", 5)
+    write_state(ctx_a, "T", status="running", token=5)
+    git("commit", "-qam", "state from A", cwd=a)
+    git("push", "-q", "origin", "main", cwd=a)
+    git("pull", "-q", "origin", "main", cwd=b)
+    with orc_git.hold("T", repo=b) as lease:
+        assert lease.token == 1 and lease.domain
+        state = orc_git.set_state("T", lease=lease, phase="api", repo=b)
+        assert (state.token, state.lock_domain) == (1, lease.domain)
+    assert orc("lock", "acquire", "T", cwd=b).returncode == 0  # token 2, held by this process
+    code, out = orc_json("task", "state", "T", "--phase", "cli", cwd=b)
+    assert code == 0 and out["state"]["token"] == 2, out
+    assert out["state"]["lock_domain"] == lease.domain
+    assert orc("lock", "release", "T", cwd=b).returncode == 0
+
+
+def test_after_git_clean_the_next_holder_writes_in_a_new_domain(repo: Path) -> None:
+    ctx = Context.discover(repo)
+    create_task(ctx, "T")
+    _lease_with_token(ctx, "T", 5)
+    old = write_state(ctx, "T", status="running", token=5)
+    ctx.locker().release("T")
+    git("add", "-A", cwd=repo)
+    git("commit", "-qm", "state", cwd=repo)
+    git("clean", "-qfdX", cwd=repo)  # the leases, the fences and the domain id go
+    assert not (repo / ".orc/tasks/T/lock.fence").exists()
+    fresh = Context.discover(repo)
+    lease = fresh.locker().acquire("T")
+    assert lease.token == 1 and lease.lock_domain != old.lock_domain
+    assert write_state(fresh, "T", phase="after clean", token=1).token == 1
+    fresh.locker().release("T")
+
+
+def test_a_deleted_fence_restarts_tokens_without_refusing_its_next_holder(repo: Path) -> None:
+    """The domain id survives but ``lock.fence`` goes: the recorded token is above every token
+    the fence has granted since, so it cannot fence them; fencing resumes from there."""
+    ctx = Context.discover(repo)
+    create_task(ctx, "T")
+    _lease_with_token(ctx, "T", 5)
+    old = write_state(ctx, "T", status="running", token=5)
+    ctx.locker().release("T")
+    os.unlink(repo / ".orc/tasks/T/lock.fence")
+    fresh = Context.discover(repo)
+    first = fresh.locker().acquire("T")
+    assert first.token == 1 and first.lock_domain == old.lock_domain
+    assert write_state(fresh, "T", phase="after reset", token=1).token == 1
+    fresh.locker().release("T")
+    second = fresh.locker().acquire("T")
+    write_state(fresh, "T", phase="second", token=second.token)
+    with pytest.raises(StaleToken):
+        write_state(fresh, "T", phase="stale", token=first.token)
+    fresh.locker().release("T")
+
+
+def test_a_token_recorded_without_a_domain_refuses_nobody(ctx: Context, repo: Path) -> None:
+    """A state written by an orc-git without lock domains: whose token it is is unknown."""
+    create_task(ctx, "T")
+    path = repo / ".orc/tasks/T/state.yaml"
+    path.write_text(path.read_text().replace("token: null", "token: 9").replace(
+        "lock_domain: null\n", ""))
+    assert read_state(repo / ".orc/tasks", "T").lock_domain is None  # type: ignore[union-attr]
+    lease = ctx.locker().acquire("T")
+    assert write_state(ctx, "T", phase="x", token=lease.token).token == lease.token
+    ctx.locker().release("T")
+
+
+def test_a_malformed_lock_domain_makes_the_state_unreadable(ctx: Context, repo: Path) -> None:
+    create_task(ctx, "T")
+    path = repo / ".orc/tasks/T/state.yaml"
+    path.write_text(path.read_text().replace("lock_domain: null", 'lock_domain: "a b\\u001b"'))
+    with pytest.raises(StateUnreadable, match="lock_domain"):
+        read_state(repo / ".orc/tasks", "T")

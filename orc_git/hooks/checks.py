@@ -19,7 +19,7 @@ from orc_git.state import STATUSES, read_state
 from orc_git.taskid import check_task_id
 
 OVERRIDE = "ORC_ALLOW_LOCKED"
-_LEASE_FILE = re.compile(r"\.orc/(?:.*/)?lock\.(?:yaml|fence|yaml\.tmp)")
+_LEASE_FILE = re.compile(r"\.orc/(?:(?:.*/)?lock\.(?:yaml|fence|yaml\.tmp)|local/lock-domain)")
 _STATE_FILE = re.compile(r"\.orc/tasks/([^/]+)/state\.yaml")
 
 

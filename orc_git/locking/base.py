@@ -35,6 +35,24 @@ class Locker(Protocol):
     def clean(self) -> list[LockInfo]: ...
 
 
+# Optional locker methods (a third-party locker may lack them; these helpers then say None):
+#   lock_domain(task_id) -> str | None: where the tokens of this locker's leases of the task count
+#   tokens_granted(task_id, lock_domain) -> int | None: how many tokens that domain has granted
+#     for the task, when this locker can tell (the file lease: its fence).
+
+
+def lock_domain_of(locker: Locker, task_id: str) -> str | None:
+    """The lock domain a state write under ``locker``'s leases of ``task_id`` is fenced in."""
+    call: Callable[[str], str | None] | None = getattr(locker, "lock_domain", None)
+    return call(task_id) if call is not None else None
+
+
+def tokens_granted(locker: Locker, task_id: str, lock_domain: str | None) -> int | None:
+    call: Callable[[str, str | None], int | None] | None = getattr(locker, "tokens_granted",
+                                                                   None)
+    return call(task_id, lock_domain) if call is not None else None
+
+
 class NoOpLocker:
     """Solo mode: every acquire succeeds, nothing is written, nothing heavy is imported."""
 
@@ -58,6 +76,9 @@ class NoOpLocker:
 
     def clean(self) -> list[LockInfo]:
         return []
+
+    def lock_domain(self, task_id: str) -> str | None:
+        return None  # solo: no tokens, nothing to fence
 
 
 class CompositeLocker:
@@ -97,6 +118,27 @@ class CompositeLocker:
 
     def heartbeat(self, task_id: str) -> LockInfo:
         return self._route(task_id).heartbeat(task_id)
+
+    def lock_domain(self, task_id: str) -> str | None:
+        """The domain of whichever locker holds this process's lease, else the primary's (the
+        fallback's when the primary cannot be reached)."""
+        locker = self._granted_by.get(task_id)
+        if locker is not None:
+            return lock_domain_of(locker, task_id)
+        try:
+            return lock_domain_of(self.primary, task_id)
+        except LockerUnavailable:
+            return lock_domain_of(self.fallback, task_id)
+
+    def tokens_granted(self, task_id: str, lock_domain: str | None) -> int | None:
+        for locker in (self.fallback, self.primary):  # the file lease's answer costs a stat
+            try:
+                granted = tokens_granted(locker, task_id, lock_domain)
+            except LockerUnavailable:
+                continue
+            if granted is not None:
+                return granted
+        return None
 
     def _read(self, call: Callable[[Locker], list[LockInfo]]) -> list[LockInfo]:
         try:

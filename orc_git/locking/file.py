@@ -25,7 +25,7 @@ from pathlib import Path
 from orc_git import flatyaml
 from orc_git.errors import LeaseLost, LockHeld, NotOwner, StorageError, UnsafePath
 from orc_git.identity import Holder
-from orc_git.locking import leasefile, leasefs, stale
+from orc_git.locking import domain, leasefile, leasefs, stale
 from orc_git.locking.guard import Guards, next_token
 from orc_git.locking.info import LockInfo, rfc3339
 from orc_git.safefs import real_dir_problem
@@ -78,12 +78,16 @@ class FileLocker:
 
     def __init__(self, root: Path, holder: Holder, *, ttl: int = 60,
                  events: EventSink | None = None, mode: str = "p2p",
-                 user_owns: bool = False) -> None:
+                 user_owns: bool = False, domain_dir: Path | None = None) -> None:
         """``user_owns``: leases this locker did not grant itself may be renewed and released by
-        the same user on the same host (the CLI's rule); otherwise only by the same process."""
+        the same user on the same host (the CLI's rule); otherwise only by the same process.
+        ``domain_dir`` keeps the clone's lock domain id (default: ``.orc/local`` beside
+        ``root``)."""
         self.root = root
         self._root = os.fspath(root)
         _check_root(self._root)
+        self._domain_dir = os.fspath(domain_dir if domain_dir is not None
+                                     else root.parent / "local")
         self.user_owns = user_owns
         self.holder = holder
         self.ttl = ttl
@@ -106,6 +110,24 @@ class FileLocker:
     @functools.cached_property
     def _me_bytes(self) -> bytes:
         return flatyaml.dump((k, getattr(self._me, k)) for k in _HOLDER_FIELDS)
+
+    @functools.cached_property
+    def domain(self) -> str:
+        """This clone's lock domain (where its tokens count), read once per locker; the first
+        grant of a clone creates it."""
+        return domain.load(self._domain_dir)
+
+    def lock_domain(self, task_id: str) -> str:
+        """The domain a state write under this locker's leases is fenced in."""
+        return self.domain
+
+    def tokens_granted(self, task_id: str, lock_domain: str | None) -> int | None:
+        """How many tokens of ``lock_domain`` were granted for the task, if that domain is this
+        clone's (its fence's size), else None: a state write uses it to tell a token recorded
+        before the fence was reset from a newer holder's."""
+        if lock_domain is None or lock_domain != self.domain:
+            return None
+        return domain.granted(self._guards.task_dir(check_task_id(task_id)))
 
     @contextmanager
     def guarded(self, task_id: str) -> Iterator[str]:
@@ -151,7 +173,7 @@ class FileLocker:
         me = self._me
         info = LockInfo(task_id, True, False, None, me.owner, me.user, me.host, me.pid, now,
                         now, ttl, token, True, me.pid_started, me.host_id, me.display_name,
-                        me.email, stolen_from)
+                        me.email, stolen_from, None, None, self.domain)
         if into is not None:
             into.append(info)
         return leasefile.grant_head(task_id, now, ttl, token, stolen_from) + self._me_bytes
@@ -169,6 +191,7 @@ class FileLocker:
         if held is not None:
             raise LockHeld(f"{task_id} is already held by this process "
                            f"(token {held.info.token})", held.info)
+        _ = self.domain  # read (or created) on the first grant, before any guard: then kept
         task_dir = f"{self._root}/{task_id}"
         tombstone = None if force else leasefs.open_tombstone(task_dir)
         if not force and tombstone is None:
@@ -220,7 +243,8 @@ class FileLocker:
             return granted[0], written
         if self._same_process(current):
             # Re-acquiring one's own lease (`orc lock acquire` twice from one shell) renews it.
-            info = current.with_(heartbeat_at=rfc3339(time.time()), ttl=ttl, mine=True)
+            info = current.with_(heartbeat_at=rfc3339(time.time()), ttl=ttl, mine=True,
+                                 lock_domain=self.domain)
             kept = leasefs.replace(task_dir, leasefile.render(info), keep=True)
             assert kept is not None
             return info, kept
@@ -320,7 +344,8 @@ class FileLocker:
             task_dir = f"{self._root}/{task_id}"
             try:
                 current = self._still_mine(task_dir, held) or held.info
-                info = current.with_(heartbeat_at=rfc3339(time.time()), mine=True)
+                info = current.with_(heartbeat_at=rfc3339(time.time()), mine=True,
+                                     lock_domain=self.domain)
                 kept = leasefs.replace(task_dir, leasefile.render(info), keep=True)
                 assert kept is not None
                 held.close()
@@ -345,7 +370,7 @@ class FileLocker:
                 raise NotOwner(f"{task_id} is not locked; nothing to renew")
             if not self._may_touch(current):
                 raise NotOwner(f"{task_id} is locked by {current.who()}, not by you", current)
-            info = current.with_(heartbeat_at=rfc3339(time.time()))
+            info = current.with_(heartbeat_at=rfc3339(time.time()), lock_domain=self.domain)
             leasefs.replace(task_dir, leasefile.render(info))
             return info
 

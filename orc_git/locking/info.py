@@ -43,8 +43,9 @@ class LockInfo:
     """
 
     __slots__ = ("acquired_at", "display_name", "email", "heartbeat_at", "host", "host_id",
-                 "locked", "mine", "mtime", "owner", "pid", "pid_started", "problem", "stale",
-                 "stale_reason", "stolen_from", "task_id", "token", "ttl", "user")
+                 "lock_domain", "locked", "mine", "mtime", "owner", "pid", "pid_started",
+                 "problem", "stale", "stale_reason", "stolen_from", "task_id", "token", "ttl",
+                 "user")
 
     def __init__(self, task_id: str, locked: bool = False, stale: bool = False,
                  stale_reason: str | None = None, owner: str | None = None,
@@ -54,7 +55,7 @@ class LockInfo:
                  pid_started: float | None = None, host_id: str | None = None,
                  display_name: str | None = None, email: str | None = None,
                  stolen_from: str | None = None, problem: str | None = None,
-                 mtime: float | None = None) -> None:
+                 mtime: float | None = None, lock_domain: str | None = None) -> None:
         self.task_id = task_id
         self.locked = locked
         self.stale = stale
@@ -75,6 +76,7 @@ class LockInfo:
         self.stolen_from = stolen_from
         self.problem = problem  # why an unreadable lease could not be read
         self.mtime = mtime
+        self.lock_domain = lock_domain  # where ``token`` counts (see orc_git.locking.domain)
 
     def __repr__(self) -> str:
         return (f"LockInfo({self.task_id!r}, locked={self.locked}, stale={self.stale_reason!r}, "

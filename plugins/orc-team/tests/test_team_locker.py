@@ -215,6 +215,7 @@ def test_restart_keeps_the_lease_and_the_holder_reasserts(start_server: ServerFa
     with pytest.raises(LockHeld) as caught:
         bob.acquire(task)
     assert caught.value.lock is not None and caught.value.lock.token == held.token
+    assert caught.value.lock.lock_domain == held.lock_domain  # the store keeps its domain
     assert alice.heartbeat(task).token == held.token  # an extension: no second grant
     assert alice.release(task) is True
     assert held.token is not None and bob.acquire(task).token == held.token + 1
@@ -374,3 +375,97 @@ def test_same_user_same_host_may_renew_and_release_from_another_shell(
     assert code == 0
     done = from_a_shell("lock", "release", task)  # bob's: not alice's to release
     assert done.returncode == 1 and json.loads(done.stdout)["error"]["code"] == "NOT_OWNER"
+
+
+# -- lock domains: a server's tokens are compared only with that server's ----------------------
+
+
+def test_lock_results_carry_the_servers_lock_domain(start_server: ServerFactory,
+                                                    make_locker: LockerFactory) -> None:
+    one, two = start_server(), start_server()
+    task = unique()
+    first = make_locker(one, "alice").acquire(task)
+    assert first.lock_domain and first.lock_domain == one.http(
+        f"/api/locks/{task}", token("carol"))[1]["lock"]["lock_domain"]
+    assert one.http("/api/locks/NOBODY-1", token("carol"))[1]["lock_domain"] == first.lock_domain
+    assert make_locker(two, "alice").acquire(task).lock_domain not in (None, first.lock_domain)
+    one.stop()
+    two.stop()
+
+
+def test_a_state_from_another_servers_domain_does_not_refuse_a_holder(
+        start_server: ServerFactory, team_context: Any) -> None:
+    import orc_git
+    from orc_git.errors import StaleToken
+    from orc_git.state import create_task, read_state, write_state
+
+    server_a, server_b = start_server(), start_server()
+    task = unique()
+    ctx_a = team_context(server_a, "alice")
+    create_task(ctx_a, task)
+    for _ in range(3):
+        with orc_git.hold(task, context=ctx_a) as lease:
+            pass
+    with orc_git.hold(task, context=ctx_a) as lease:
+        assert lease.token == 4
+        recorded = write_state(ctx_a, task, status="running", token=lease.token,
+                               lock_domain=lease.domain)
+    assert recorded.lock_domain == lease.domain and recorded.lock_domain is not None
+
+    ctx_b = team_context(server_b, "alice")
+    with orc_git.hold(task, context=ctx_b) as first:
+        assert first.token == 1 and first.domain not in (None, recorded.lock_domain)
+        state = write_state(ctx_b, task, phase="on B", token=first.token,
+                            lock_domain=first.domain)  # was STALE_TOKEN
+        assert (state.token, state.lock_domain) == (1, first.domain)
+    with orc_git.hold(task, context=ctx_b) as second:
+        write_state(ctx_b, task, phase="B's second", token=second.token,
+                    lock_domain=second.domain)
+    with pytest.raises(StaleToken):  # the same server's older token is still refused
+        write_state(ctx_b, task, phase="stale", token=first.token, lock_domain=first.domain)
+    assert read_state(ctx_b.repo.tasks_dir, task).phase == "B's second"  # type: ignore[union-attr]
+    server_a.stop()
+    server_b.stop()
+
+
+def test_orc_task_state_in_team_mode_records_the_servers_domain(
+        start_server: ServerFactory, tmp_path: Path) -> None:
+    server_a, server_b = start_server(), start_server()
+    repo = git_repo(tmp_path / "repo")
+    task = unique()
+    url_a, url_b = f"ws://{server_a.base}", f"ws://{server_b.base}"
+    assert orc_json("task", "new", task, repo=repo, url=url_a)[0] == 0
+    for _ in range(2):
+        assert orc_json("lock", "acquire", task, repo=repo, url=url_a)[0] == 0
+        assert orc_json("lock", "release", task, repo=repo, url=url_a)[0] == 0
+    assert orc_json("lock", "acquire", task, repo=repo, url=url_a)[0] == 0  # token 3
+    code, out = orc_json("task", "state", task, "--status", "running", repo=repo, url=url_a)
+    assert code == 0 and out["state"]["token"] == 3, out
+    domain_a = out["state"]["lock_domain"]
+    assert domain_a == server_a.http(f"/api/locks/{task}", token("carol"))[1]["lock_domain"]
+    assert orc_json("lock", "release", task, repo=repo, url=url_a)[0] == 0
+
+    assert orc_json("lock", "acquire", task, repo=repo, url=url_b)[0] == 0  # token 1 on B
+    code, out = orc_json("task", "state", task, "--phase", "on B", repo=repo, url=url_b)
+    assert code == 0 and out["state"]["token"] == 1, out
+    assert out["state"]["lock_domain"] not in (None, domain_a)
+    assert orc_json("lock", "release", task, repo=repo, url=url_b)[0] == 0
+    server_a.stop()
+    server_b.stop()
+
+
+def test_the_file_lease_fallback_records_the_clones_domain(team_context: Any) -> None:
+    import orc_git
+    from orc_git.state import create_task, write_state
+
+    from conftest import dead_url
+
+    ctx = team_context(dead_url(), "alice")
+    task = unique()
+    create_task(ctx, task)
+    with orc_git.hold(task, context=ctx) as lease:
+        clone = (ctx.repo.local_dir / "lock-domain").read_text().strip()
+        assert lease.domain == clone
+        state = write_state(ctx, task, status="running", token=lease.token,
+                            lock_domain=lease.domain)
+    assert state.lock_domain == clone

@@ -199,3 +199,38 @@ def test_the_loop_spins_after_io_and_sleeps_at_once_when_idle() -> None:
         selector.close()
         a.close()
         b.close()
+
+
+async def test_a_store_keeps_one_lock_domain_and_another_store_has_its_own(
+        tmp_path: Path) -> None:
+    path = str(tmp_path / "s.sqlite3")
+    store = SQLiteStore(path)
+    domain = store.domain
+    assert len(domain) == 32 and int(domain, 16) >= 0
+    await store.close()
+    reopened = SQLiteStore(path)
+    assert reopened.domain == domain  # across restarts: its tokens go on counting in it
+    other = SQLiteStore(str(tmp_path / "other.sqlite3"))
+    assert other.domain != domain
+    await reopened.close()
+    await other.close()
+
+
+def test_a_renewal_answered_from_another_store_counts_its_tokens_afresh() -> None:
+    """Token old+1 means "nobody had it meanwhile" only within one store's count."""
+    from orc_git.locking.info import LockInfo
+
+    from orc_team.client.renewal import Held, judge
+
+    def answer(token: int, domain: str) -> dict[str, Any]:
+        return {"acquired": True, "extended": False, "task_id": "T", "owner": "alice",
+                "client": "c", "token": token, "ttl": 60, "lock_domain": domain}
+
+    a, b = "a" * 32, "b" * 32
+    assert judge("T", Held(LockInfo("T", token=1, lock_domain=a), 60), answer(2, a)) == (
+        None, False)  # the same store: expired, nobody had it, renewed
+    lost, give_back = judge("T", Held(LockInfo("T", token=1, lock_domain=a), 60), answer(2, b))
+    assert give_back and lost is not None and "another holder" in lost
+    held = Held(LockInfo("T", token=5, lock_domain=a), 60)
+    assert judge("T", held, answer(1, b)) == (None, False)  # the new store's first grant
+    assert (held.token, held.info.lock_domain) == (1, b)

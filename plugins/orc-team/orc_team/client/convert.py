@@ -2,7 +2,8 @@
 
 Kept apart from the locker so the mapping (what a user and ``--json`` see in team mode) is in one
 place.  ``owner`` follows the file lease's ``user@host`` form when the holder's client id says the
-host (ids made by :mod:`orc_team.client.holder`); ``token`` is the server's fencing token.
+host (ids made by :mod:`orc_team.client.holder`); ``token`` is the server's fencing token, counted
+in ``lock_domain``, the server's store (None from a server that predates lock domains).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def lock_info(data: dict[str, Any], *, mine: bool = False) -> LockInfo:
         user=user, host=host, pid=pid, acquired_at=_str(data.get("acquired_at")),
         heartbeat_at=_str(data.get("heartbeat_at")), ttl=_int(data.get("ttl")),
         token=_int(data.get("token")), mine=mine, display_name=_str(data.get("owner_name")),
-        email=_str(data.get("owner_email")), stolen_from=_str(data.get("stolen_from")))
+        email=_str(data.get("owner_email")), stolen_from=_str(data.get("stolen_from")),
+        lock_domain=_str(data.get("lock_domain")))
 
 
 def held_by(data: dict[str, Any], user: str | None, client: str) -> bool:

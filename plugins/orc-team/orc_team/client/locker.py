@@ -227,8 +227,19 @@ class WebSocketLocker:
 
     def is_locked(self, task_id: str) -> LockInfo:
         check_task_id(task_id)
-        lock = self.http.lock(task_id).get("lock")
-        return self._seen(lock) if isinstance(lock, dict) else LockInfo(task_id)
+        answer = self.http.lock(task_id)
+        lock = answer.get("lock")
+        if isinstance(lock, dict):
+            return self._seen(lock)
+        domain = answer.get("lock_domain")
+        return LockInfo(task_id, lock_domain=domain if isinstance(domain, str) else None)
+
+    def lock_domain(self, task_id: str) -> str | None:
+        """The server's lock domain: this process's lease's, else as the server says it."""
+        held = self._held.get(task_id)
+        if held is not None and held.info.lock_domain is not None:
+            return held.info.lock_domain
+        return self.is_locked(task_id).lock_domain
 
     def list_locks(self) -> list[LockInfo]:
         return [self._seen(lock) for lock in self.http.locks() if isinstance(lock, dict)]

@@ -5,7 +5,9 @@ afresh.  So every renewal (heartbeat, re-assertion after a reconnect) checks the
 The same token is an extension.  The next token means the server had expired the lease and nobody
 held the task in between (as after a long stall): renewed, with a warning, as the file lease also
 tolerates.  Any later token means someone else held it meanwhile: the new grant must be given back
-and the holder told that the lease is lost.  A refusal means someone holds it now.
+and the holder told that the lease is lost.  A refusal means someone holds it now.  An answer from
+another lock domain (the server came back with another store) counts tokens afresh: only its first
+token, 1, says nobody held the task there before.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ def judge(task_id: str, held: Held, result: dict[str, Any]) -> tuple[str | None,
         return (f"{task_id}: the lease was taken over on the team server by {info.who()} "
                 f"(token {info.token})"), False
     old = held.token
+    if (held.info.lock_domain is not None and info.lock_domain is not None
+            and info.lock_domain != held.info.lock_domain):
+        old = 0  # another store: none of its tokens was ours
     if result.get("extended") or info.token == old:
         held.info = info
         return None, False

@@ -172,7 +172,8 @@ async def locks_view(request: web.Request) -> web.Response:
     _admit(request)
     store = request.app[SERVER].store
     locks = await store.list_locks(time.time())
-    return web.json_response({"locks": [lock_json(lock) for lock in locks]})
+    return web.json_response({"locks": [lock_json(lock, store.domain) for lock in locks],
+                              "lock_domain": store.domain})
 
 
 async def lock_view(request: web.Request) -> web.Response:
@@ -183,9 +184,11 @@ async def lock_view(request: web.Request) -> web.Response:
         fields.task_id()
     except protocol.ProtocolError as exc:
         raise web.HTTPBadRequest(text=exc.message) from None
-    lock = await request.app[SERVER].store.get_lock(task_id, time.time())
+    store = request.app[SERVER].store
+    lock = await store.get_lock(task_id, time.time())
     return web.json_response({"task_id": task_id, "locked": lock is not None,
-                              "lock": lock_json(lock) if lock else None})
+                              "lock": lock_json(lock, store.domain) if lock else None,
+                              "lock_domain": store.domain})
 
 
 async def presence_view(request: web.Request) -> web.Response:

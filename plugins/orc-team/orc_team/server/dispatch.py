@@ -125,13 +125,14 @@ class Dispatcher:
                 raise ProtocolError(NOT_FOUND, f"Task {key} not found", req.env.id)
             lock = await self.store.get_lock(key, now)
             state = {**task.state, "project_id": task.project_id,
-                     "lock": lock_json(lock) if lock else None}
+                     "lock": lock_json(lock, self.store.domain) if lock else None}
         else:
             tasks = await self.store.project_tasks(key)
             locks = {lock.task_id: lock for lock in await self.store.list_locks(now)}
             state = {"offset": await self.store.last_offset(key), "tasks": [
                 {"task_id": t.task_id, **t.state,
-                 "lock": lock_json(locks[t.task_id]) if t.task_id in locks else None}
+                 "lock": lock_json(locks[t.task_id], self.store.domain)
+                 if t.task_id in locks else None}
                 for t in tasks]}
         if not self.hub.subscribe(req.conn, kind, key):
             raise ProtocolError(RATE_LIMITED, f"at most {self.hub.max_subscriptions} "

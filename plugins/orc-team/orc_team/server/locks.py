@@ -26,14 +26,15 @@ log = logging.getLogger("orc_team.server")
 Reply = Callable[[dict[str, Any]], None]
 
 
-def lock_json(lock: LockRecord) -> dict[str, Any]:
+def lock_json(lock: LockRecord, domain: str) -> dict[str, Any]:
+    """A lock object; ``lock_domain`` is the store's, where ``token`` counts."""
     return {
         "task_id": lock.task_id, "project_id": lock.project_id, "owner": lock.holder.user,
         "owner_name": lock.holder.name, "owner_email": lock.holder.email,
         "client": lock.holder.client, "token": lock.token, "ttl": lock.ttl,
         "acquired_at": protocol.iso(lock.acquired_at),
         "heartbeat_at": protocol.iso(lock.heartbeat_at),
-        "expires_at": protocol.iso(lock.expires_at),
+        "expires_at": protocol.iso(lock.expires_at), "lock_domain": domain,
     }
 
 
@@ -61,11 +62,13 @@ class LockService:
             if force:
                 raise ProtocolError(FORBIDDEN, f"force needs the admin role; {task_id} is held "
                                     f"by {_who(lock)}", req_id)
-            reply({"acquired": False, "extended": False, "stolen_from": None, **lock_json(lock)})
+            reply({"acquired": False, "extended": False, "stolen_from": None,
+                   **lock_json(lock, self.store.domain)})
             return
         stolen = grant.stolen
         reply({"acquired": True, "extended": grant.outcome == "extended",
-               "stolen_from": stolen.holder.user if stolen else None, **lock_json(lock)})
+               "stolen_from": stolen.holder.user if stolen else None,
+               **lock_json(lock, self.store.domain)})
         if grant.outcome == "extended":
             return
         payload = {"task_id": task_id, "owner": conn.user, "owner_name": conn.claims.name,

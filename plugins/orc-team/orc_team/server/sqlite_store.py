@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS locks (
 DROP INDEX IF EXISTS locks_by_expiry;
 CREATE TABLE IF NOT EXISTS projects (
     project_id TEXT PRIMARY KEY, last_offset INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 # locks_by_expiry went when expiry moved to the in-memory mirror: every grant and release paid
 # for keeping it.
@@ -138,6 +139,7 @@ class SQLiteStore:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA busy_timeout=2000")
             self.db.executescript(SCHEMA)
+            self.domain = self._domain()
             rows = self.db.execute(_SELECT_LOCK).fetchall()
         except sqlite3.Error as exc:
             self._unclaim()
@@ -145,6 +147,14 @@ class SQLiteStore:
         self._locks: dict[str, LockRecord] = {row[0]: _lock(row) for row in rows}
         self._tasks: dict[str, tuple[int, str | None]] = {}  # fence, project: read once, lazily
         self._offsets: dict[str, int] = {}
+
+    def _domain(self) -> str:
+        """The store's lock domain id, made when the store is (a store made before lock domains
+        gets one on its next start: its tokens were never recorded with a domain)."""
+        self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('lock_domain', ?)",
+                        (os.urandom(16).hex(),))
+        return str(self.db.execute("SELECT value FROM meta WHERE key = 'lock_domain'")
+                   .fetchone()[0])
 
     @staticmethod
     def _claim(path: str) -> int:

@@ -93,6 +93,11 @@ class ProjectMismatch(Exception):
 
 
 class Store(Protocol):
+    domain: str
+    """The store's lock domain: a random id made once when the store is created and kept with
+    it.  Its fencing tokens count in it, so a client records it beside the token, and tokens of
+    another store (another server, or a store made afresh) are never compared with these."""
+
     async def acquire(self, task_id: str, holder: Holder, ttl: int, now: float, *,
                       steal: bool = False, project_id: str | None = None) -> Grant:
         """Grant, extend (same holder: heartbeat), steal (``steal``) or refuse.  Every grant and
