@@ -138,3 +138,25 @@ def test_hostile_repository(case: str, hostile_repo: Callable[[str], HostileRepo
             problems.append(f"{step.name}: changed the victim directory: {changed}")
             before = after
     assert not problems, f"{case}:\n  " + "\n  ".join(problems)
+
+
+@pytest.mark.parametrize("case", ["tasks-link", "task-dir-link", "state-link"])
+def test_python_api_never_writes_outside(case: str, hostile_repo: Callable[[str], HostileRepo],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """``orc_git.hold`` (its heartbeat and release included) and ``orc_git.set_state``, as an
+    executor calls them: refused with UnsafePath or unreadable state, nothing changed outside."""
+    import orc_git
+    from orc_git.errors import StateUnreadable, StorageError
+
+    repo = hostile_repo(case)
+    for key, value in repo.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("ORC_MODE", "p2p")
+    before = repo.snapshot()
+    with pytest.raises((StorageError, StateUnreadable)), \
+            orc_git.hold("T1", repo=repo.path) as lease:
+        lease.beat()
+        orc_git.set_state("T1", lease=lease, status="running", repo=repo.path)
+    with pytest.raises((StorageError, StateUnreadable)):
+        orc_git.set_state("T1", status="running", repo=repo.path)
+    assert repo.snapshot() == before
