@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 from conftest import (
@@ -95,3 +96,28 @@ def test_tty_with_json_never_prompts(repo: Path) -> None:
     out = json.loads(lines[0])
     assert out["error"]["code"] == "LOCK_HELD"
     assert check_lock(out["lock"])["pid"] == os.getpid()
+
+
+def test_tty_conflict_prompt_escapes_a_hostile_holder(repo: Path) -> None:
+    """The prompt's lines come from the lease: a display name with a newline, ESC and a bidi
+    override is shown escaped on the terminal, never acted on (issue 8, point 10)."""
+    from orc_git.locking import leasefile
+    from orc_git.locking.info import LockInfo, rfc3339
+
+    now = rfc3339(time.time())
+    fake = "x\n\x1b[31morc: fake line\u202e"
+    lease = LockInfo(task_id="T", locked=True, owner="eve@elsewhere", user="eve",
+                     host="elsewhere", pid=4242, pid_started=1700000000.0, acquired_at=now,
+                     heartbeat_at=now, ttl=600, token=5, host_id="elsewhere/1700000000/1",
+                     display_name="Eve" + fake)
+    path = lock_path(repo, "T")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(leasefile.render(lease))
+    with tty_orc("lock", "acquire", "T", cwd=repo, env={"NO_COLOR": "1"}) as (proc, tty):
+        text = tty.until(PROMPT)
+        assert "Locked by: Evex\\n\\x1b[31morc: fake line\\u202e (eve@elsewhere)" in text, text
+        assert ESC not in text and "\u202e" not in text
+        assert not any(line.startswith("orc: fake") for line in text.splitlines())
+        os.write(tty.fd, b"3\n")
+        assert proc.wait(30) == 1
+    assert path.read_bytes() == leasefile.render(lease)
