@@ -123,3 +123,15 @@ async def test_the_stamps_are_the_servers_not_the_senders(connect_as: Any) -> No
     assert (seen["user"], seen["user_name"], seen["holder"]) == ("mallory", "Mallory", True)
     assert seen["timestamp"] == ack["data"]["timestamp"] and seen["offset"] is None
     assert (await state_of(watcher, task))["updated_by"] == "mallory"
+
+
+async def test_a_lock_under_another_project_does_not_move_the_task(connect_as: Any) -> None:
+    acme, other, task = unique("acme"), unique("other"), unique()
+    alice: Client = await connect_as("alice")
+    watcher: Client = await connect_as("carol")
+    assert (await publish(alice, "task.started", task, acme))["type"] == "ack"
+    await watcher.request("subscribe", {"project_id": other})
+    result = await alice.lock(task, project_id=other)
+    assert result["acquired"] is True and result["project_id"] == acme, result
+    assert code_of(await publish(alice, "task.phase", task, other, phase="x")) == "FORBIDDEN"
+    assert not [m for m in await watcher.barrier() if m["type"] == "event"]
