@@ -20,28 +20,20 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp.http_exceptions import HttpProcessingError
+from orc_git.text import printable
 
 RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 INTERVAL = 10.0
 
 
-def _escape(char: str) -> str:
-    code = ord(char)
-    return f"\\x{code:02x}" if code < 0x100 else (
-        f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
-
-
 def clean(value: object, limit: int | None = 200) -> str:
-    """``value`` as text for a log line: every character that is not printable (controls,
-    newlines, tabs, ESC, bidi and other invisible formatting characters, lone surrogates,
-    line and paragraph separators) shown as ``\\xNN``/``\\uNNNN``, cut to ``limit``
-    characters.  Printable text, the usual case, comes back unchanged."""
+    """``value`` as text for a log line: cut to ``limit`` characters, then every character that
+    is not printable shown escaped, by the rule orc prints everything with
+    (:func:`orc_git.text.printable`).  Printable text, the usual case, comes back unchanged."""
     text = value if isinstance(value, str) else str(value)
     if limit is not None and len(text) > limit:
         text = text[:limit] + "..."
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else _escape(c) for c in text)
+    return printable(text)
 
 
 class SafeFormatter(logging.Formatter):
@@ -130,7 +122,7 @@ def loop_exception_handler(throttle: Throttle) -> Callable[[asyncio.AbstractEven
                                                             dict[str, Any]], None]:
     """The event loop's exception handler.  asyncio reports a failed ``accept()`` here, once
     per attempt and with a traceback: out of descriptors, that was thousands of tracebacks a
-    second (CPython gh-151615 retries each one up to the listen backlog).  Those become one
+    second (asyncio's accept loop retries at once, up to the listen backlog).  Those become one
     line per interval; asyncio itself retries accepting every second, so the server recovers
     as soon as descriptors are free again.  Anything else is logged as the loop would, but
     at most once per interval and kind."""
@@ -143,7 +135,7 @@ def loop_exception_handler(throttle: Throttle) -> Callable[[asyncio.AbstractEven
             return
         message = clean(context.get("message") or "event loop error")
         if isinstance(exc, ValueError) and "_start_serving" in message:
-            # One of those retries (gh-151615 schedules dozens) found the listener closed:
+            # One of those retries (asyncio schedules dozens) found the listener closed:
             # the server is shutting down while out of descriptors.  Nothing is wrong.
             throttle.logger.debug("accept retry after the listener closed: %s", clean(exc))
             return

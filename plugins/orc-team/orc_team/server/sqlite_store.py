@@ -30,6 +30,7 @@ from dataclasses import replace
 from typing import Any
 
 from orc_git.errors import OrcError, StorageError
+from orc_git.text import json_safe
 
 from orc_team.server.store import (
     Grant,
@@ -86,18 +87,6 @@ def _no_constant(name: str) -> Any:
 _STATE = json.JSONDecoder(parse_constant=_no_constant)
 
 
-def _escaped(value: Any) -> Any:
-    """``value`` with every string (keys too) made UTF-8-safe: a lone surrogate becomes the
-    text ``\\udXXX``, so what it said stays visible."""
-    if isinstance(value, str):
-        return value.encode("utf-8", "backslashreplace").decode()
-    if isinstance(value, dict):
-        return {_escaped(k): _escaped(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_escaped(v) for v in value]
-    return value
-
-
 def _state(text: str) -> tuple[dict[str, Any], str | None]:
     """A stored state, and what was wrong with it (None: nothing).  Servers before issue 8
     stored what clients sent: a lone surrogate (written by ``json.dumps`` as ``\\ud800``)
@@ -112,7 +101,7 @@ def _state(text: str) -> tuple[dict[str, Any], str | None]:
     try:
         json.dumps(state, ensure_ascii=False).encode()
     except UnicodeEncodeError:
-        return _escaped(state), "text that is not UTF-8; shown escaped"
+        return json_safe(state), "text that is not UTF-8; shown escaped"
     return state, None
 
 
