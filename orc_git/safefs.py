@@ -115,6 +115,28 @@ def real_dir_problem(path: str | os.PathLike[str]) -> str | None:
     return NOT_DIRECTORY
 
 
+def replace_file(path: str | os.PathLike[str], content: bytes, mode: int = 0o644) -> None:
+    """Write ``path`` atomically: a new temporary file beside it (``O_EXCL``, never through a
+    link) with ``mode``, renamed over it; a link at ``path`` is replaced, not written through.
+    ``OSError`` on failure, the temporary file removed."""
+    path = os.fspath(path)
+    head, name = os.path.split(path)
+    tmp = os.path.join(head, f".{name}.orc-tmp-{os.getpid()}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
+        try:
+            if os.write(fd, content) != len(content):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def replace_at(dir_fd: int, name: str, content: bytes, mode: int = 0o644) -> None:
     """Write ``name`` in the open directory atomically: a new temporary file (``O_EXCL``, so a
     planted link or FIFO under its name is removed, never followed) renamed over it.  Whatever

@@ -27,6 +27,17 @@ def _run_under_lease(repo: Path, phase: str) -> None:
     git("commit", "-qam", f"{TASK}: {phase}", cwd=repo)
 
 
+def _two_holders_on_two_branches(repo: Path) -> None:
+    """A task committed on main; branch `other` runs it, then main runs it again later."""
+    assert orc("task", "new", TASK, cwd=repo).returncode == 0
+    git("add", "-A", cwd=repo)
+    git("commit", "-qm", "task", cwd=repo)
+    git("checkout", "-qb", "other", cwd=repo)
+    _run_under_lease(repo, "first-holder")
+    git("checkout", "-q", "main", cwd=repo)
+    _run_under_lease(repo, "second-holder")  # a later grant: a higher token
+
+
 def test_install_registers_driver_and_attribute(repo: Path) -> None:
     before = git("status", "--porcelain", cwd=repo)
     code, out = orc_json("hooks", "install", cwd=repo)
@@ -42,13 +53,7 @@ def test_install_registers_driver_and_attribute(repo: Path) -> None:
 
 def test_concurrent_state_commits_merge_and_the_later_holder_wins(repo: Path) -> None:
     assert orc("hooks", "install", cwd=repo).returncode == 0
-    assert orc("task", "new", TASK, cwd=repo).returncode == 0
-    git("add", "-A", cwd=repo)
-    git("commit", "-qm", "task and merge driver", cwd=repo)
-    git("checkout", "-qb", "other", cwd=repo)
-    _run_under_lease(repo, "first-holder")
-    git("checkout", "-q", "main", cwd=repo)
-    _run_under_lease(repo, "second-holder")  # a later grant: a higher token
+    _two_holders_on_two_branches(repo)
     later = _state(repo)
     proc = subprocess.run(["git", "merge", "--no-edit", "other"], cwd=repo, text=True,
                           capture_output=True)
@@ -63,13 +68,7 @@ def test_concurrent_state_commits_merge_and_the_later_holder_wins(repo: Path) ->
 
 def test_without_the_driver_git_conflicts_as_before(repo: Path) -> None:
     """The control: the same history conflicts when the driver is not registered."""
-    assert orc("task", "new", TASK, cwd=repo).returncode == 0
-    git("add", "-A", cwd=repo)
-    git("commit", "-qm", "task", cwd=repo)
-    git("checkout", "-qb", "other", cwd=repo)
-    _run_under_lease(repo, "first-holder")
-    git("checkout", "-q", "main", cwd=repo)
-    _run_under_lease(repo, "second-holder")
+    _two_holders_on_two_branches(repo)
     proc = subprocess.run(["git", "merge", "--no-edit", "other"], cwd=repo, text=True,
                           capture_output=True)
     assert proc.returncode != 0 and "CONFLICT" in proc.stdout

@@ -19,7 +19,6 @@ Conventions are those of pre-commit and lefthook, with their sharp edges filed o
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shlex
 import subprocess
@@ -189,18 +188,9 @@ def inspect(hooks_dir: Path, name: str, python: str | None = None) -> HookState:
 
 def _write_shim(path: Path, text: str) -> None:
     """Write atomically (a temporary file renamed over the hook), mode 0755."""
-    tmp = path.with_name(f".{path.name}.orc-tmp-{os.getpid()}")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o755)
-        try:
-            os.write(fd, text.encode("utf-8"))
-            os.fchmod(fd, 0o755)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        safefs.replace_file(path, text.encode("utf-8"), 0o755)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         raise StorageError(f"cannot write {path}: {exc.strerror}") from None
 
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import git
 
+from orc_git import safefs
 from orc_git.errors import NotARepository, StorageError
 
 DRIVER = "orc-state"
@@ -71,36 +71,21 @@ def _read_attributes(path: Path) -> list[str]:
     """The attributes file's lines; a symlink or anything but a regular file is refused: orc
     never writes through a link."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except FileNotFoundError:
-        return []
+        data = safefs.read_regular(path, _MAX_ATTRIBUTES)
     except OSError as exc:
-        raise StorageError(f"cannot read {path}: {exc.strerror} (is it a symlink? orc does not "
-                           "write through links)") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise StorageError(f"{path} is not a regular file")
-        data = os.read(fd, _MAX_ATTRIBUTES + 1)
-    finally:
-        os.close(fd)
+        raise StorageError(f"cannot read {path}: {exc.strerror}") from None
+    if data is None:
+        return []
     if len(data) > _MAX_ATTRIBUTES:
         raise StorageError(f"{path} is larger than {_MAX_ATTRIBUTES} bytes")
     return data.decode("utf-8", "surrogateescape").splitlines()
 
 
 def _write_attributes(path: Path, lines: list[str]) -> None:
-    tmp = path.with_name(f".{path.name}.orc-tmp-{os.getpid()}")
     data = "".join(f"{line}\n" for line in lines).encode("utf-8", "surrogateescape")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        safefs.replace_file(path, data)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         raise StorageError(f"cannot write {path}: {exc.strerror}") from None
 
 
