@@ -1,8 +1,8 @@
-"""Every read and write command run against a hostile repository (``hostile_repo`` in conftest).
+"""Every read and write command run against a hostile repository (built by ``tests/hostile.py``).
 
 A clone whose committed ``.orc`` entries point outside it, or whose files are FIFOs, must never
 make ``orc`` (or git, through orc's hooks) change anything outside the repository, hang, or show
-a traceback; each command exits with the status ``docs/hardening-fs.md`` documents: 3 when orc
+a traceback; each command exits with the status ``docs/security.md`` documents: 3 when orc
 meets a path it will not follow or a file that is not a regular file, otherwise what the command
 answers in a harmless clone.
 """
@@ -13,9 +13,17 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
-from conftest import HOSTILE_CASES, HostileRepo
+from hostile import HOSTILE_CASES, HostileRepo, make_hostile_repo
+
+
+@pytest.fixture
+def hostile_repo(tmp_path: Path) -> Callable[[str], HostileRepo]:
+    """``hostile_repo(case)``: a fresh clone of a hostile repository (see HOSTILE_CASES)."""
+    return lambda case: make_hostile_repo(tmp_path / case, case)
+
 
 TIMEOUT = 20.0  # far above any command's run time here; hitting it means something blocked
 
