@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from orc_team.server import protocol
+from orc_team import protocol
 from orc_team.server.logtext import Throttle, clean
 
 log = logging.getLogger("orc_team.server")
