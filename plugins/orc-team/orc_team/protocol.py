@@ -124,11 +124,12 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class LockObject:
     """A lock as the server shows it (``lock_result``, ``subscribed``, ``GET /api/locks``).
     ``token`` is the fencing token, counted in ``lock_domain`` (the server's store); times are
-    :func:`iso` strings."""
+    :func:`iso` strings.  Slotted, not frozen, and written out in :meth:`to_json`: every lock
+    reply builds one, and a frozen dataclass or ``asdict`` would triple what that costs."""
 
     task_id: str
     project_id: str | None
@@ -144,7 +145,11 @@ class LockObject:
     lock_domain: str | None
 
     def to_json(self) -> dict[str, Any]:
-        return dict(vars(self))  # the fields in order; asdict() would deep-copy each one
+        return {"task_id": self.task_id, "project_id": self.project_id, "owner": self.owner,
+                "owner_name": self.owner_name, "owner_email": self.owner_email,
+                "client": self.client, "token": self.token, "ttl": self.ttl,
+                "acquired_at": self.acquired_at, "heartbeat_at": self.heartbeat_at,
+                "expires_at": self.expires_at, "lock_domain": self.lock_domain}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LockObject:
@@ -160,7 +165,7 @@ class LockObject:
             expires_at=_str(data.get("expires_at")), lock_domain=_str(data.get("lock_domain")))
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class LockResult:
     """The ``data`` of a ``lock_result``: the lock object (the holder's, whether or not it was
     granted) and what happened.  A bare lock object reads as a result that was not granted."""
