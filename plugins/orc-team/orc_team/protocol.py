@@ -278,6 +278,17 @@ def error(req_id: Id | None, code: str, text: str) -> dict[str, Any]:
     return {"type": ERROR, "id": req_id, "data": {"code": code, "message": text}}
 
 
+def http_error(code: str, text: str) -> dict[str, Any]:
+    """The JSON body of an HTTP refusal (401, 429) before or instead of the WebSocket."""
+    return {"error": {"code": code, "message": text}}
+
+
+def http_error_text(doc: object) -> str | None:
+    """The message of an :func:`http_error` body; None when ``doc`` is not one."""
+    error = doc.get("error") if isinstance(doc, dict) else None
+    return str(error.get("message", "")) if isinstance(error, dict) else None
+
+
 # -- strict frames --------------------------------------------------------------------------
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)

@@ -190,3 +190,11 @@ def test_a_long_id_within_the_limit_is_kept() -> None:
 ])
 def test_malformed_envelopes(raw: bytes, code: str) -> None:
     assert refused(raw).code == code
+
+
+def test_http_error_bodies_round_trip() -> None:
+    body = protocol.encode(protocol.http_error(protocol.UNAUTHORIZED, "token expired"))
+    assert json.loads(body) == {"error": {"code": "UNAUTHORIZED", "message": "token expired"}}
+    assert protocol.http_error_text(protocol.decode(body)) == "token expired"
+    assert protocol.http_error_text({"error": "x"}) is None
+    assert protocol.http_error_text([1]) is None

@@ -76,7 +76,7 @@ class AccessLogger(AbstractAccessLogger):
 
 
 def _unauthorized(reason: str) -> web.HTTPUnauthorized:
-    body = protocol.encode({"error": {"code": protocol.UNAUTHORIZED, "message": reason}})
+    body = protocol.encode(protocol.http_error(protocol.UNAUTHORIZED, reason))
     return web.HTTPUnauthorized(body=body, content_type="application/json",
                                 headers={"WWW-Authenticate": 'Bearer realm="orc-team"'})
 
@@ -92,7 +92,7 @@ def _admit(request: web.Request) -> Claims:
 
 
 def _too_many(message: str) -> web.HTTPTooManyRequests:
-    body = protocol.encode({"error": {"code": protocol.RATE_LIMITED, "message": message}})
+    body = protocol.encode(protocol.http_error(protocol.RATE_LIMITED, message))
     return web.HTTPTooManyRequests(body=body, content_type="application/json",
                                    headers={"Retry-After": "5"})
 
