@@ -198,3 +198,11 @@ def test_http_error_bodies_round_trip() -> None:
     assert protocol.http_error_text(protocol.decode(body)) == "token expired"
     assert protocol.http_error_text({"error": "x"}) is None
     assert protocol.http_error_text([1]) is None
+
+
+def test_the_server_handles_every_client_type() -> None:
+    from orc_team.server.dispatch import Dispatcher
+
+    missing = [t for t in protocol.CLIENT_TYPES if not callable(getattr(Dispatcher, f"on_{t}",
+                                                                        None))]
+    assert missing == []
