@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from orc_team.server import protocol
+from orc_team import protocol
 from orc_team.server.auth import Claims
 from orc_team.server.busypoll import SpinningSelector
 from orc_team.server.config import ServerConfig

@@ -1,12 +1,13 @@
 """The team client: team mode's locker and the WebSocket client under it.
 
-Modules, one job each: ``settings`` (``team.*`` config), ``holder`` (client instance ids),
-``backoff``, ``replies`` (request/reply correlation), ``link`` (one WebSocket connection over a
-blocking socket, no thread of its own), ``dial`` (opening one, and what its failures mean),
-``wsclient`` (the sync client: who reads when, timeouts, keepalive, reconnects),
-``http`` (reads over ``GET /api/locks``), ``convert`` (lock objects and error codes as orc-git's),
-``locker`` (``WebSocketLocker``) and ``team`` (``TeamLocker``: the composite with the file-lease
-fallback, re-assertion and split-brain checks).
+The wire format is :mod:`orc_team.protocol`, shared with the server.  Modules, one job each:
+``settings`` (``team.*`` config), ``holder`` (client instance ids), ``backoff``, ``replies``
+(request/reply correlation), ``link`` (one WebSocket connection over a blocking socket, no
+thread of its own), ``dial`` (opening one, and what its failures mean), ``wsclient`` (the sync
+client: who reads when, timeouts, keepalive, reconnects), ``http`` (reads over
+``GET /api/locks``), ``convert`` (the protocol's lock objects and error codes as orc-git's),
+``locker`` (``WebSocketLocker``) and ``team`` (``TeamLocker``: the composite with the
+file-lease fallback, re-assertion and split-brain checks).
 """
 
 from __future__ import annotations

@@ -15,28 +15,21 @@ from orc_git.locking.info import LockInfo
 
 from orc_team.client.holder import parse_client_id
 from orc_team.client.replies import ServerError
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
+from orc_team.protocol import FORBIDDEN, NOT_LOCK_OWNER, LockResult
 
 
 def lock_info(data: dict[str, Any], *, mine: bool = False) -> LockInfo:
     """A LockInfo from a ``lock_result`` or a lock object of ``GET /api/locks``."""
-    user = _str(data.get("owner"))
-    client = _str(data.get("client"))
-    host, pid = parse_client_id(client)
+    result = LockResult.from_json(data)
+    lock = result.lock
+    user = lock.owner
+    host, pid = parse_client_id(lock.client)
     return LockInfo(
-        str(data.get("task_id", "")), locked=True, owner=f"{user}@{host}" if host else user,
-        user=user, host=host, pid=pid, acquired_at=_str(data.get("acquired_at")),
-        heartbeat_at=_str(data.get("heartbeat_at")), ttl=_int(data.get("ttl")),
-        token=_int(data.get("token")), mine=mine, display_name=_str(data.get("owner_name")),
-        email=_str(data.get("owner_email")), stolen_from=_str(data.get("stolen_from")),
-        lock_domain=_str(data.get("lock_domain")))
+        lock.task_id, locked=True, owner=f"{user}@{host}" if host else user,
+        user=user, host=host, pid=pid, acquired_at=lock.acquired_at,
+        heartbeat_at=lock.heartbeat_at, ttl=lock.ttl, token=lock.token, mine=mine,
+        display_name=lock.owner_name, email=lock.owner_email, stolen_from=result.stolen_from,
+        lock_domain=lock.lock_domain)
 
 
 def held_by(data: dict[str, Any], user: str | None, client: str) -> bool:
@@ -52,9 +45,9 @@ def same_person_here(info: LockInfo, user: str | None, host: str) -> bool:
 def refusal(exc: ServerError, task_id: str, lock: LockInfo | None = None) -> OrcError:
     """NOT_LOCK_OWNER and FORBIDDEN are answers about the lock (exit 1), like the file lease's;
     anything else stays a server error (exit 3).  None of them is a reason to fall back."""
-    if exc.server_code == "NOT_LOCK_OWNER":
+    if exc.server_code == NOT_LOCK_OWNER:
         return NotOwner(f"{exc.server_message}; not yours to release (an admin may use --force)",
                         lock)
-    if exc.server_code == "FORBIDDEN":
+    if exc.server_code == FORBIDDEN:
         return Refused(f"{task_id}: {exc.server_message}")
     return exc

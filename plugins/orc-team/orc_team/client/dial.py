@@ -20,6 +20,7 @@ from orc_git.errors import ConfigError, LockerUnavailable, OrcError
 from orc_team import __version__
 from orc_team.client.http import http_failure
 from orc_team.client.settings import ClientSettings
+from orc_team.protocol import MAX_FRAME_BYTES
 
 if TYPE_CHECKING:
     from websockets.exceptions import ConnectionClosed
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 
 _WS_LOG = logging.getLogger("orc_team.client.websockets")
 POLICY_VIOLATION = 1008
-MAX_MESSAGE = 2 * 1024 * 1024
 
 
 def open_link(settings: ClientSettings, client_id: str) -> Link:
@@ -53,7 +53,7 @@ def open_link(settings: ClientSettings, client_id: str) -> Link:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if uri.secure:
             sock = _tls(sock, uri.host, deadline)
-        protocol = ClientProtocol(uri, max_size=MAX_MESSAGE, logger=_WS_LOG)
+        protocol = ClientProtocol(uri, max_size=MAX_FRAME_BYTES, logger=_WS_LOG)
         link = Link(sock, protocol, s.keepalive)
         link.handshake({"Authorization": f"Bearer {s.token}",
                         "User-Agent": f"orc-team/{__version__}"}, deadline)

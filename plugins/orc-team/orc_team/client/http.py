@@ -18,6 +18,7 @@ from urllib.parse import quote, urlsplit
 from orc_git.errors import ConfigError, LockerUnavailable, OrcError
 
 from orc_team.client.settings import ClientSettings
+from orc_team.protocol import http_error_text
 
 
 class HttpReader:
@@ -95,11 +96,9 @@ def http_failure(status: int, body: bytes, base: str, path: str) -> OrcError:
         doc = json.loads(body) if body else None
     except ValueError:
         doc = None
-    message = ""
-    if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
-        message = str(doc["error"].get("message", ""))
-    elif body and len(body) < 300:
-        message = body.decode(errors="replace").strip()
+    message = http_error_text(doc)
+    if message is None:
+        message = body.decode(errors="replace").strip() if body and len(body) < 300 else ""
     if status == 401:
         return ConfigError(f"the team server at {base} refused the token ({message or 'HTTP 401'})"
                            ": get a new one with `orc team token` and set ORC_TEAM_TOKEN or "

@@ -23,6 +23,7 @@ from orc_git.errors import LeaseLost, LockerUnavailable, LockHeld, NotOwner, Orc
 from orc_git.locking.info import LockInfo
 from orc_git.taskid import check_task_id
 
+from orc_team import protocol
 from orc_team.client.convert import held_by, lock_info, refusal, same_person_here
 from orc_team.client.holder import parse_client_id, safe_host
 from orc_team.client.http import HttpReader
@@ -78,7 +79,7 @@ class WebSocketLocker:
         if self.settings.project:
             data["project_id"] = self.settings.project
         try:
-            reply = self.client.request("lock", data)
+            reply = self.client.request(protocol.LOCK, data)
         except ServerError as exc:
             raise refusal(exc, task_id) from None
         result = reply.get("data")
@@ -95,7 +96,7 @@ class WebSocketLocker:
         """Why the lease is lost according to this renewal's answer, or None (still ours)."""
         lost, give_back = judge(task_id, held, result)
         if give_back:
-            self.client.send("unlock", {"task_id": task_id})
+            self.client.send(protocol.UNLOCK, {"task_id": task_id})
         return lost
 
     def _drop(self, task_id: str, held: Held) -> None:
@@ -173,14 +174,15 @@ class WebSocketLocker:
         if force:
             data["force"] = True
         try:
-            reply = self.client.request("unlock", data)
+            reply = self.client.request(protocol.UNLOCK, data)
         except ServerError as exc:
-            if held is not None and exc.server_code == "NOT_LOCK_OWNER":
+            if held is not None and exc.server_code == protocol.NOT_LOCK_OWNER:
                 log.warning("%s: not released: the lease was taken over on the team server (%s)",
                             task_id, exc.server_message)
                 return False
             lock = self._current(task_id)
-            other = self._adoptable(lock) if lock and exc.server_code == "NOT_LOCK_OWNER" else None
+            not_owner = exc.server_code == protocol.NOT_LOCK_OWNER
+            other = self._adoptable(lock) if lock and not_owner else None
             if other is not None:
                 return self._as_holder(other, lambda proxy: proxy.release(task_id))
             raise refusal(exc, task_id, self._seen(lock) if lock else None) from None
@@ -196,7 +198,7 @@ class WebSocketLocker:
         adoption, no force), never an error: for cleaning up after a fallback."""
         self.forget(task_id)
         try:
-            reply = self.client.request("unlock", {"task_id": task_id})
+            reply = self.client.request(protocol.UNLOCK, {"task_id": task_id})
         except OrcError:
             return False
         return bool((reply.get("data") or {}).get("released"))
@@ -271,7 +273,7 @@ class WebSocketLocker:
     def _on_message(self, message: dict[str, Any]) -> None:
         """Lock events for a lease this holder lost (the server sends them to all of the
         holder's connections): stolen, or released by an admin's force."""
-        if message.get("type") != "event":
+        if message.get("type") != protocol.EVENT:
             return
         data = message.get("data") or {}
         task_id, kind = data.get("task_id"), data.get("event_type")
@@ -279,15 +281,15 @@ class WebSocketLocker:
         held = self._held.get(task_id) if isinstance(task_id, str) else None
         if held is None or not isinstance(payload, dict):
             return
-        if (kind == "lock.stolen" and payload.get("old_token") == held.token
+        if (kind == protocol.LOCK_STOLEN and payload.get("old_token") == held.token
                 and payload.get("old_client") == self.client_id):
             held.lost = (f"{task_id}: the lease was stolen on the team server by "
                          f"{payload.get('new_owner')} (token {payload.get('token')})")
-        elif (kind == "lock.released" and payload.get("forced_by")
+        elif (kind == protocol.LOCK_RELEASED and payload.get("forced_by")
               and payload.get("client") == self.client_id and payload.get("token") == held.token):
             held.lost = (f"{task_id}: the lease was released by force on the team server by "
                          f"{payload.get('forced_by')}")
-        elif kind == "lock.expired" and payload.get("previous_client") == self.client_id:
+        elif kind == protocol.LOCK_EXPIRED and payload.get("previous_client") == self.client_id:
             log.warning("%s: the team server expired the lease (no heartbeat in time); the next "
                         "heartbeat renews it if nobody took it", task_id)
             return
@@ -301,8 +303,8 @@ class WebSocketLocker:
         answered after this one, would find its grant released behind its back)."""
         data = message.get("data") or {}
         task_id = data.get("task_id") if isinstance(data, dict) else None
-        if (message.get("type") == "lock_result" and isinstance(task_id, str)
+        if (message.get("type") == protocol.LOCK_RESULT and isinstance(task_id, str)
                 and data.get("acquired") and not data.get("extended")
                 and task_id not in self._held and held_by(data, self.user, self.client_id)):
             log.debug("%s: giving back a grant that came too late", task_id)
-            self.client.send("unlock", {"task_id": task_id}, unless_in_flight=task_id)
+            self.client.send(protocol.UNLOCK, {"task_id": task_id}, unless_in_flight=task_id)

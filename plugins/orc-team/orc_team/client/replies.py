@@ -16,6 +16,8 @@ from typing import Any
 
 from orc_git.errors import OrcError
 
+from orc_team.protocol import ERROR, INTERNAL
+
 Message = dict[str, Any]
 
 MAX_ABANDONED = 256
@@ -54,9 +56,9 @@ class Pending:
             raise self.error
         reply = self.reply
         assert reply is not None
-        if reply.get("type") == "error":
+        if reply.get("type") == ERROR:
             error = reply.get("data") or {}
-            raise ServerError(str(error.get("code", "INTERNAL")), str(error.get("message", "")))
+            raise ServerError(str(error.get("code", INTERNAL)), str(error.get("message", "")))
         return reply
 
 

@@ -27,7 +27,6 @@ dropped silently: they go to ``on_late`` (a lock granted after we gave up must b
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import threading
 import time
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from orc_git.errors import InvalidInput, LockerUnavailable, OrcError
 
+from orc_team import protocol
 from orc_team.client.backoff import Backoff
 from orc_team.client.dial import closed_error, open_link
 from orc_team.client.replies import Message, Pending, Replies, ServerError
@@ -55,7 +55,6 @@ QUIET = 0.02
 """Seconds without a request before the pump reads again: short against a push's delivery,
 long against the gap between two requests of a loop."""
 CLOSE_TIMEOUT = 0.5
-_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def encode(message: Message) -> bytes:
@@ -63,7 +62,7 @@ def encode(message: Message) -> bytes:
     refuses text that is not UTF-8 (a lone surrogate, as Python makes of undecodable bytes in
     a file name or the environment) and NaN or infinite numbers, which are not JSON."""
     try:
-        return _encoder.encode(message).encode()
+        return protocol.encode(message)
     except UnicodeEncodeError as exc:
         bad = exc.object[exc.start:exc.end].encode("ascii", "backslashreplace").decode()
         raise InvalidInput(f"cannot send {message.get('type')} to the team server: it holds "
@@ -274,9 +273,9 @@ class WSClient:
     def _take(self, messages: list[bytes]) -> None:
         for raw in messages:
             try:
-                message = json.loads(raw)
+                message = protocol.decode(raw)
             except (ValueError, RecursionError):
-                log.debug("ignored a message that is not JSON")
+                log.debug("ignored a message that is not strict JSON")
                 continue
             if isinstance(message, dict):
                 self._dispatch(message)
@@ -357,9 +356,7 @@ class WSClient:
         if self._link is not link:  # lost before this request could be failed with it
             self._replies.cancel(pending)
             raise self.last_error or LockerUnavailable("connection to the team server lost")
-        message: Message = {"type": type_, "id": pending.id}
-        if data is not None:
-            message["data"] = data
+        message = protocol.message(type_, pending.id, data)
         wait = self.settings.request_timeout if timeout is None else timeout
         try:
             self._send(link, message)
@@ -388,7 +385,7 @@ class WSClient:
         link = self._link
         if link is None:
             return False
-        message = {"type": type_, "data": data or {}}
+        message = protocol.message(type_, data=data or {})
         try:
             self._send(link, message, unless_in_flight)
         except LockerUnavailable:
@@ -411,7 +408,7 @@ class WSClient:
                   project_id: str | None = None) -> dict[str, Any]:
         """Subscribe to a task or a project; kept and renewed on every reconnect."""
         key = _target(task_id, project_id)
-        reply = self.request("subscribe", {f"{key[0]}_id": key[1]})
+        reply = self.request(protocol.SUBSCRIBE, {f"{key[0]}_id": key[1]})
         with self._state:
             self._subscriptions[key] = None
         data: dict[str, Any] = reply.get("data") or {}
@@ -421,12 +418,12 @@ class WSClient:
         key = _target(task_id, project_id)
         with self._state:
             self._subscriptions.pop(key, None)
-        self.request("unsubscribe", {f"{key[0]}_id": key[1]})
+        self.request(protocol.UNSUBSCRIBE, {f"{key[0]}_id": key[1]})
 
     def _resubscribe(self) -> None:
         for kind, value in list(self._subscriptions):
             try:
-                self.request("subscribe", {f"{kind}_id": value})
+                self.request(protocol.SUBSCRIBE, {f"{kind}_id": value})
             except ServerError as exc:
                 log.warning("could not subscribe again to %s %s: %s", kind, value, exc.message)
 

@@ -1,7 +1,8 @@
 """The team server: ``orc team serve`` (or ``python -m orc_team.server``).
 
-Modules, one job each: ``app`` (routes, connection life cycle), ``auth`` (tokens, Origin, client
-id), ``protocol`` (messages, validation, error codes), ``dispatch`` (one message, one reply),
+The wire format is :mod:`orc_team.protocol`, shared with the client.  Modules, one job each:
+``app`` (routes, connection life cycle), ``auth`` (tokens, Origin, client id), ``fields``
+(validation of a request's fields), ``dispatch`` (one message, one reply),
 ``hub`` (connections, subscriptions, fan-out), ``connection`` (bounded send queue), ``locks``,
 ``presence``, ``events``, ``ratelimit``, ``store`` (interface), ``sqlite_store`` and ``busypoll``
 (the event loop).

@@ -21,8 +21,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
-from orc_team import __version__
-from orc_team.server import protocol
+from orc_team import __version__, protocol
 from orc_team.server.auth import (
     AuthError,
     Claims,
@@ -34,6 +33,7 @@ from orc_team.server.config import ServerConfig
 from orc_team.server.connection import CLOSE_POLICY, EXPIRED, Connection
 from orc_team.server.dispatch import Dispatcher
 from orc_team.server.events import EventBus
+from orc_team.server.fields import Fields
 from orc_team.server.gate import Gate, admit, describe_limit, raise_open_file_limit
 from orc_team.server.hub import Hub
 from orc_team.server.locks import LockService, lock_json
@@ -76,7 +76,7 @@ class AccessLogger(AbstractAccessLogger):
 
 
 def _unauthorized(reason: str) -> web.HTTPUnauthorized:
-    body = protocol.encode({"error": {"code": protocol.UNAUTHORIZED, "message": reason}})
+    body = protocol.encode(protocol.http_error(protocol.UNAUTHORIZED, reason))
     return web.HTTPUnauthorized(body=body, content_type="application/json",
                                 headers={"WWW-Authenticate": 'Bearer realm="orc-team"'})
 
@@ -92,7 +92,7 @@ def _admit(request: web.Request) -> Claims:
 
 
 def _too_many(message: str) -> web.HTTPTooManyRequests:
-    body = protocol.encode({"error": {"code": protocol.RATE_LIMITED, "message": message}})
+    body = protocol.encode(protocol.http_error(protocol.RATE_LIMITED, message))
     return web.HTTPTooManyRequests(body=body, content_type="application/json",
                                    headers={"Retry-After": "5"})
 
@@ -179,7 +179,7 @@ async def locks_view(request: web.Request) -> web.Response:
 async def lock_view(request: web.Request) -> web.Response:
     _admit(request)
     task_id = request.match_info["task_id"]
-    fields = protocol.Fields(protocol.Envelope("lock", None, {"task_id": task_id}))
+    fields = Fields(protocol.Envelope("lock", None, {"task_id": task_id}))
     try:
         fields.task_id()
     except protocol.ProtocolError as exc:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from orc_git.config import orc_home
 from orc_git.errors import UsageError
 
+from orc_team.protocol import MAX_FRAME_BYTES, MAX_MESSAGE_BYTES
 from orc_team.server.auth import MAX_LIFETIME
 from orc_team.spin import SPIN
 
@@ -25,9 +26,9 @@ class ServerConfig:
     keepalive: float = 20.0
     """WebSocket ping interval; a peer that does not answer within half of it is dropped."""
     allowed_origins: frozenset[str] = field(default_factory=frozenset)
-    max_message: int = 64 * 1024
+    max_message: int = MAX_MESSAGE_BYTES
     """Largest message the server reads; larger ones are answered MESSAGE_TOO_LARGE."""
-    max_frame: int = 2 * 1024 * 1024
+    max_frame: int = MAX_FRAME_BYTES
     """Largest message the server receives at all; larger ones close the connection (1009)."""
     rate: float = 100.0
     """Messages per second a connection may sustain, in each of its two buckets (lock traffic

@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from websockets.frames import Frame, Opcode
 
-from orc_team.server import protocol
+from orc_team import protocol
 from orc_team.server.auth import Claims
 from orc_team.server.config import ServerConfig
 from orc_team.server.logtext import clean

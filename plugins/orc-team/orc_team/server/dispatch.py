@@ -11,38 +11,38 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
-from orc_team.server import protocol
-from orc_team.server.config import ServerConfig
-from orc_team.server.connection import CLOSE_POLICY, Connection
-from orc_team.server.events import EventBus
-from orc_team.server.hub import Hub
-from orc_team.server.locks import LockService, lock_json
-from orc_team.server.presence import Presence
-from orc_team.server.protocol import (
+from orc_team import protocol
+from orc_team.protocol import (
     FORBIDDEN,
     INTERNAL,
     INVALID_MESSAGE,
-    MESSAGE_TOO_LARGE,
     NOT_FOUND,
     RATE_LIMITED,
+    REPLY_TYPES,
     RESERVED_EVENT_PREFIXES,
     Envelope,
-    Fields,
     Id,
     InvalidText,
     ProtocolError,
 )
+from orc_team.server.config import ServerConfig
+from orc_team.server.connection import CLOSE_POLICY, Connection
+from orc_team.server.events import EventBus
+from orc_team.server.fields import Fields
+from orc_team.server.hub import Hub
+from orc_team.server.locks import LockService, lock_json
+from orc_team.server.presence import Presence
 from orc_team.server.store import Store
 
 log = logging.getLogger("orc_team.server")
 
 CLOSE_INVALID_TEXT = 1007  # RFC 6455: a text frame that is not UTF-8 fails the connection
-CONTROL_TYPES = frozenset({"lock", "unlock", "ping"})
+CONTROL_TYPES = frozenset({protocol.LOCK, protocol.UNLOCK, protocol.PING})
+"""Lock traffic: rate-limited in its own bucket, so heartbeats pass through a flood."""
 OVERSIZE_COST = 25.0
-REPLY_TYPES = {"subscribe": "subscribed", "unsubscribe": "unsubscribed", "lock": "lock_result",
-               "unlock": "unlock_result", "presence": "presence", "event": "ack", "ping": "pong"}
 
 
 class Request:
@@ -54,7 +54,7 @@ class Request:
         self.fields = Fields(env)
         self.replied = False
 
-    def reply(self, data: dict[str, Any] | None = None) -> None:
+    def reply(self, data: Mapping[str, Any] | None = None) -> None:
         """Marked replied only once sent: a reply that fails to encode leaves the request to
         the dispatcher's INTERNAL error instead of no answer at all."""
         if not self.replied:
@@ -77,10 +77,10 @@ class Dispatcher:
         req_id: Id | None = None
         try:
             if len(raw) > self.config.max_message:
-                req_id = protocol.recover_id(raw)
+                refusal = protocol.oversized(raw, self.config.max_message)
+                req_id = refusal.req_id
                 self._charge(conn, False, OVERSIZE_COST, req_id)
-                raise ProtocolError(MESSAGE_TOO_LARGE, f"a message may be at most "
-                                    f"{self.config.max_message} bytes; this one is {len(raw)}")
+                raise refusal
             try:
                 if binary:
                     raise ProtocolError(INVALID_MESSAGE, "binary frames are not accepted; "

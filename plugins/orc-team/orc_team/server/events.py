@@ -9,13 +9,13 @@ also keep the task's ``current_state`` (status, phase, iteration) that subscribe
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from orc_team.server import protocol
+from orc_team import protocol
+from orc_team.protocol import FORBIDDEN, ProtocolError
 from orc_team.server.connection import Connection
 from orc_team.server.hub import Hub
-from orc_team.server.protocol import FORBIDDEN, ProtocolError
 from orc_team.server.store import Holder, LockRecord, ProjectMismatch, Store
 
 STATUS_BY_EVENT = {
@@ -87,7 +87,7 @@ class EventBus:
                           holder=is_holder)
 
     def announce(self, event_type: str, task_id: str, project_id: str | None,
-                 payload: dict[str, Any], *, user: str | None, user_name: str | None,
+                 payload: Mapping[str, Any], *, user: str | None, user_name: str | None,
                  offset: int | None, also: Iterable[Connection] = ()) -> None:
         """A server event (lock.*): no state to keep; ``offset`` was taken by the caller (with
         the lock change itself, when the store could)."""
@@ -95,7 +95,7 @@ class EventBus:
                    offset=offset, now=time.time(), also=also)
 
     def _send(self, event_type: str, task_id: str, project_id: str | None,
-              payload: dict[str, Any], *, user: str | None, user_name: str | None,
+              payload: Mapping[str, Any], *, user: str | None, user_name: str | None,
               offset: int | None, now: float, also: Iterable[Connection] = (),
               holder: bool | None = None) -> dict[str, Any]:
         stamps: dict[str, Any] = {"timestamp": protocol.iso(now), "offset": offset}
@@ -105,5 +105,6 @@ class EventBus:
         if targets:  # most lock changes have no audience: then nothing is encoded
             data = {"event_type": event_type, "task_id": task_id, "project_id": project_id,
                     "user": user, "user_name": user_name, **stamps, "payload": payload}
-            self.hub.deliver(protocol.encode(protocol.message("event", data=data)), targets)
+            self.hub.deliver(protocol.encode(protocol.message(protocol.EVENT, data=data)),
+                             targets)
         return {**stamps, "task_id": task_id, "project_id": project_id}

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from orc_team.server import protocol
+from orc_team import protocol
 from orc_team.server.logtext import Throttle, clean
 
 log = logging.getLogger("orc_team.server")
@@ -97,9 +97,9 @@ class Guarded(asyncio.Protocol):
         limit = self.gate.max_per_peer
         self.gate.notices.warn("per-peer", "refused a connection from %s: %d already open "
                                "from that address (--max-per-peer)", clean(self.peer), limit)
-        body = protocol.encode({"error": {"code": protocol.RATE_LIMITED, "message":
-                                          f"too many connections from this address (at most "
-                                          f"{limit}); close some and retry"}})
+        body = protocol.encode(protocol.http_error(
+            protocol.RATE_LIMITED, f"too many connections from this address (at most {limit}); "
+            "close some and retry"))
         transport.write(b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
                         b"Retry-After: 5\r\nConnection: close\r\n"
                         + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)

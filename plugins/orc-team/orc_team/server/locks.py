@@ -14,11 +14,26 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from orc_team.server import protocol
+from orc_team import protocol
+from orc_team.protocol import (
+    FORBIDDEN,
+    LOCK_ACQUIRED,
+    LOCK_EXPIRED,
+    LOCK_RELEASED,
+    LOCK_STOLEN,
+    NOT_LOCK_OWNER,
+    Id,
+    LockAcquiredPayload,
+    LockExpiredPayload,
+    LockObject,
+    LockReleasedPayload,
+    LockResult,
+    LockStolenPayload,
+    ProtocolError,
+)
 from orc_team.server.connection import Connection
 from orc_team.server.events import EventBus
 from orc_team.server.hub import Hub
-from orc_team.server.protocol import FORBIDDEN, NOT_LOCK_OWNER, Id, ProtocolError
 from orc_team.server.store import LockRecord, Store
 
 log = logging.getLogger("orc_team.server")
@@ -26,16 +41,18 @@ log = logging.getLogger("orc_team.server")
 Reply = Callable[[dict[str, Any]], None]
 
 
+def lock_object(lock: LockRecord, domain: str) -> LockObject:
+    """The wire's lock object; ``lock_domain`` is the store's, where ``token`` counts."""
+    return LockObject(
+        task_id=lock.task_id, project_id=lock.project_id, owner=lock.holder.user,
+        owner_name=lock.holder.name, owner_email=lock.holder.email, client=lock.holder.client,
+        token=lock.token, ttl=lock.ttl, acquired_at=protocol.iso(lock.acquired_at),
+        heartbeat_at=protocol.iso(lock.heartbeat_at), expires_at=protocol.iso(lock.expires_at),
+        lock_domain=domain)
+
+
 def lock_json(lock: LockRecord, domain: str) -> dict[str, Any]:
-    """A lock object; ``lock_domain`` is the store's, where ``token`` counts."""
-    return {
-        "task_id": lock.task_id, "project_id": lock.project_id, "owner": lock.holder.user,
-        "owner_name": lock.holder.name, "owner_email": lock.holder.email,
-        "client": lock.holder.client, "token": lock.token, "ttl": lock.ttl,
-        "acquired_at": protocol.iso(lock.acquired_at),
-        "heartbeat_at": protocol.iso(lock.heartbeat_at),
-        "expires_at": protocol.iso(lock.expires_at), "lock_domain": domain,
-    }
+    return lock_object(lock, domain).to_json()
 
 
 def _who(lock: LockRecord) -> str:
@@ -62,27 +79,28 @@ class LockService:
             if force:
                 raise ProtocolError(FORBIDDEN, f"force needs the admin role; {task_id} is held "
                                     f"by {_who(lock)}", req_id)
-            reply({"acquired": False, "extended": False, "stolen_from": None,
-                   **lock_json(lock, self.store.domain)})
+            reply(LockResult(lock_object(lock, self.store.domain)).to_json())
             return
         stolen = grant.stolen
-        reply({"acquired": True, "extended": grant.outcome == "extended",
-               "stolen_from": stolen.holder.user if stolen else None,
-               **lock_json(lock, self.store.domain)})
+        reply(LockResult(lock_object(lock, self.store.domain), acquired=True,
+                         extended=grant.outcome == "extended",
+                         stolen_from=stolen.holder.user if stolen else None).to_json())
         if grant.outcome == "extended":
             return
-        payload = {"task_id": task_id, "owner": conn.user, "owner_name": conn.claims.name,
-                   "client": lock.holder.client, "ttl": lock.ttl, "token": lock.token,
-                   "expires_at": protocol.iso(lock.expires_at)}
+        acquired: LockAcquiredPayload = {
+            "task_id": task_id, "owner": conn.user, "owner_name": conn.claims.name,
+            "client": lock.holder.client, "ttl": lock.ttl, "token": lock.token,
+            "expires_at": protocol.iso(lock.expires_at)}
         if stolen is None:
-            self.events.announce("lock.acquired", task_id, lock.project_id, payload,
+            self.events.announce(LOCK_ACQUIRED, task_id, lock.project_id, acquired,
                                  user=conn.user, user_name=conn.claims.name, offset=grant.offset)
             return
         log.info("%s: %s stole the lock from %s", task_id, conn.user, _who(stolen))
-        payload.update(old_owner=stolen.holder.user, old_client=stolen.holder.client,
-                       old_token=stolen.token, new_owner=conn.user)
-        self.events.announce("lock.stolen", task_id, lock.project_id, payload, user=conn.user,
-                             user_name=conn.claims.name, offset=grant.offset,
+        payload: LockStolenPayload = {
+            **acquired, "old_owner": stolen.holder.user, "old_client": stolen.holder.client,
+            "old_token": stolen.token, "new_owner": conn.user}
+        self.events.announce(LOCK_STOLEN, task_id, lock.project_id, payload,
+                             user=conn.user, user_name=conn.claims.name, offset=grant.offset,
                              also=self.hub.holder_connections(stolen.holder.key))
 
     async def unlock(self, conn: Connection, req_id: Id | None, reply: Reply, task_id: str,
@@ -102,20 +120,23 @@ class LockService:
             raise ProtocolError(NOT_LOCK_OWNER, f"{task_id} is held by {_who(lock)}", req_id)
         reply({"released": True, "task_id": task_id, "token": lock.token})
         by_other = not lock.held_by(conn.holder)
-        payload = {"task_id": task_id, "owner": lock.holder.user, "client": lock.holder.client,
-                   "token": lock.token, "forced_by": conn.user if by_other else None}
+        payload: LockReleasedPayload = {
+            "task_id": task_id, "owner": lock.holder.user, "client": lock.holder.client,
+            "token": lock.token, "forced_by": conn.user if by_other else None}
         also = self.hub.holder_connections(lock.holder.key) if by_other else ()
-        self.events.announce("lock.released", task_id, lock.project_id, payload, user=conn.user,
+        self.events.announce(LOCK_RELEASED, task_id, lock.project_id, payload,
+                             user=conn.user,
                              user_name=conn.claims.name, offset=result.offset, also=also)
 
     async def _announce_expired(self, lock: LockRecord) -> None:
         log.info("%s: the lock of %s expired", lock.task_id, _who(lock))
-        payload = {"task_id": lock.task_id, "previous_owner": lock.holder.user,
-                   "previous_client": lock.holder.client, "token": lock.token,
-                   "expired_at": protocol.iso(lock.expires_at)}
+        payload: LockExpiredPayload = {
+            "task_id": lock.task_id, "previous_owner": lock.holder.user,
+            "previous_client": lock.holder.client, "token": lock.token,
+            "expired_at": protocol.iso(lock.expires_at)}
         project = lock.project_id
         offset = await self.store.next_offset(project) if project else None
-        self.events.announce("lock.expired", lock.task_id, project, payload,
+        self.events.announce(LOCK_EXPIRED, lock.task_id, project, payload,
                              user=lock.holder.user, user_name=lock.holder.name, offset=offset,
                              also=self.hub.holder_connections(lock.holder.key))
 

@@ -14,9 +14,9 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
-from orc_team.server import protocol
+from orc_team import protocol
+from orc_team.protocol import PRESENCE_IDLE, PRESENCE_OFFLINE, PRESENCE_ONLINE, PresenceData
 from orc_team.server.connection import Connection
 from orc_team.server.hub import Hub
 
@@ -36,7 +36,7 @@ class UserPresence:
     active_conn: int | None = None
     said_away: bool = False
 
-    def json(self) -> dict[str, Any]:
+    def json(self) -> PresenceData:
         return {"user_id": self.user_id, "display_name": self.display_name,
                 "email": self.email, "status": self.status, "active_task": self.active_task,
                 "last_seen": protocol.iso(self.last_seen), "connections": len(self.connections)}
@@ -44,7 +44,7 @@ class UserPresence:
 
 def _transition(before: str, after: str) -> str:
     if after == "online" and before == "active":
-        return "presence.idle"
+        return PRESENCE_IDLE
     return f"presence.{after}"
 
 
@@ -65,12 +65,12 @@ class Presence:
         status = self._status(p, now)
         if status != p.status or force:
             before, p.status = p.status, status
-            event = "presence.online" if force else _transition(before, status)
+            event = PRESENCE_ONLINE if force else _transition(before, status)
             self._broadcast(p, event)
 
     def _broadcast(self, p: UserPresence, event_type: str) -> None:
         data = {**p.json(), "event_type": event_type}
-        self.hub.broadcast(protocol.encode(protocol.message("presence", data=data)))
+        self.hub.broadcast(protocol.encode(protocol.message(protocol.PRESENCE, data=data)))
 
     def connect(self, conn: Connection) -> None:
         now = time.monotonic()
@@ -92,7 +92,7 @@ class Presence:
         if not p.connections:
             del self.users[conn.user]
             p.status, p.active_task = "offline", None
-            self._broadcast(p, "presence.offline")
+            self._broadcast(p, PRESENCE_OFFLINE)
             return
         if p.active_conn == conn.id:
             p.active_task = p.active_conn = None
@@ -108,7 +108,7 @@ class Presence:
         self._settle(p, now)
 
     def update(self, conn: Connection, status: str | None, active_task: str | None
-               ) -> dict[str, Any]:
+               ) -> PresenceData:
         """A ``presence`` message: ``active_task`` (or null) and optionally ``status: away``."""
         p = self.users[conn.user]
         now = time.monotonic()
@@ -124,7 +124,7 @@ class Presence:
         for p in list(self.users.values()):
             self._settle(p, now)
 
-    def snapshot(self) -> list[dict[str, Any]]:
+    def snapshot(self) -> list[PresenceData]:
         return [p.json() for p in sorted(self.users.values(), key=lambda p: p.user_id)]
 
     async def run_sweeper(self) -> None:
