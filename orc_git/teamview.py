@@ -1,24 +1,23 @@
 """The team's view of tasks: every remote-tracking branch's committed task state, read straight
-from git objects (nothing checked out) with pipelined ``git cat-file --batch`` rounds.
+from git objects (nothing checked out) through GitPython's persistent ``git cat-file --batch``.
 
 Three rounds whatever the number of branches: every branch's ``.orc/tasks`` tree, then every
-distinct task tree, then every distinct ``state.yaml`` blob, each round written in one go while
-its answers stream back.  Branches mostly share trees and blobs, so a branch that moved one task
-costs one tree and one blob more.  (GitPython's object reads are one round trip each: 1.9 s at
-200 branches of 1,000 tasks, against a fraction of that here.)
+distinct task tree, then every distinct ``state.yaml`` blob.  Branches mostly share trees and
+blobs, so a branch that moved one task costs one tree and one blob more; raw tree objects are
+parsed here (GitPython's ``Tree`` objects would build one Python object per entry).  Only
+``orc tasks --team`` imports this module, so only it pays for importing GitPython.
 """
 
 from __future__ import annotations
 
 import re
-import subprocess
-import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
+import git
+
 from orc_git.errors import StateUnreadable
-from orc_git.gitcmd import git
 from orc_git.state import TaskState, parse_state
 
 
@@ -37,37 +36,16 @@ def _entries(raw: bytes, trees: bool = False) -> dict[bytes, str]:
     return {m[2]: m[3].hex() for m in _ENTRY.finditer(raw) if not trees or m[1] == b"40000"}
 
 
-def cat_batch(cwd: Path, names: Iterable[str]) -> dict[str, bytes]:
-    """Objects by name (``sha`` or ``rev:path``), one ``cat-file --batch`` for all; names git
-    cannot resolve are left out."""
-    wanted = list(dict.fromkeys(names))
-    proc = subprocess.Popen(["git", "cat-file", "--batch"], cwd=cwd, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    assert proc.stdin is not None and proc.stdout is not None
-    stdin = proc.stdin
-
-    def feed() -> None:  # written from a thread so that neither pipe can fill up and stall
-        try:
-            stdin.write("".join(f"{n}\n" for n in wanted).encode())
-        except BrokenPipeError:
-            pass
-        finally:
-            stdin.close()
-
-    writer = threading.Thread(target=feed, daemon=True)
-    writer.start()
+def cat_batch(repo: git.Repo, names: Iterable[str]) -> dict[str, bytes]:
+    """Objects by name (``sha`` or ``rev:path``) from the repository's one persistent
+    ``cat-file --batch``; names git cannot resolve are left out."""
     out: dict[str, bytes] = {}
-    try:
-        for name in wanted:
-            header = proc.stdout.readline().split()
-            if len(header) == 3 and header[2].isdigit():
-                out[name] = proc.stdout.read(int(header[2]) + 1)[:-1]
-            elif not header:
-                break
-    finally:
-        proc.stdout.close()
-        writer.join()
-        proc.wait()
+    read = repo.git.get_object_data
+    for name in dict.fromkeys(names):
+        try:
+            out[name] = read(name)[3]
+        except ValueError:  # "<name> missing": not in that commit
+            continue
     return out
 
 
@@ -77,19 +55,27 @@ def _newer(a: TaskState, b: TaskState) -> bool:
 
 
 def team_states(worktree: Path) -> list[TeamTask]:
+    repo = git.Repo(worktree)
+    try:
+        return _team_states(repo)
+    finally:
+        repo.close()  # ends the cat-file process
+
+
+def _team_states(repo: git.Repo) -> list[TeamTask]:
     refs = []
-    for line in git("for-each-ref", "--format=%(objectname) %(symref) %(refname:short)",
-                    "refs/remotes", cwd=worktree).splitlines():
+    for line in repo.git.for_each_ref("--format=%(objectname) %(symref) %(refname:short)",
+                                      "refs/remotes").splitlines():
         sha, symref, name = [*line.split(" ", 2), "", ""][:3]
         if name and not symref:  # origin/HEAD points at a branch listed anyway
             refs.append((sha, name))
-    trees = cat_batch(worktree, (f"{sha}:.orc/tasks" for sha, _ in refs))
+    trees = cat_batch(repo, (f"{sha}:.orc/tasks" for sha, _ in refs))
     listing = {sha: _entries(trees[f"{sha}:.orc/tasks"], trees=True)
                for sha, _ in refs if f"{sha}:.orc/tasks" in trees}
-    subtrees = cat_batch(worktree, {sub for entries in listing.values()
+    subtrees = cat_batch(repo, {sub for entries in listing.values()
                                     for sub in entries.values()})
     blob_of = {sub: _entries(raw).get(b"state.yaml") for sub, raw in subtrees.items()}
-    blobs = cat_batch(worktree, {b for b in blob_of.values() if b})
+    blobs = cat_batch(repo, {b for b in blob_of.values() if b})
     tasks: dict[str, TeamTask] = {}
     states: dict[str, TaskState | str] = {}
     for sha, name in refs:

@@ -91,7 +91,11 @@ def test_no_ansi_escapes_without_a_tty(repo: Path) -> None:
     assert [r.returncode for r in runs] == [0, 0, 1, 2]
     for r in runs:
         assert ESC not in r.stdout and ESC not in r.stderr, (r.stdout, r.stderr)
-        assert r.stdout or r.stderr
+    assert runs[0].stdout.startswith("T: locked (yours)\n  Locked by: ")
+    assert runs[1].stdout.startswith("T\theld\t")
+    assert runs[2].stderr.startswith("orc: error: T is locked by ")
+    assert runs[3].stderr.startswith("orc: error: invalid task id '../x'")
+    assert [r.stderr for r in runs[:2]] == ["", ""] and [r.stdout for r in runs[2:]] == ["", ""]
 
 
 def test_colour_on_a_tty_unless_no_color(repo: Path) -> None:

@@ -34,12 +34,6 @@ def test_hold_acquires_heartbeats_and_releases(repo: Path) -> None:
     assert not leased(repo, "T")
 
 
-def test_heartbeat_interval_is_at_most_a_third_of_the_ttl(ctx: Context) -> None:
-    assert ctx.heartbeat_interval(60) == 10
-    assert ctx.heartbeat_interval(3) == 1
-    assert ctx.heartbeat_interval(1) == pytest.approx(1 / 3)
-
-
 def test_second_hold_in_same_process_is_refused(repo: Path) -> None:
     with orc_git.hold("T", repo=repo), pytest.raises(LockHeld), orc_git.hold("T", repo=repo):
         pass

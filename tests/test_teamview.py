@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psutil
 from conftest import git, orc, orc_json
+
+from orc_git.teamview import team_states
 
 
 def _branch(repo: Path, name: str, task: str, *state: str) -> None:
@@ -64,3 +67,26 @@ def test_team_view_reports_an_unreadable_state_on_a_branch(repo: Path, tmp_path:
     assert code == 0
     [task] = out["tasks"]
     assert task["state"] is None and "unreadable" in task["problems"][0]
+
+
+def test_a_branch_without_tasks_is_skipped_and_no_git_process_is_left(repo: Path,
+                                                                      tmp_path: Path) -> None:
+    remote = tmp_path / "remote.git"
+    git("init", "-q", "--bare", str(remote), cwd=tmp_path)
+    git("remote", "add", "origin", str(remote), cwd=repo)
+    assert orc("task", "new", "T-1", cwd=repo).returncode == 0
+    git("add", "-A", cwd=repo)
+    git("commit", "-qm", "base", cwd=repo)
+    git("push", "-q", "origin", "main", cwd=repo)
+    git("checkout", "-q", "--orphan", "bare", cwd=repo)
+    git("rm", "-rq", "--cached", ".", cwd=repo)
+    (repo / "README").write_text("no tasks here\n")
+    git("add", "README", cwd=repo)
+    git("commit", "-qm", "no tasks", cwd=repo)
+    git("push", "-q", "origin", "bare", cwd=repo)
+    git("fetch", "-q", "origin", cwd=repo)
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    [task] = team_states(repo)  # `origin/bare:.orc/tasks` is missing: left out, not an error
+    assert (task.task_id, task.branches, task.problems) == ("T-1", ["origin/main"], [])
+    left = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+    assert left == []  # GitPython's persistent cat-file ended with the view

@@ -6,7 +6,8 @@ SIGKILL) the lease is still there and the next grant continues the counter, so n
 twice.  WAL with ``synchronous=NORMAL`` keeps a commit to tens of microseconds; a committed
 transaction survives the server process being killed, though not a power loss of the machine.
 
-A ``<store>.lock`` file (flock) keeps a second server off the same store: presence and the
+A ``<store>.lock`` file (a :class:`filelock.FileLock`, an flock the kernel drops when the server
+dies, however it dies) keeps a second server off the same store: presence and the
 event stream live in one process's memory, so two servers on one file would split them.  Being
 the only writer is also what lets the store decide from an in-memory mirror of the lock table
 (loaded at start, changed only after a commit succeeds) and of the fencing and offset counters
@@ -19,7 +20,6 @@ transaction.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -29,6 +29,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 
+import filelock
 from orc_git.errors import OrcError, StorageError
 from orc_git.text import json_safe
 
@@ -118,7 +119,7 @@ def _by_task(locks: Iterable[LockRecord]) -> list[LockRecord]:
 class SQLiteStore:
     def __init__(self, path: str) -> None:
         self.path = path
-        self._lockfile: int | None = None
+        self._lockfile: filelock.FileLock | None = None
         if path != ":memory:":
             self._lockfile = self._claim(path)
         try:
@@ -146,23 +147,24 @@ class SQLiteStore:
                    .fetchone()[0])
 
     @staticmethod
-    def _claim(path: str) -> int:
-        parent = os.path.dirname(os.path.abspath(path))
+    def _claim(path: str) -> filelock.FileLock:
+        """Take the store's single-writer lock, or refuse at once.  Not thread-local (the store
+        is closed from whichever thread stops the server) and no soft fallback: a soft lock
+        file outlives a killed server and would keep the store shut after a ``kill -9``."""
+        lock = filelock.FileLock(path + ".lock", timeout=0, mode=0o600, thread_local=False,
+                                 fallback_to_soft=False)
         try:
-            os.makedirs(parent, exist_ok=True)
-            fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise StorageError(f"cannot open the store {path}: {exc.strerror}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            lock.acquire()
+        except filelock.Timeout:  # a TimeoutError, so an OSError: caught first
             raise StoreInUse(f"the store {path} is in use by another orc team server") from None
-        return fd
+        except OSError as exc:
+            raise StorageError(f"cannot open the store {path}: {exc.strerror or exc}") from None
+        return lock
 
     def _unclaim(self) -> None:
         if self._lockfile is not None:
-            os.close(self._lockfile)  # closing drops the flock
+            self._lockfile.release()
             self._lockfile = None
 
     @contextlib.contextmanager
