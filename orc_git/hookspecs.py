@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from orc_git.context import Context
     from orc_git.locking.base import Locker
     from orc_git.locking.info import LockEvent
+    from orc_git.publish import EventSink
 
 hookspec = pluggy.HookspecMarker("orc_git")
 hookimpl = pluggy.HookimplMarker("orc_git")
@@ -34,6 +35,12 @@ def orc_git_lock_event(event: LockEvent) -> None:
 @hookspec
 def orc_git_task_event(event: dict[str, Any]) -> None:
     """A task event (``task.started``, ``task.phase``…) as ``{event_type, task_id, payload}``."""
+
+
+@hookspec(firstresult=True)
+def orc_git_event_sink(context: Context) -> EventSink | None:
+    """Return where ``context.mode``'s task events go (team mode: the outbox and its sender),
+    or None: then events only shape ``state.yaml``.  Called once per run."""
 
 
 @hookspec

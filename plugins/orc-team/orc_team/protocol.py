@@ -38,14 +38,20 @@ PRESENCE = "presence"
 """A client's presence update, and the server's push of a user's presence (and its reply)."""
 EVENT = "event"
 """A client's published event, and the server's push of any event to its subscribers."""
+EVENTS = "events"
+"""A batch of published events (``data: {events: [event data, ...]}``), answered by one
+``acks``: how the outbox delivers a backlog or a chatty run without one round trip per event.
+A batch counts as one message against the rate limit."""
 PING = "ping"
 LOCK_RESULT = "lock_result"
 UNLOCK_RESULT = "unlock_result"
+ACK = "ack"
+ACKS = "acks"
 ERROR = "error"
 
 REPLY_TYPES: dict[str, str] = {
     SUBSCRIBE: "subscribed", UNSUBSCRIBE: "unsubscribed", LOCK: LOCK_RESULT,
-    UNLOCK: UNLOCK_RESULT, PRESENCE: PRESENCE, EVENT: "ack", PING: "pong",
+    UNLOCK: UNLOCK_RESULT, PRESENCE: PRESENCE, EVENT: ACK, EVENTS: ACKS, PING: "pong",
 }
 """Each message type a client sends, and the type of the server's reply to it (or ``error``)."""
 CLIENT_TYPES = tuple(REPLY_TYPES)
@@ -85,6 +91,14 @@ MAX_MESSAGE_BYTES = 64 * 1024
 MAX_ID_CHARS = 128
 DEFAULT_TTL = 60
 MIN_TTL = 1
+MAX_BATCH_EVENTS = 200
+"""Most events in one ``events`` message; the outbox sends at most this many at a time."""
+EVENTS_KEPT = 10_000
+"""The server keeps at least this many of each project's latest events for replay."""
+MAX_REPLAY = 1_000
+"""Most events one ``GET /api/events`` answers (``limit``)."""
+TRANSCRIPT_CHARS = 500
+"""A ``task.transcript`` line's ``content`` is cut to this many characters, then ``...``."""
 """A lock's TTL in seconds: MIN_TTL to MAX_TTL (the core's bound, imported above)."""
 
 Id = str | int | float
@@ -200,17 +214,66 @@ class PresenceData(TypedDict):
 
 
 class EventData(TypedDict, total=False):
-    """The ``data`` of an ``event`` push; ``holder`` only on events a client published."""
+    """The ``data`` of an ``event`` push; ``holder`` only on events a client published.
 
+    ``event_id`` (a UUID) is made by the publisher with the event and kept by the server: it
+    drops an ``event_id`` it already stored, so re-sending from the outbox is always safe.
+    ``made_at`` is when the publisher made it (an outbox may deliver it much later);
+    ``timestamp`` is when the server stamped it."""
+
+    event_id: str
     event_type: str
     task_id: str
     project_id: str | None
     user: str | None
     user_name: str | None
+    made_at: str | None
     timestamp: str
     offset: int | None
     holder: bool
     payload: dict[str, Any]
+
+
+class PublishData(TypedDict, total=False):
+    """What a client sends as an ``event``'s ``data`` (and as each entry of ``events``)."""
+
+    event_id: str
+    event_type: str
+    task_id: str
+    project_id: str | None
+    made_at: str
+    payload: dict[str, Any]
+
+
+class AckData(TypedDict, total=False):
+    """The ``data`` of an ``ack``, and each entry of ``acks.acks``.  ``duplicate``: the
+    server already had this ``event_id`` (the stamps are the stored ones).  ``epoch``: the
+    project stream's epoch (an id that changes whenever its offsets restart).  In an ``acks``
+    an event that was refused has ``event_id`` and ``error: {code, message}`` instead; a
+    refusal is final (re-sending it cannot succeed), except ``RATE_LIMITED`` and ``INTERNAL``."""
+
+    event_id: str
+    task_id: str
+    project_id: str | None
+    offset: int | None
+    epoch: str | None
+    timestamp: str
+    duplicate: bool
+    error: dict[str, str]
+
+
+class SubscribedData(TypedDict, total=False):
+    """The ``data`` of ``subscribed``.  With ``since`` (and the ``epoch`` it was counted in) a
+    project subscription is followed by every stored event with a larger offset, in order,
+    then live ones; ``truncated`` says events between ``since`` and the oldest kept one (or
+    of an unknown epoch) are gone."""
+
+    task_id: str
+    project_id: str
+    current_state: dict[str, Any]
+    epoch: str
+    last_offset: int
+    truncated: bool
 
 
 class LockAcquiredPayload(TypedDict):
