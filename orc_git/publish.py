@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,10 +33,13 @@ class TaskEvent:
 
 
 class EventSink(Protocol):
-    """Where a mode's events go.  ``publish`` returns once the event is durable locally (or
-    the sink has told the user, once, that it cannot keep it); it never waits on a server."""
+    """Where a mode's events go.  ``publish`` returns once the events are durable locally (or
+    the sink has told the user, once, that it cannot keep them); it never waits on a server."""
 
-    def publish(self, event: TaskEvent) -> None: ...
+    def publish(self, events: Sequence[TaskEvent]) -> None:
+        """Keep ``events`` in one durable write (a chatty command's read of many lines is one
+        call), in order."""
+        ...
 
     def presence(self, status: str, task_id: str | None) -> None:
         """Say what the user is doing (``active`` on ``task_id``, ``online``); best effort."""
@@ -50,7 +54,7 @@ class EventSink(Protocol):
 class NullSink:
     """The sink of solo and p2p mode: nobody to tell."""
 
-    def publish(self, event: TaskEvent) -> None:
+    def publish(self, events: Sequence[TaskEvent]) -> None:
         pass
 
     def presence(self, status: str, task_id: str | None) -> None:
