@@ -22,11 +22,11 @@ from orc_team.server.locks import LockService
 from orc_team.server.presence import Presence
 from orc_team.server.ratelimit import TokenBucket
 from orc_team.server.sqlite_store import SQLiteStore, StoreInUse
-from orc_team.server.store import Holder
+from orc_team.server.store import ClientInstance
 
-ALICE = Holder("alice", "laptop", "Alice", None)
-ALICE_DESKTOP = Holder("alice", "desktop", "Alice", None)
-BOB = Holder("bob", "b1", "Bob", None)
+ALICE = ClientInstance("alice", "laptop", "Alice", None)
+ALICE_DESKTOP = ClientInstance("alice", "desktop", "Alice", None)
+BOB = ClientInstance("bob", "b1", "Bob", None)
 
 
 async def test_store_decisions(tmp_path: Path) -> None:
@@ -78,7 +78,8 @@ async def test_decisions_from_memory_match_what_was_committed(tmp_path: Path) ->
     await store.acquire("T-1", ALICE, 60, 1000.0)
     await store.record_event("T-1", "acme", {})  # T-1 learns its project while locked
     await store.acquire("T-2", BOB, 60, 1000.0, project_id="acme")
-    await store.acquire("T-2", Holder("bob", "b1", "Robert", "b@x"), 90, 1001.0)  # extended
+    bob = ClientInstance("bob", "b1", "Robert", "b@x")
+    await store.acquire("T-2", bob, 90, 1001.0)  # extended
     await store.acquire("T-3", ALICE, 5, 1000.0)
     await store.acquire("T-3", BOB, 60, 1010.0)  # the expired lease is replaced
     await store.acquire("T-4", ALICE, 60, 1000.0)

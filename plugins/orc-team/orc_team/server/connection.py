@@ -25,7 +25,7 @@ from orc_team.server.auth import Claims
 from orc_team.server.config import ServerConfig
 from orc_team.server.logtext import clean
 from orc_team.server.ratelimit import TokenBucket
-from orc_team.server.store import Holder
+from orc_team.server.store import ClientInstance
 
 log = logging.getLogger("orc_team.server")
 
@@ -44,7 +44,7 @@ class Connection:
                  ws: web.WebSocketResponse, request: web.Request, config: ServerConfig) -> None:
         self.id = cid
         self.claims = claims
-        self.holder = Holder(claims.user, client, claims.name, claims.email)
+        self.holder = ClientInstance(claims.user, client, claims.name, claims.email)
         self.remote = remote
         self.ws = ws
         self._request = request

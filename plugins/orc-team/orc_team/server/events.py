@@ -16,7 +16,7 @@ from orc_team import protocol
 from orc_team.protocol import FORBIDDEN, ProtocolError
 from orc_team.server.connection import Connection
 from orc_team.server.hub import Hub
-from orc_team.server.store import Holder, LockRecord, ProjectMismatch, Store
+from orc_team.server.store import ClientInstance, LockRecord, ProjectMismatch, Store
 
 STATUS_BY_EVENT = {
     "task.created": "created", "task.started": "running", "task.resumed": "running",
@@ -59,7 +59,7 @@ class EventBus:
         self.store = store
 
     async def publish(self, event_type: str, task_id: str, project_id: str | None,
-                      payload: dict[str, Any], *, holder: Holder, admin: bool
+                      payload: dict[str, Any], *, holder: ClientInstance, admin: bool
                       ) -> dict[str, Any]:
         """An executor's event: check who may publish it, update the task's state, stamp, fan
         out.  Returns the stamps.

@@ -34,8 +34,8 @@ from orc_git.errors import OrcError, StorageError
 from orc_git.text import json_safe
 
 from orc_team.server.store import (
+    ClientInstance,
     Grant,
-    Holder,
     LockRecord,
     ProjectMismatch,
     Release,
@@ -77,8 +77,8 @@ class StoreInUse(OrcError):
 
 def _lock(row: tuple[Any, ...]) -> LockRecord:
     task_id, user, name, email, client, token, ttl, acquired, beat, expires, project = row
-    return LockRecord(task_id, Holder(user, client, name, email), token, ttl, acquired, beat,
-                      expires, project)
+    return LockRecord(task_id, ClientInstance(user, client, name, email), token, ttl, acquired,
+                      beat, expires, project)
 
 
 def _no_constant(name: str) -> Any:
@@ -222,7 +222,7 @@ class SQLiteStore:
             return None, current
         return current, None
 
-    async def acquire(self, task_id: str, holder: Holder, ttl: int, now: float, *,
+    async def acquire(self, task_id: str, holder: ClientInstance, ttl: int, now: float, *,
                       steal: bool = False, project_id: str | None = None) -> Grant:
         current, expired = self._live(task_id, now)
         if current is None or (steal and not current.held_by(holder)):
@@ -243,7 +243,7 @@ class SQLiteStore:
                                                    heartbeat_at=now, expires_at=now + ttl)
         return Grant("extended", extended)
 
-    def _grant(self, task_id: str, holder: Holder, ttl: int, now: float,
+    def _grant(self, task_id: str, holder: ClientInstance, ttl: int, now: float,
                project_id: str | None) -> tuple[LockRecord, int | None]:
         """The next fencing token, the lease (replacing a stale or stolen one) and the offset of
         its announcement: one transaction."""
@@ -264,7 +264,7 @@ class SQLiteStore:
                                                  project)
         return lock, offset
 
-    async def release(self, task_id: str, holder: Holder | None, now: float) -> Release:
+    async def release(self, task_id: str, holder: ClientInstance | None, now: float) -> Release:
         current, expired = self._live(task_id, now)
         if expired is not None:
             self._delete(task_id)

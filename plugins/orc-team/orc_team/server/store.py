@@ -15,9 +15,10 @@ Outcome = Literal["acquired", "extended", "stolen", "held"]
 
 
 @dataclass(frozen=True)
-class Holder:
-    """A lock belongs to one client instance of one user: the same user's second machine is a
-    different holder."""
+class ClientInstance:
+    """One client instance of one user (the token's user and the connection's client id): who
+    holds a lock, and who publishes.  The same user's second machine is another instance.  Not
+    the core's :class:`orc_git.identity.Holder` (a local process holding a file lease)."""
 
     user: str
     client: str
@@ -32,7 +33,7 @@ class Holder:
 @dataclass(frozen=True)
 class LockRecord:
     task_id: str
-    holder: Holder
+    holder: ClientInstance
     token: int
     ttl: int
     acquired_at: float
@@ -40,7 +41,7 @@ class LockRecord:
     expires_at: float
     project_id: str | None = None
 
-    def held_by(self, holder: Holder) -> bool:
+    def held_by(self, holder: ClientInstance) -> bool:
         return self.holder.key == holder.key
 
 
@@ -98,13 +99,13 @@ class Store(Protocol):
     it.  Its fencing tokens count in it, so a client records it beside the token, and tokens of
     another store (another server, or a store made afresh) are never compared with these."""
 
-    async def acquire(self, task_id: str, holder: Holder, ttl: int, now: float, *,
+    async def acquire(self, task_id: str, holder: ClientInstance, ttl: int, now: float, *,
                       steal: bool = False, project_id: str | None = None) -> Grant:
         """Grant, extend (same holder: heartbeat), steal (``steal``) or refuse.  Every grant and
         steal takes the next fencing token of the task; an extension keeps its token."""
         ...
 
-    async def release(self, task_id: str, holder: Holder | None, now: float) -> Release:
+    async def release(self, task_id: str, holder: ClientInstance | None, now: float) -> Release:
         """Remove the holder's lease (any lease when ``holder`` is None: a forced release)."""
         ...
 
