@@ -153,7 +153,7 @@ async def test_an_unexpected_failure_is_internal_and_answered_once(
             raise RuntimeError("disk on fire")
 
     class BrokenBus(EventBus):
-        async def announce(self, *args: Any, **kwargs: Any) -> None:
+        def send(self, *args: Any, **kwargs: Any) -> None:
             raise RuntimeError("fan-out on fire")
 
     d = dispatcher(Broken(":memory:"), BrokenBus)
