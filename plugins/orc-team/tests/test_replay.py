@@ -68,6 +68,22 @@ async def test_an_event_id_sent_twice_arrives_once(connect_as: Any) -> None:
     assert seen[1]["made_at"] is None and seen[0]["timestamp"] == stamps["timestamp"]
 
 
+async def test_a_resent_event_is_acked_after_its_lock_changed_hands(connect_as: Any) -> None:
+    project, task = unique("proj"), unique()
+    alice: Client = await connect_as("alice")
+    bob: Client = await connect_as("bob")
+    await alice.lock(task, project_id=project)
+    sent = ev(task, project, "task.completed")
+    first = await alice.request("event", sent)
+    await alice.request("unlock", {"task_id": task})
+    await bob.lock(task, project_id=project)
+    again = await alice.request("event", sent)  # the outbox never saw the first ack
+    assert again["type"] == "ack" and again["data"]["duplicate"] is True
+    assert again["data"]["offset"] == first["data"]["offset"]
+    new = await alice.request("event", ev(task, project, "task.phase"))
+    assert new["type"] == "error" and new["data"]["code"] == "FORBIDDEN"
+
+
 async def test_the_server_makes_an_event_id_when_none_is_sent(connect_as: Any) -> None:
     project, task = unique("proj"), unique()
     alice: Client = await connect_as("alice")

@@ -11,7 +11,6 @@ iteration) that subscribers receive.
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -31,8 +30,6 @@ from orc_team.server.store import (
     Recorded,
     Store,
 )
-
-log = logging.getLogger("orc_team.server")
 
 STATUS_BY_EVENT = {
     "task.created": "created", "task.started": "running", "task.resumed": "running",
@@ -137,7 +134,7 @@ class EventBus:
             lock = await self.store.get_lock(item.task_id, now)
             is_holder = lock is not None and lock.held_by(sender)
             if lock is not None and not is_holder and not admin:
-                out[i] = refusal(event_id, ProtocolError(
+                out[i] = refusal(item.event_id, ProtocolError(
                     FORBIDDEN, f"{item.task_id} is locked by {_who(lock)}: only the lock's "
                     "holder (its user and client instance) publishes events about it while it "
                     "is held"))
