@@ -20,7 +20,17 @@ import pytest
 
 from orc_team.feed import ansi, event_line, plain
 
-from conftest import WAIT, Client, Lines, ServerProc, dead_url, run_orc, token, unique
+from conftest import (
+    WAIT,
+    Client,
+    Lines,
+    ServerFactory,
+    ServerProc,
+    dead_url,
+    run_orc,
+    token,
+    unique,
+)
 
 
 def cli_env(tmp_path: Path, base: str, user: str = "carol", **extra: str) -> dict[str, str]:
@@ -115,6 +125,40 @@ async def test_activity_follow_prints_live_events(server: ServerProc, connect_as
         assert [line for line in out.text.splitlines() if task in line][-1].endswith(
             f"{task}: phase review  ({project})")
         assert sum(task in line for line in out.text.splitlines()) == 2
+    finally:
+        follow.kill()
+        follow.wait()
+
+
+async def test_follow_catches_up_after_the_server_restarts(
+        start_server: ServerFactory, connect_as: Any, tmp_path: Path) -> None:
+    """What is published while the follow is cut off arrives once it is back (since)."""
+    server = start_server()
+    project, task = unique("acme"), unique()
+    alice: Client = await connect_as("alice", on=server)
+    await publish(alice, project, run_events(task)[:1])
+    env = {**os.environ, **cli_env(tmp_path, f"ws://{server.base}")}
+    follow = subprocess.Popen([sys.executable, "-m", "orc_git", "team", "activity",
+                               "--project", project, "--follow"], env=env, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = Lines(follow.stdout), Lines(follow.stderr)
+        out.wait_for(f"started {task}")
+        await alice.presence("carol", "online")
+        await alice.close()
+        server.stop(signal.SIGKILL)
+        err.wait_for("lost")
+        server.start()
+        alice = await connect_as("alice", on=server)
+        await publish(alice, project, [{"event_type": "task.phase", "task_id": task,
+                                        "payload": {"phase": f"after-{n}"}} for n in range(3)])
+        out.wait_for(f"{task}: phase after-2", timeout=WAIT * 3)
+        lines = [line for line in out.text.splitlines() if task in line]
+        assert [line.split(f"{task}")[-1] for line in lines] == [
+            "  (" + project + ")", ": phase after-0  (" + project + ")",
+            ": phase after-1  (" + project + ")", ": phase after-2  (" + project + ")"]
+        follow.send_signal(signal.SIGINT)
+        assert follow.wait(timeout=WAIT) == 130
     finally:
         follow.kill()
         follow.wait()
