@@ -326,3 +326,20 @@ async def test_get_api_events(server: ServerProc, connect_as: Any) -> None:
         assert status == 400 and doc["error"]["code"] == "INVALID_MESSAGE", (bad, doc)
     status, doc = await asyncio.to_thread(_events, server, f"project={project}", None)
     assert status == 401 and doc["error"]["code"] == "UNAUTHORIZED"
+
+
+async def test_get_api_events_answers_at_most_4_mib(server: ServerProc, connect_as: Any) -> None:
+    project = unique("proj")
+    alice: Client = await connect_as("alice")
+    for _ in range(80):
+        ack = await alice.request("event", ev(unique(), project, content="x" * 60_000))
+        assert ack["type"] == "ack", ack
+    status, first = await asyncio.to_thread(_events, server,
+                                            f"project={project}&since=0&limit=1000")
+    offsets = [e["offset"] for e in first["events"]]
+    assert status == 200 and 40 < len(offsets) < 80 and offsets == list(range(1, len(offsets) + 1))
+    status, rest = await asyncio.to_thread(_events, server,
+                                           f"project={project}&since={offsets[-1]}&limit=1000")
+    assert [e["offset"] for e in rest["events"]] == list(range(len(offsets) + 1, 81))
+    status, newest = await asyncio.to_thread(_events, server, f"project={project}&limit=1000")
+    assert [e["offset"] for e in newest["events"]][-1] == 80 and len(newest["events"]) < 80
