@@ -84,6 +84,20 @@ async def test_a_resent_event_is_acked_after_its_lock_changed_hands(connect_as: 
     assert new["type"] == "error" and new["data"]["code"] == "FORBIDDEN"
 
 
+async def test_an_event_without_a_project_is_deduplicated_too(connect_as: Any) -> None:
+    task = unique()
+    alice: Client = await connect_as("alice")
+    await alice.lock(task)  # a task without a project
+    await alice.request("subscribe", {"task_id": task})
+    sent = ev(task, None, "task.started")
+    first = await alice.request("event", sent)
+    assert first["data"]["offset"] is None and first["data"]["epoch"] is None
+    again = await batch(alice, [sent])
+    assert again[0]["duplicate"] is True and again[0]["timestamp"] == first["data"]["timestamp"]
+    seen = [e for e in await events_seen(alice) if e["event_type"] == "task.started"]
+    assert [e["event_id"] for e in seen] == [sent["event_id"]]
+
+
 async def test_the_server_makes_an_event_id_when_none_is_sent(connect_as: Any) -> None:
     project, task = unique("proj"), unique()
     alice: Client = await connect_as("alice")

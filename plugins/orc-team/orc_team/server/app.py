@@ -269,7 +269,8 @@ async def index(request: web.Request) -> web.Response:
 <p>{len(server.hub.connections)} connection(s), {len(server.presence.users)} user(s) online.</p>
 <p>WebSocket: <code>/api/ws?token=&lt;jwt&gt;&amp;client=&lt;id&gt;</code>.
 JSON (same token): <a href="/api/locks">/api/locks</a>, <a href="/api/presence">/api/presence</a>,
-<code>/api/events?project=P</code>, <a href="/api/health">/api/health</a>. The live dashboard comes later.</p>
+<code>/api/events?project=P</code>, <a href="/api/health">/api/health</a>.
+The live dashboard comes later.</p>
 </body></html>
 """
     return web.Response(text=body, content_type="text/html")
