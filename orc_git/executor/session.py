@@ -8,7 +8,8 @@
 State writes are fenced by the lease's token (:func:`orc_git.state.write_state`).  A task without
 a ``state.yaml`` is created (``task.yaml`` + ``state.yaml``, as ``orc task new`` does) in p2p and
 team mode, so a run is always recorded; in solo mode (no files written) only an existing state
-is kept current.  A failing state write is said once per write on stderr and never stops the run.
+is kept current.  A failing state write is said on stderr and never stops the run; once the
+lease is lost, the state is left to the new holder.
 """
 
 from __future__ import annotations
@@ -91,6 +92,10 @@ class RunSession:
 
     def _write_state(self, status: str | None, phase: str | None = None) -> None:
         if not self._record:
+            return
+        if self.lease.lost:  # the task is someone else's now: its state is theirs
+            log.warning("%s: state.yaml not updated (%s): the lease was lost", self.task_id,
+                        status or f"phase {phase}")
             return
         from orc_git.errors import OrcError
         from orc_git.state import write_state
