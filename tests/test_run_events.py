@@ -269,6 +269,7 @@ if mode == "ok":
     with orc_git.run_context("T", project="acme", repo=repo) as run:
         print("token", run.token, run.task_id, run.project_id, flush=True)
         run.publish("task.phase", {"phase": "plan"})
+        run.transcript("assistant", "thinking\n" + "x" * 600 + "\ud800")
         with open(os.path.join(repo, ".orc/tasks/T/state.yaml")) as fh:
             print(fh.read().replace("\n", "|"), flush=True)
 elif mode == "raise":
@@ -302,10 +303,15 @@ def test_run_context_publishes_and_keeps_the_state(plugin_free: PluginFreePython
     assert 'status: "running"' in state_text and 'phase: "plan"' in state_text
     assert "token: 1" in state_text
     events = recorded.events()
-    assert [e["event_type"] for e in events] == ["task.started", "task.phase", "task.completed"]
+    assert [e["event_type"] for e in events] == ["task.started", "task.phase", "task.transcript",
+                                                 "task.transcript", "task.completed"]
     assert events[0]["payload"]["pid"] > 0 and "-S -c" in events[0]["payload"]["command"]
     assert events[1]["payload"] == {"phase": "plan"}
-    assert events[2]["payload"]["exit_code"] == 0
+    assert [e["payload"] for e in events[2:4]] == [
+        {"role": "assistant", "content": "thinking"},
+        {"role": "assistant", "content": "x" * 500 + "..."}]
+    assert events[2]["call"] == events[3]["call"]  # one batch
+    assert events[4]["payload"]["exit_code"] == 0
     assert {e["project_id"] for e in events} == {"acme"}
     hooked = [r["event"]["event_type"] for r in recorded.all if r["kind"] == "hook"]
     assert hooked == ["task.started", "task.phase", "task.completed"]
