@@ -61,6 +61,8 @@ def orc_git_event_sink(context):
 
 @orc_git.hookimpl
 def orc_git_task_event(event):
+    if os.environ.get("RUN_HOOK_FAIL"):
+        raise ValueError("observer bug")
     record("hook", event=event)
 """
 
@@ -249,6 +251,17 @@ def test_a_sink_that_raises_is_reported_once_and_the_run_goes_on(
     st = read_state(repo / ".orc" / "tasks", "T")
     assert st is not None and st.status == "completed"
     assert not leased(repo, "T")
+
+
+def test_a_task_event_hook_that_raises_is_reported_once(
+        plugin_free: PluginFreePython, site: Path, recorded: Recorded, repo: Path) -> None:
+    proc = run_orc(plugin_free, site, recorded, "T", "--", "echo", "hi", cwd=repo,
+                   env={"RUN_HOOK_FAIL": "1"})
+    assert proc.returncode == 0 and proc.stdout == b"hi\n"
+    err = proc.stderr.decode()
+    assert err.count("observer bug") == 1 and "Traceback" not in err
+    assert [e["event_type"] for e in recorded.events()] == [
+        "task.started", "task.transcript", "task.completed"]  # the sink still gets everything
 
 
 def test_the_project_comes_from_the_config_without_project(
