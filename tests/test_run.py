@@ -211,6 +211,58 @@ def test_signals_to_orc_run_are_forwarded_to_the_command(repo: Path,
     assert not leased(repo, "T")
 
 
+# orc run as a terminal's session leader (its controlling terminal: the pty), as in a shell.
+IN_A_TERMINAL = """
+import os, sys
+os.setsid()
+fd = os.open(os.ttyname(0), os.O_RDWR)  # a session leader opening a tty acquires it
+os.close(fd)
+os.execvp(sys.argv[1], sys.argv[1:])
+"""
+
+COUNT_CHILD = r"""
+import os, signal, sys
+got = []
+def on_int(signum, frame):
+    got.append(signum)
+    os.write(1, b"int %d\n" % len(got))
+def on_term(signum, frame):
+    os.write(1, b"term after %d\n" % len(got))
+    sys.exit(3)
+signal.signal(signal.SIGINT, on_int)
+signal.signal(signal.SIGTERM, on_term)
+os.write(1, b"set" + b"-up\n")  # the narration shows this code: keep the marker out of it
+while True:
+    signal.pause()
+"""
+
+
+def test_ctrl_c_at_the_terminal_reaches_the_command_once(repo: Path) -> None:
+    """The terminal sends Ctrl-C's SIGINT to the foreground job, orc run and CMD alike: orc run
+    must not forward a second one.  A SIGTERM afterwards is forwarded; CMD reports how many
+    SIGINTs it had by then (a forwarded SIGINT would have been sent before the SIGTERM)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([PY, "-c", IN_A_TERMINAL, *orc_argv("run", "T", "--", *py(
+        COUNT_CHILD))], cwd=repo, stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    try:
+        term = FdReader(master)
+        term.until("set-up")
+        wait_for(lambda: catches(proc.pid, signal.SIGTERM), timeout=10,
+                 what="`orc run` to install its signal forwarding")
+        os.write(master, b"\x03")  # Ctrl-C
+        term.until("int 1")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 3
+        assert "term after 1" in term.rest()
+        assert "int 2" not in term.text
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        os.close(master)
+
+
 # -- the lease and state.yaml --------------------------------------------------------------
 
 WHILE_RUNNING = f"""
