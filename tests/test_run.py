@@ -118,6 +118,36 @@ def test_stdin_is_passed_to_the_command(repo: Path) -> None:
     assert proc.returncode == 0 and proc.stdout == b"fed\x00in"
 
 
+def test_a_reader_that_goes_away_stops_the_command_as_without_orc(repo: Path) -> None:
+    """`orc run … | head -2`: CMD meets the closed pipe (SIGPIPE), as it would without orc."""
+    proc = subprocess.Popen(orc_argv("run", "T", "--", "seq", "1", "1000000000"), cwd=repo,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline() == b"1\n"
+    proc.stdout.close()
+    try:
+        assert proc.wait(60) == 128 + signal.SIGPIPE
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert b"Traceback" not in proc.stderr.read()
+    proc.stderr.close()
+    assert state(repo)[0] == "failed"
+
+
+def test_a_background_grandchild_holding_the_output_does_not_keep_orc_waiting(
+        repo: Path) -> None:
+    proc = run_bytes("T", "--", "sh", "-c", "sleep 300 & echo $!; echo end", cwd=repo,
+                     timeout=60)
+    try:
+        assert proc.returncode == 0
+        assert proc.stdout.endswith(b"\nend\n")
+        assert state(repo)[0] == "completed"
+    finally:
+        os.kill(int(proc.stdout.split()[0]), signal.SIGKILL)
+
+
 ISATTY = "import os; print(os.isatty(0), os.isatty(1), os.isatty(2), flush=True)"
 
 
