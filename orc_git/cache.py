@@ -14,7 +14,7 @@ from contextlib import suppress
 from typing import Any
 
 from orc_git import safefs
-from orc_git.config import orc_home
+from orc_git.home import orc_home
 
 
 def _path(name: str) -> str:

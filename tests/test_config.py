@@ -21,9 +21,9 @@ from orc_git.config import (
     MAX_CONFIG_BYTES,
     Config,
     load_config,
-    orc_home,
 )
 from orc_git.errors import ConfigError
+from orc_git.home import orc_home
 from orc_git.repo import find_repo
 
 

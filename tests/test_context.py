@@ -32,7 +32,8 @@ def test_solo_mode_locks_nothing_and_tells_no_one(solo_repo: Path) -> None:
 def test_solo_mode_imports_neither_plugins_nor_psutil(solo_repo: Path) -> None:
     code = ("import sys\nfrom orc_git.context import Context\n"
             "ctx = Context.discover(sys.argv[1])\nctx.locker().acquire('T')\n"
-            "print(sorted(m for m in ('pluggy', 'psutil', 'orc_git.plugins') if m in sys.modules))")
+            "print(sorted(m for m in ('pluggy', 'psutil', 'orc_git.plugin.manager')\n"
+            "             if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code, str(solo_repo)], capture_output=True,
                          text=True, check=True)
     assert out.stdout == "[]\n"

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from conftest import HolderProcess, git, leased, lock_path, make_repo, orc_json, wait_for
 
+from orc_git import hookimpl
 from orc_git.context import Context
 from orc_git.errors import LeaseLost, LockHeld, NotOwner
-from orc_git.hookspecs import hookimpl
 from orc_git.locking import leasefile, leasefs
 from orc_git.locking.info import LockEvent
 

@@ -43,7 +43,7 @@ def build_parser(plugin_commands: bool = False) -> argparse.ArgumentParser:
     hooks.add_parser(sub)
     tasks.add_parsers(sub)
     if plugin_commands:
-        from orc_git.plugins import load_plugins
+        from orc_git.plugin.manager import load_plugins
 
         load_plugins().manager.hook.orc_git_cli_commands(subparsers=sub)
     return parser

@@ -188,7 +188,7 @@ def cmd_mode(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace, out: Output) -> int:
-    from orc_git.plugins import load_plugins
+    from orc_git.plugin.manager import load_plugins
 
     try:
         out.mode = Context.discover().mode
