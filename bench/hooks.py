@@ -16,7 +16,7 @@ from pathlib import Path
 
 from _common import PYTHON, median, ms, scratch_repo, table
 
-from orc_git.locking.leasefile import DEAD
+from orc_git.locking.lockyaml import DEAD
 
 TASKS = 1000
 BRANCHES = 200

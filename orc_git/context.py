@@ -16,7 +16,7 @@ from orc_git.repo import RepoPaths, find_repo
 if TYPE_CHECKING:
     from orc_git.identity import Holder, Identity
     from orc_git.locking.base import Locker
-    from orc_git.locking.file import FileLocker
+    from orc_git.locking.filelocker import FileLocker
     from orc_git.locking.info import LockInfo
     from orc_git.plugin.hookspecs import LockerContext
     from orc_git.plugin.manager import Plugins
@@ -106,7 +106,7 @@ class Context:
         return [str(line) for result in results if result for line in result]
 
     def file_locker(self, pid: int | None = None) -> FileLocker:
-        from orc_git.locking.file import FileLocker
+        from orc_git.locking.filelocker import FileLocker
 
         return FileLocker(self.repo.lock_root, self.holder(pid), ttl=self.ttl,
                           events=self.emit, mode=self.mode, user_owns=pid is not None,

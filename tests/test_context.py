@@ -11,7 +11,7 @@ import pytest
 
 from orc_git.context import Context, default_context
 from orc_git.locking.base import NoOpLocker
-from orc_git.locking.file import FileLocker
+from orc_git.locking.filelocker import FileLocker
 
 
 def test_heartbeat_interval_is_at_most_a_third_of_the_ttl(ctx: Context) -> None:

@@ -22,7 +22,7 @@ import yaml
 from conftest import HolderProcess, dead_pid, lock_path, orc, orc_elsewhere, orc_json
 
 from orc_git.identity import host_id, process_start_time
-from orc_git.locking import leasefile
+from orc_git.locking import lockyaml
 from orc_git.locking.info import LockInfo
 
 SECRET = b"do not touch: outside the repository\n"
@@ -33,7 +33,7 @@ def lease_bytes(task: str, **changes: object) -> bytes:
                     host="elsewhere", pid=4242, pid_started=1700000000.0,
                     acquired_at="2024-05-01T10:00:00Z", heartbeat_at="2024-05-01T10:00:30Z",
                     ttl=60, token=5, host_id="elsewhere/1700000000/1")
-    return leasefile.render(info.with_(**changes))
+    return lockyaml.render(info.with_(**changes))
 
 
 def with_line(task: str, name: str, raw_value: str) -> bytes:
@@ -171,7 +171,7 @@ def test_status_then_acquire(repo: Path, outside: Path, case: str) -> None:
         # A fresh, regular, readable lease now stands where the hostile file was.
         assert lock.is_file() and not lock.is_symlink()
         assert os.stat(lock).st_nlink == 1
-        mine = leasefile.parse(lock.read_bytes(), task)
+        mine = lockyaml.parse(lock.read_bytes(), task)
         assert mine.token == out["lock"]["token"] and mine.token is not None
         assert mine.pid == os.getpid()  # `orc lock acquire` holds for its caller
         assert not (lock.parent / "lock.yaml.tmp").exists()
@@ -263,7 +263,7 @@ def test_future_heartbeat_of_a_dead_holder_is_holder_dead(repo: Path) -> None:
     proc = orc("lock", "acquire", "T", "--json", cwd=repo)
     assert proc.returncode == 0, proc.stdout
     assert "took over a stale lease (holder-dead" in proc.stderr
-    assert leasefile.parse(lock.read_bytes(), "T").pid == os.getpid()
+    assert lockyaml.parse(lock.read_bytes(), "T").pid == os.getpid()
 
 
 def test_future_heartbeat_on_another_host_expires_by_file_age(repo: Path) -> None:
@@ -347,7 +347,7 @@ def test_planted_temporary_symlink_is_not_written_through(repo: Path, outside: P
     (repo / ".orc" / "tasks" / "T" / "lock.yaml.tmp").symlink_to(outside / "secret")
     code, out = orc_json("lock", "acquire", "T", cwd=repo)
     assert code == 0
-    assert leasefile.parse(lock_path(repo, "T").read_bytes(), "T").token == out["lock"]["token"]
+    assert lockyaml.parse(lock_path(repo, "T").read_bytes(), "T").token == out["lock"]["token"]
     assert not os.path.lexists(repo / ".orc" / "tasks" / "T" / "lock.yaml.tmp")
     assert_outside_untouched(outside)
 
@@ -475,7 +475,7 @@ def test_holder_with_a_long_or_hostile_identity_keeps_its_lease(
     assert lease["pid"] == holder.pid and lease["token"] == holder.token
     assert len(lease["user"]) <= MAX_NAME and lease["user"].isprintable()
     assert lease["owner"] == f"{lease['user']}@{lease['host']}"
-    assert leasefile.parse(lock_path(repo, "T").read_bytes(), "T").pid == holder.pid
+    assert lockyaml.parse(lock_path(repo, "T").read_bytes(), "T").pid == holder.pid
     text = orc("lock", "status", "T", cwd=repo)
     _assert_shown_escaped(text.stdout)
     assert len(text.stdout.splitlines()) == 5  # the description's five lines, none forged
@@ -498,6 +498,6 @@ def test_holder_named_by_undecodable_git_config_keeps_its_lease(
     assert orc_elsewhere("lock", "acquire", "T", cwd=repo).returncode == 1
     code, out = orc_json("lock", "status", "T", cwd=repo)
     assert code == 0 and out["lock"]["stale"] is False and out["lock"]["pid"] == holder.pid
-    info = leasefile.parse(lock_path(repo, "T").read_bytes(), "T")
+    info = lockyaml.parse(lock_path(repo, "T").read_bytes(), "T")
     assert info.display_name == 'Al\\xff\\xfeice\\n"#: x'
     assert info.email == "a\\xff@x"

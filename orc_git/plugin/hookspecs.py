@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from orc_git.config import Config
     from orc_git.context import Context
     from orc_git.locking.base import Locker
-    from orc_git.locking.file import FileLocker
+    from orc_git.locking.filelocker import FileLocker
     from orc_git.locking.info import LockEvent, LockInfo
     from orc_git.publish import EventSink
 

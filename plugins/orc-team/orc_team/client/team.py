@@ -32,7 +32,7 @@ from orc_git.locking.info import LockInfo
 from orc_team.client.locker import WebSocketLocker
 
 if TYPE_CHECKING:
-    from orc_git.locking.file import FileLocker
+    from orc_git.locking.filelocker import FileLocker
     from orc_git.plugin.hookspecs import LockerContext
 
 log = logging.getLogger("orc_git.team")

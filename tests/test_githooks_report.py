@@ -13,8 +13,8 @@ import pytest
 from conftest import git, orc
 
 from orc_git.context import Context
-from orc_git.locking import leasefile
-from orc_git.locking.file import FileLocker
+from orc_git.locking import lockyaml
+from orc_git.locking.filelocker import FileLocker
 from orc_git.locking.info import LockInfo
 
 
@@ -314,7 +314,7 @@ def test_hostile_lease_is_escaped_in_pre_commit_and_pre_push_refusals(
                      acquired_at="2024-05-01T10:00:00Z", heartbeat_at="2024-05-01T10:00:30Z",
                      ttl=600, token=5, host_id="elsewhere/1700000000/1",
                      display_name="Eve" + FAKE)
-    (bob.clone / ".orc/tasks/T-2/lock.yaml").write_bytes(leasefile.render(lease))
+    (bob.clone / ".orc/tasks/T-2/lock.yaml").write_bytes(lockyaml.render(lease))
     refused = bob.git("push", "-q", "origin", "main", check=False)  # pre-push
     assert refused.returncode != 0 and "this push changes the state" in refused.stderr
     assert "Eve" + SHOWN + " (eve" + SHOWN + "@elsewhere)" in refused.stderr, refused.stderr

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from orc_git.cli.output import Output
 from orc_git.errors import EXIT_REFUSED, OrcError
-from orc_git.hooks.install import (
+from orc_git.githooks.install import (
     HooksReport,
     HookState,
     default_python,
@@ -25,7 +25,7 @@ from orc_git.hooks.install import (
 )
 
 if TYPE_CHECKING:  # the module imports GitPython (~140 ms): only `orc hooks` pays for it
-    from orc_git.hooks import mergedriver
+    from orc_git.githooks import mergedriver
 
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
@@ -82,7 +82,7 @@ def _python_note(h: HookState) -> str:
 
 
 def cmd_install(args: argparse.Namespace, out: Output) -> int:
-    from orc_git.hooks import mergedriver
+    from orc_git.githooks import mergedriver
 
     report = install(force=args.force)
     driver = mergedriver.install(Path.cwd(), default_python())
@@ -104,7 +104,7 @@ def cmd_install(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_uninstall(args: argparse.Namespace, out: Output) -> int:
-    from orc_git.hooks import mergedriver
+    from orc_git.githooks import mergedriver
 
     report = uninstall()
     driver = mergedriver.uninstall(Path.cwd())
@@ -139,7 +139,7 @@ def _describe(h: HookState) -> str:
 
 
 def cmd_status(args: argparse.Namespace, out: Output) -> int:
-    from orc_git.hooks import mergedriver
+    from orc_git.githooks import mergedriver
 
     report = status()
     driver = mergedriver.status(Path.cwd(), default_python())
