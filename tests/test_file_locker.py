@@ -8,8 +8,6 @@ import multiprocessing
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -347,22 +345,6 @@ def test_foreign_release_needs_ownership(ctx: Context, repo: Path,
     assert bob.release("T", force=True)
     assert "removed by someone else" in holder.expect("lost")  # at its next heartbeat
     holder.tell("release")
-
-
-def test_solo_writes_nothing_and_imports_nothing_heavy(solo_repo: Path, tmp_path: Path) -> None:
-    empty_home = tmp_path / "empty-home"
-    empty_home.mkdir()
-    script = (
-        "import sys, orc_git\n"
-        f"with orc_git.hold('T', repo={str(solo_repo)!r}) as lease:\n"
-        "    assert lease.token is None\n"
-        "print(sorted(m for m in ('psutil', 'yaml', 'pluggy', 'git') if m in sys.modules))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         env={**os.environ, "ORC_HOME": str(empty_home)}, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
-    assert not (solo_repo / ".orc").exists()
 
 
 def test_list_and_clean(ctx: Context, repo: Path, holders: list[HolderProcess]) -> None:

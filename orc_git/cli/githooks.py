@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orc_git.cli.output import Output
+from orc_git.context import Context
 from orc_git.errors import EXIT_REFUSED, OrcError
 from orc_git.githooks.install import (
     HooksReport,
@@ -24,7 +25,7 @@ from orc_git.githooks.install import (
     uninstall,
 )
 
-if TYPE_CHECKING:  # the module imports GitPython (~140 ms): only `orc hooks` pays for it
+if TYPE_CHECKING:  # it imports GitPython: only the `orc hooks` commands pay for it
     from orc_git.githooks import mergedriver
 
 
@@ -50,8 +51,6 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def _mode() -> str | None:
-    from orc_git.context import Context
-
     try:
         return Context.discover().mode
     except OrcError:

@@ -39,7 +39,8 @@ class LockInfo:
     """One task's lease as read from its store; ``locked`` False means nobody holds it.
 
     A plain class rather than a dataclass: git hooks import this, and ``dataclasses`` (with the
-    ``inspect`` it pulls in and the code it compiles per class) costs them ~10 ms.
+    ``inspect`` it pulls in and the code it compiles per class) is a cost they feel
+    (``docs/benchmarks.md``).
     """
 
     __slots__ = ("acquired_at", "display_name", "email", "heartbeat_at", "host", "host_id",
