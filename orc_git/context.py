@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from orc_git.identity import Holder, Identity
     from orc_git.locking.base import Locker
     from orc_git.locking.filelocker import FileLocker
+    from orc_git.locking.filestore import FileLockStore
     from orc_git.locking.info import LockInfo
     from orc_git.plugin.hookspecs import LockerContext
     from orc_git.plugin.manager import Plugins
@@ -104,6 +105,14 @@ class Context:
         except Exception as exc:
             return [f"a plugin failed adding to the {hook} report: {exc}"]
         return [str(line) for result in results if result for line in result]
+
+    def lock_store(self) -> FileLockStore:
+        """This clone's file leases to read and clean, without the locker that grants them: the
+        git hooks' report lists stale leases through it and never imports the locker."""
+        from orc_git.locking.filestore import FileLockStore
+
+        return FileLockStore(self.repo.lock_root, self.holder(), ttl=self.ttl,
+                             events=self.emit, mode=self.mode, domain_dir=self.repo.local_dir)
 
     def file_locker(self, pid: int | None = None) -> FileLocker:
         from orc_git.locking.filelocker import FileLocker

@@ -103,7 +103,7 @@ def post_hook_report(hook: str, args: list[str], stdin: TextIO) -> list[str]:
         lines.append("unreadable task state of running tasks (fix or restore from git):")
         lines += _limit(broken, "tasks")
     if os.path.isdir(ctx.repo.lock_root):
-        stale = [i for i in ctx.file_locker().list_locks() if i.stale]
+        stale = [i for i in ctx.lock_store().list_locks() if i.stale]
         if stale:
             lines.append("stale local leases (remove them with `orc lock clean`):")
             lines += _limit([f"  {i.task_id}: {i.stale_reason}, {i.who()}" for i in stale],
