@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import HolderProcess, dead_pid, lock_path, orc, orc_elsewhere, orc_json
+from hostile import HOSTILE, assert_no_raw, assert_strict_json
 
 from orc_git.identity import host_id, process_start_time
 from orc_git.locking import lockyaml
@@ -367,28 +368,6 @@ def test_escape_sequences_in_a_lease_never_reach_the_terminal(repo: Path) -> Non
 
 # -- text that cannot be printed or encoded (issue 8, points 4 and 10) -----------------------
 
-HOSTILE = "\ud800x\n\x1b[31morc: fake line\u202e\u2066\x9b"
-
-
-def _assert_shown_escaped(text: str) -> None:
-    for raw in ("\x1b", "\u202e", "\u2066", "\x9b", "\ud800", "\r"):
-        assert raw not in text, (raw, text)
-    for line in text.splitlines():
-        assert not line.lstrip().startswith(("orc: fake", "[31morc")), text
-
-
-def _assert_strict_json(value: object) -> None:
-    if isinstance(value, str):
-        value.encode("utf-8")  # no lone surrogate
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            _assert_strict_json(k)
-            _assert_strict_json(v)
-    elif isinstance(value, list):
-        for v in value:
-            _assert_strict_json(v)
-
-
 def test_surrogates_and_controls_in_a_live_lease_never_crash_a_reader(repo: Path) -> None:
     """A live lease (another host, fresh file) whose every text field holds a lone surrogate,
     a newline, ESC, C1 and bidi controls: shown escaped, valid UTF-8 JSON, never a traceback."""
@@ -401,7 +380,7 @@ def test_surrogates_and_controls_in_a_live_lease_never_crash_a_reader(repo: Path
         proc = orc(*args, cwd=repo)
         assert proc.returncode == code, (args, proc.stderr)
         assert "Traceback" not in proc.stderr, proc.stderr
-        _assert_shown_escaped(proc.stdout + proc.stderr)
+        assert_no_raw(proc.stdout + proc.stderr)
         if args != ("task", "show", "T"):
             assert "\\ud800x\\n\\x1b[31morc: fake line\\u202e" in proc.stdout + proc.stderr, args
     for args, code in ((("lock", "status", "T"), 0), (("lock", "list"), 0),
@@ -410,7 +389,7 @@ def test_surrogates_and_controls_in_a_live_lease_never_crash_a_reader(repo: Path
         assert proc.returncode == code and "Traceback" not in proc.stderr, proc.stderr
         proc.stdout.encode("utf-8")
         out = json.loads(proc.stdout)
-        _assert_strict_json(out)
+        assert_strict_json(out)
         lease = out["lock"] if "lock" in out else out["locks"][0]
         assert lease["locked"] is True and lease["stale"] is False
         assert lease["owner"] == "\\ud800x\n\x1b[31morc: fake line\u202e\u2066\x9b@elsewhere"
@@ -477,7 +456,7 @@ def test_holder_with_a_long_or_hostile_identity_keeps_its_lease(
     assert lease["owner"] == f"{lease['user']}@{lease['host']}"
     assert lockyaml.parse(lock_path(repo, "T").read_bytes(), "T").pid == holder.pid
     text = orc("lock", "status", "T", cwd=repo)
-    _assert_shown_escaped(text.stdout)
+    assert_no_raw(text.stdout)
     assert len(text.stdout.splitlines()) == 5  # the description's five lines, none forged
 
 
