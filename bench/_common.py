@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from orc_git.locking.file import FileLocker
+    from orc_git.locking.filelocker import FileLocker
 
 PYTHON = sys.executable
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from _common import PYTHON, median, ms, scratch_repo, table
 
-from orc_git.locking.leasefile import DEAD
+from orc_git.locking.lockyaml import DEAD
 
 TASKS = 1000
 BRANCHES = 200
@@ -103,6 +103,19 @@ def team_view(repo: Path) -> tuple[float, int]:
     return median([timed(argv, repo) for _ in range(3)]), BRANCHES
 
 
+def bytecode_note() -> str:
+    """Whether the hooks find orc_git compiled: without ``__pycache__`` (a checkout run with
+    PYTHONDONTWRITEBYTECODE=1) every hook compiles its modules again, which a pip install does
+    once."""
+    import orc_git
+
+    cached = any((Path(orc_git.__file__).parent / "__pycache__").glob("*.pyc"))
+    if cached:
+        return "orc_git bytecode: present"
+    return ("orc_git bytecode: absent (PYTHONDONTWRITEBYTECODE=1?): every hook compiles orc_git's "
+            "modules, which an installed package does not")
+
+
 def main() -> int:
     with scratch_repo("hooks") as repo:
         write_tasks(repo)
@@ -124,7 +137,8 @@ def main() -> int:
                      ms(noop) if noop is not None else "n/a (pip install pre-commit)", ""))
         floor = median([timed([PYTHON, "-c", "pass"], repo) for _ in range(ROUNDS)])
         rows.append(("python -c pass (interpreter floor)", ms(floor), ""))
-        print(f"Git hooks on a repository with {TASKS} tasks, median of {ROUNDS} runs\n")
+        print(f"Git hooks on a repository with {TASKS} tasks, median of {ROUNDS} runs; "
+              f"{bytecode_note()}\n")
         table(["hook", "ms", "target ms"], rows)
         seconds, branches = team_view(repo)
         print()

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from _common import file_locker, median, ms, scratch_repo, table
 
 if TYPE_CHECKING:
-    from orc_git.locking.file import FileLocker
+    from orc_git.locking.filelocker import FileLocker
 
 ROUNDS = 10
 TASK = "BENCH-TAKEOVER"

@@ -1,7 +1,8 @@
 """Small JSON caches under ``$ORC_HOME/cache``, each valid while the facts it was made from are.
 
-Hooks run on every checkout and must stay far below 100 ms, while ``import yaml`` and scanning
-installed distributions for plugins each cost 15-40 ms.  A cache entry stores its key (file
+Hooks run on every checkout within a time budget that ``import yaml`` and scanning installed
+distributions for plugins would each take a good part of (figures: ``docs/benchmarks.md``).  A
+cache entry stores its key (file
 stamps, ``sys.path`` directory stamps) and is used only when the key still matches; a cache that
 cannot be read or written is simply not used.
 """
@@ -14,7 +15,7 @@ from contextlib import suppress
 from typing import Any
 
 from orc_git import safefs
-from orc_git.config import orc_home
+from orc_git.home import orc_home
 
 
 def _path(name: str) -> str:

@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from orc_git import safefs
+from orc_git import cache, safefs
 from orc_git.errors import ConfigError
+from orc_git.home import orc_home
 from orc_git.repo import RepoPaths
 
 MODES = ("solo", "p2p", "team")
@@ -27,11 +28,6 @@ MAX_CONFIG_BYTES = 1 << 20
 DEFAULTS: dict[str, Any] = {"lock": {"ttl": DEFAULT_TTL, "heartbeat": DEFAULT_HEARTBEAT}}
 
 
-def orc_home() -> Path:
-    home = os.environ.get("ORC_HOME")
-    return Path(home) if home else Path.home() / ".orc"
-
-
 def load_yaml_file(path: Path, follow: bool = False) -> Any:
     """Safe-load a small YAML file; every way it can be bad becomes one clear ConfigError.
     The result is cached as JSON while the file is unchanged, so hooks skip ``import yaml``.
@@ -39,8 +35,6 @@ def load_yaml_file(path: Path, follow: bool = False) -> Any:
     Opened non-blocking and read only if it is a regular file: a FIFO must not hang every orc
     command (and every git checkout with the hooks installed).  Links are followed only with
     ``follow`` (``$ORC_HOME``, the user's own directory), never inside a repository."""
-    from orc_git import cache
-
     try:
         fd = safefs.open_regular(path, follow=follow)
     except FileNotFoundError:

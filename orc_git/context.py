@@ -16,9 +16,11 @@ from orc_git.repo import RepoPaths, find_repo
 if TYPE_CHECKING:
     from orc_git.identity import Holder, Identity
     from orc_git.locking.base import Locker
-    from orc_git.locking.file import FileLocker
+    from orc_git.locking.filelocker import FileLocker
+    from orc_git.locking.filestore import FileLockStore
     from orc_git.locking.info import LockInfo
-    from orc_git.plugins import Plugins
+    from orc_git.plugin.hookspecs import LockerContext
+    from orc_git.plugin.manager import Plugins
 
 
 TEAM_INSTALL_HINT = (
@@ -42,7 +44,7 @@ class Context:
 
     @functools.cached_property
     def plugins(self) -> Plugins:
-        from orc_git.plugins import load_plugins
+        from orc_git.plugin.manager import load_plugins
 
         return load_plugins()
 
@@ -94,7 +96,7 @@ class Context:
 
     def plugin_report(self, hook: str) -> list[str]:
         """Lines plugins add to a git hook's report; a failing plugin costs its lines only."""
-        from orc_git.pluginindex import implemented_hooks
+        from orc_git.plugin.index import implemented_hooks
 
         if "orc_git_hook_report" not in implemented_hooks():
             return []
@@ -104,15 +106,25 @@ class Context:
             return [f"a plugin failed adding to the {hook} report: {exc}"]
         return [str(line) for result in results if result for line in result]
 
+    def lock_store(self) -> FileLockStore:
+        """This clone's file leases to read and clean, without the locker that grants them: the
+        git hooks' report lists stale leases through it and never imports the locker."""
+        from orc_git.locking.filestore import FileLockStore
+
+        return FileLockStore(self.repo.lock_root, self.holder(), ttl=self.ttl,
+                             events=self.emit, mode=self.mode, domain_dir=self.repo.local_dir)
+
     def file_locker(self, pid: int | None = None) -> FileLocker:
-        from orc_git.locking.file import FileLocker
+        from orc_git.locking.filelocker import FileLocker
 
         return FileLocker(self.repo.lock_root, self.holder(pid), ttl=self.ttl,
                           events=self.emit, mode=self.mode, user_owns=pid is not None,
                           domain_dir=self.repo.local_dir)
 
     def locker(self, pid: int | None = None) -> Locker:
-        """The mode's locker; ``pid`` names the holding process when it is not this one."""
+        """The mode's locker; ``pid`` names the holding process when it is not this one.
+        Solo mode and p2p's locker for another process are built here, without loading any
+        plugin; everything else comes from the ``orc_git_locker`` hook."""
         if pid is None and self._locker is not None:
             return self._locker
         if self.mode == "solo":
@@ -122,17 +134,24 @@ class Context:
         elif pid is not None and self.mode == "p2p":
             locker = self.file_locker(pid)
         else:
-            result = self.plugins.manager.hook.orc_git_locker(mode=self.mode, context=self)
-            if result is None:
-                if self.mode == "team":
-                    raise PluginMissing(TEAM_INSTALL_HINT)
-                raise PluginMissing(f"no installed plugin provides a locker for {self.mode!r}")
-            locker = result
-            if pid is not None and hasattr(locker, "for_pid"):
+            from orc_git.locking.base import PerProcessLocker
+
+            locker = self._plugin_locker()
+            if pid is not None and isinstance(locker, PerProcessLocker):
                 locker = locker.for_pid(pid)
         if pid is None:
             self._locker = locker
         return locker
+
+    def _plugin_locker(self) -> Locker:
+        context: LockerContext = self  # what the hook declares a factory receives
+        result: Locker | None = self.plugins.manager.hook.orc_git_locker(mode=self.mode,
+                                                                         context=context)
+        if result is None:
+            if self.mode == "team":
+                raise PluginMissing(TEAM_INSTALL_HINT)
+            raise PluginMissing(f"no installed plugin provides a locker for {self.mode!r}")
+        return result
 
 
 _cache: dict[tuple[str, str, str, int], Context] = {}

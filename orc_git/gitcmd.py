@@ -1,6 +1,7 @@
 """Running git for the few questions its files do not answer cheaply (diffs, refs, config).
 
-Plain subprocess calls: hooks must stay far below 100 ms, and ``import git`` alone costs more.
+Plain subprocess calls: ``import git`` alone costs more than the hooks' whole time budget
+(``docs/benchmarks.md``).
 """
 
 from __future__ import annotations

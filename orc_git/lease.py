@@ -129,8 +129,8 @@ def acquire_waiting(locker: Locker, task_id: str, *, ttl: int | None, wait: bool
 
 class Holding:
     """What :func:`hold` returns: a context manager that acquires on entry and releases on exit.
-    A class rather than ``@contextmanager``: the generator machinery cost a fifth of an
-    uncontended lease cycle."""
+    A class rather than ``@contextmanager``: this is the lease fast path, where the generator
+    machinery is a measurable share of a cycle (``docs/benchmarks.md``)."""
 
     __slots__ = ("_context", "_lease", "_on_lost", "_repo", "_task_id", "_timeout", "_ttl",
                  "_wait")

@@ -86,7 +86,7 @@ def lock_path(repo: Path, task: str) -> Path:
 
 def leased(repo: Path, task: str) -> bool:
     """Is a lease on disk?  A released one is a tombstone, or no file at all."""
-    from orc_git.locking.leasefile import RELEASED
+    from orc_git.locking.lockyaml import RELEASED
 
     try:
         return not lock_path(repo, task).read_bytes().startswith(RELEASED)

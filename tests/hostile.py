@@ -1,6 +1,8 @@
-"""Hostile repositories for tests: clones whose committed content points outside them
-(symlinked .orc directories, task directories, state files, .gitignore) or whose files would
-block a reader (FIFOs).  Used by ``tests/test_hostile_repo.py``."""
+"""Hostile input for tests: clones whose committed content points outside them (symlinked .orc
+directories, task directories, state files, .gitignore) or whose files would block a reader
+(FIFOs), used by ``tests/test_hostile_repo.py``; and hostile text (a lone surrogate, control and
+bidi characters, a newline that would start a fake ``orc:`` line) with the checks that it was
+shown escaped, used wherever a field from a file or a lease is printed."""
 
 from __future__ import annotations
 
@@ -150,3 +152,31 @@ def make_hostile_repo(base: Path, case: str) -> HostileRepo:
     if setup.local is not None:
         setup.local(hostile)
     return hostile
+
+
+# -- hostile text ---------------------------------------------------------------------------------
+
+HOSTILE = "\ud800x\n\x1b[31morc: fake line\u202e\u2066\x9b"
+RAW = ("\x1b", "\u202e", "\u2066", "\x9b", "\ud800", "\r")
+
+
+def assert_no_raw(text: str) -> None:
+    """No raw control or bidi character, and no line that a field's newline started."""
+    for raw in RAW:
+        assert raw not in text, (raw, text)
+    for line in text.splitlines():
+        assert not line.lstrip().startswith(("orc: fake", "[31morc")), text
+
+
+def assert_strict_json(value: object) -> None:
+    """Every string encodes as UTF-8: no lone surrogate reaches a JSON consumer."""
+    if isinstance(value, str):
+        value.encode("utf-8")
+        assert "\ud800" not in value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            assert_strict_json(k)
+            assert_strict_json(v)
+    elif isinstance(value, list):
+        for v in value:
+            assert_strict_json(v)

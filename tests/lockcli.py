@@ -21,7 +21,7 @@ from conftest import (
     orc_argv,
 )
 
-from orc_git.locking import leasefile
+from orc_git.locking import lockyaml
 from orc_git.locking.info import LockInfo
 
 LOCK_KEYS = {"task_id", "locked", "stale", "stale_reason", "owner", "user", "host", "pid",
@@ -66,7 +66,7 @@ def check_lock(lock: dict[str, Any]) -> dict[str, Any]:
 
 
 def on_disk(repo: Path, task: str) -> LockInfo:
-    return leasefile.parse(lock_path(repo, task).read_bytes(), task)
+    return lockyaml.parse(lock_path(repo, task).read_bytes(), task)
 
 
 def hold_here(repo: Path, task: str, *extra: str) -> dict[str, Any]:

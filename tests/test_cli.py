@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -123,14 +121,3 @@ def test_solo_mode_acquires_and_writes_nothing(solo_repo: Path) -> None:
     assert orc_elsewhere("lock", "acquire", "T", cwd=solo_repo).returncode == 0
     assert orc("lock", "run", "T", "--", "sh", "-c", "exit 7", cwd=solo_repo).returncode == 7
     assert not (solo_repo / ".orc").exists()
-
-
-
-
-def test_the_command_line_does_not_pay_for_gitpython() -> None:
-    """Only `orc hooks …` and `orc tasks --team` may import GitPython (about 140 ms)."""
-    code = ("import sys\nfrom orc_git.cli import build_parser\nbuild_parser()\n"
-            "print('git' in sys.modules)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
-    assert out.stdout.split() == ["False"]

@@ -26,7 +26,7 @@ from lockcli import (
 )
 
 from orc_git.context import Context
-from orc_git.locking import leasefile
+from orc_git.locking import lockyaml
 from orc_git.locking.info import LockInfo, parse_rfc3339
 
 # -- acquire -------------------------------------------------------------------------------
@@ -333,7 +333,7 @@ def test_lease_not_renewed_within_its_ttl_is_expired_and_taken_over(repo: Path) 
                       host="elsewhere", pid=4242, pid_started=1.0, host_id="elsewhere/1/1",
                       acquired_at="2024-01-01T00:00:00Z", heartbeat_at="2024-01-01T00:00:00Z",
                       ttl=5, token=7)
-    path.write_bytes(leasefile.render(remote))
+    path.write_bytes(lockyaml.render(remote))
     code, out = orc_json("lock", "status", "OLD", cwd=repo)
     assert out["lock"]["stale"] is False  # just written: the file's age is what counts
     old = time.time() - 60

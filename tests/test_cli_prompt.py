@@ -101,7 +101,7 @@ def test_tty_with_json_never_prompts(repo: Path) -> None:
 def test_tty_conflict_prompt_escapes_a_hostile_holder(repo: Path) -> None:
     """The prompt's lines come from the lease: a display name with a newline, ESC and a bidi
     override is shown escaped on the terminal, never acted on (issue 8, point 10)."""
-    from orc_git.locking import leasefile
+    from orc_git.locking import lockyaml
     from orc_git.locking.info import LockInfo, rfc3339
 
     now = rfc3339(time.time())
@@ -112,7 +112,7 @@ def test_tty_conflict_prompt_escapes_a_hostile_holder(repo: Path) -> None:
                      display_name="Eve" + fake)
     path = lock_path(repo, "T")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(leasefile.render(lease))
+    path.write_bytes(lockyaml.render(lease))
     with tty_orc("lock", "acquire", "T", cwd=repo, env={"NO_COLOR": "1"}) as (proc, tty):
         text = tty.until(PROMPT)
         assert "Locked by: Evex\\n\\x1b[31morc: fake line\\u202e (eve@elsewhere)" in text, text
@@ -120,4 +120,4 @@ def test_tty_conflict_prompt_escapes_a_hostile_holder(repo: Path) -> None:
         assert not any(line.startswith("orc: fake") for line in text.splitlines())
         os.write(tty.fd, b"3\n")
         assert proc.wait(30) == 1
-    assert path.read_bytes() == leasefile.render(lease)
+    assert path.read_bytes() == lockyaml.render(lease)

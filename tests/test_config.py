@@ -7,9 +7,6 @@ URL is configured > p2p when .orc/shared/ exists > solo; the reason names where 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,9 +18,9 @@ from orc_git.config import (
     MAX_CONFIG_BYTES,
     Config,
     load_config,
-    orc_home,
 )
 from orc_git.errors import ConfigError
+from orc_git.home import orc_home
 from orc_git.repo import find_repo
 
 
@@ -142,18 +139,6 @@ def test_config_larger_than_the_limit_is_refused(layers: Layers) -> None:
     with pytest.raises(ConfigError) as err:
         layers.load()
     assert str(layers.local) in err.value.message
-
-
-def test_no_config_file_means_no_yaml_import(solo_repo: Path, tmp_path: Path) -> None:
-    """A repository with no config at all never pays for PyYAML."""
-    empty_home = tmp_path / "empty-home"
-    empty_home.mkdir()
-    code = ("import sys\nfrom orc_git.config import load_config\nfrom orc_git.repo import "
-            "find_repo\nmode = load_config(find_repo()).resolve_mode()[0]\n"
-            "print(mode, 'yaml' in sys.modules)\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=solo_repo, capture_output=True,
-                         text=True, check=True, env={**os.environ, "ORC_HOME": str(empty_home)})
-    assert out.stdout.split() == ["solo", "False"]
 
 
 # -- mode precedence ------------------------------------------------------------------------

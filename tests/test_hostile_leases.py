@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import HolderProcess, dead_pid, lock_path, orc, orc_elsewhere, orc_json
+from hostile import HOSTILE, assert_no_raw, assert_strict_json
 
 from orc_git.identity import host_id, process_start_time
-from orc_git.locking import leasefile
+from orc_git.locking import lockyaml
 from orc_git.locking.info import LockInfo
 
 SECRET = b"do not touch: outside the repository\n"
@@ -33,7 +34,7 @@ def lease_bytes(task: str, **changes: object) -> bytes:
                     host="elsewhere", pid=4242, pid_started=1700000000.0,
                     acquired_at="2024-05-01T10:00:00Z", heartbeat_at="2024-05-01T10:00:30Z",
                     ttl=60, token=5, host_id="elsewhere/1700000000/1")
-    return leasefile.render(info.with_(**changes))
+    return lockyaml.render(info.with_(**changes))
 
 
 def with_line(task: str, name: str, raw_value: str) -> bytes:
@@ -171,7 +172,7 @@ def test_status_then_acquire(repo: Path, outside: Path, case: str) -> None:
         # A fresh, regular, readable lease now stands where the hostile file was.
         assert lock.is_file() and not lock.is_symlink()
         assert os.stat(lock).st_nlink == 1
-        mine = leasefile.parse(lock.read_bytes(), task)
+        mine = lockyaml.parse(lock.read_bytes(), task)
         assert mine.token == out["lock"]["token"] and mine.token is not None
         assert mine.pid == os.getpid()  # `orc lock acquire` holds for its caller
         assert not (lock.parent / "lock.yaml.tmp").exists()
@@ -263,7 +264,7 @@ def test_future_heartbeat_of_a_dead_holder_is_holder_dead(repo: Path) -> None:
     proc = orc("lock", "acquire", "T", "--json", cwd=repo)
     assert proc.returncode == 0, proc.stdout
     assert "took over a stale lease (holder-dead" in proc.stderr
-    assert leasefile.parse(lock.read_bytes(), "T").pid == os.getpid()
+    assert lockyaml.parse(lock.read_bytes(), "T").pid == os.getpid()
 
 
 def test_future_heartbeat_on_another_host_expires_by_file_age(repo: Path) -> None:
@@ -347,7 +348,7 @@ def test_planted_temporary_symlink_is_not_written_through(repo: Path, outside: P
     (repo / ".orc" / "tasks" / "T" / "lock.yaml.tmp").symlink_to(outside / "secret")
     code, out = orc_json("lock", "acquire", "T", cwd=repo)
     assert code == 0
-    assert leasefile.parse(lock_path(repo, "T").read_bytes(), "T").token == out["lock"]["token"]
+    assert lockyaml.parse(lock_path(repo, "T").read_bytes(), "T").token == out["lock"]["token"]
     assert not os.path.lexists(repo / ".orc" / "tasks" / "T" / "lock.yaml.tmp")
     assert_outside_untouched(outside)
 
@@ -367,28 +368,6 @@ def test_escape_sequences_in_a_lease_never_reach_the_terminal(repo: Path) -> Non
 
 # -- text that cannot be printed or encoded (issue 8, points 4 and 10) -----------------------
 
-HOSTILE = "\ud800x\n\x1b[31morc: fake line\u202e\u2066\x9b"
-
-
-def _assert_shown_escaped(text: str) -> None:
-    for raw in ("\x1b", "\u202e", "\u2066", "\x9b", "\ud800", "\r"):
-        assert raw not in text, (raw, text)
-    for line in text.splitlines():
-        assert not line.lstrip().startswith(("orc: fake", "[31morc")), text
-
-
-def _assert_strict_json(value: object) -> None:
-    if isinstance(value, str):
-        value.encode("utf-8")  # no lone surrogate
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            _assert_strict_json(k)
-            _assert_strict_json(v)
-    elif isinstance(value, list):
-        for v in value:
-            _assert_strict_json(v)
-
-
 def test_surrogates_and_controls_in_a_live_lease_never_crash_a_reader(repo: Path) -> None:
     """A live lease (another host, fresh file) whose every text field holds a lone surrogate,
     a newline, ESC, C1 and bidi controls: shown escaped, valid UTF-8 JSON, never a traceback."""
@@ -401,7 +380,7 @@ def test_surrogates_and_controls_in_a_live_lease_never_crash_a_reader(repo: Path
         proc = orc(*args, cwd=repo)
         assert proc.returncode == code, (args, proc.stderr)
         assert "Traceback" not in proc.stderr, proc.stderr
-        _assert_shown_escaped(proc.stdout + proc.stderr)
+        assert_no_raw(proc.stdout + proc.stderr)
         if args != ("task", "show", "T"):
             assert "\\ud800x\\n\\x1b[31morc: fake line\\u202e" in proc.stdout + proc.stderr, args
     for args, code in ((("lock", "status", "T"), 0), (("lock", "list"), 0),
@@ -410,7 +389,7 @@ def test_surrogates_and_controls_in_a_live_lease_never_crash_a_reader(repo: Path
         assert proc.returncode == code and "Traceback" not in proc.stderr, proc.stderr
         proc.stdout.encode("utf-8")
         out = json.loads(proc.stdout)
-        _assert_strict_json(out)
+        assert_strict_json(out)
         lease = out["lock"] if "lock" in out else out["locks"][0]
         assert lease["locked"] is True and lease["stale"] is False
         assert lease["owner"] == "\\ud800x\n\x1b[31morc: fake line\u202e\u2066\x9b@elsewhere"
@@ -475,9 +454,9 @@ def test_holder_with_a_long_or_hostile_identity_keeps_its_lease(
     assert lease["pid"] == holder.pid and lease["token"] == holder.token
     assert len(lease["user"]) <= MAX_NAME and lease["user"].isprintable()
     assert lease["owner"] == f"{lease['user']}@{lease['host']}"
-    assert leasefile.parse(lock_path(repo, "T").read_bytes(), "T").pid == holder.pid
+    assert lockyaml.parse(lock_path(repo, "T").read_bytes(), "T").pid == holder.pid
     text = orc("lock", "status", "T", cwd=repo)
-    _assert_shown_escaped(text.stdout)
+    assert_no_raw(text.stdout)
     assert len(text.stdout.splitlines()) == 5  # the description's five lines, none forged
 
 
@@ -498,6 +477,6 @@ def test_holder_named_by_undecodable_git_config_keeps_its_lease(
     assert orc_elsewhere("lock", "acquire", "T", cwd=repo).returncode == 1
     code, out = orc_json("lock", "status", "T", cwd=repo)
     assert code == 0 and out["lock"]["stale"] is False and out["lock"]["pid"] == holder.pid
-    info = leasefile.parse(lock_path(repo, "T").read_bytes(), "T")
+    info = lockyaml.parse(lock_path(repo, "T").read_bytes(), "T")
     assert info.display_name == 'Al\\xff\\xfeice\\n"#: x'
     assert info.email == "a\\xff@x"

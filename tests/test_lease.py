@@ -15,7 +15,7 @@ import orc_git
 from orc_git.context import Context
 from orc_git.errors import LeaseLost, LockHeld, OrcError, StorageError, TimedOut
 from orc_git.lease import Lease, acquire_waiting
-from orc_git.locking import leasefile
+from orc_git.locking import lockyaml
 
 
 def _problems() -> tuple[queue.Queue[OrcError], orc_git.lease.LostCallback]:
@@ -29,7 +29,7 @@ def test_hold_acquires_heartbeats_and_releases(repo: Path) -> None:
         assert lease.token == 1
         first = path.stat().st_mtime_ns
         wait_for(lambda: path.stat().st_mtime_ns != first, timeout=10, what="a heartbeat")
-        assert leasefile.parse(path.read_bytes(), "T").token == 1
+        assert lockyaml.parse(path.read_bytes(), "T").token == 1
         lease.check()
     assert not leased(repo, "T")
 
@@ -43,14 +43,14 @@ def test_holder_is_told_at_once_when_lease_is_taken(repo: Path) -> None:
     problems, on_lost = _problems()
     path = lock_path(repo, "T")
     with orc_git.hold("T", repo=repo, ttl=3, on_lost=on_lost) as lease:
-        successor = leasefile.parse(path.read_bytes(), "T").with_(token=99, pid=1)
-        path.write_bytes(leasefile.render(successor))
+        successor = lockyaml.parse(path.read_bytes(), "T").with_(token=99, pid=1)
+        path.write_bytes(lockyaml.render(successor))
         error = problems.get(timeout=10)
         assert isinstance(error, LeaseLost) and "token 99" in error.message
         assert lease.lost
         with pytest.raises(LeaseLost):
             lease.check()
-    assert leasefile.parse(path.read_bytes(), "T").token == 99  # exit did not touch it
+    assert lockyaml.parse(path.read_bytes(), "T").token == 99  # exit did not touch it
 
 
 def test_wait_wakes_when_holder_releases(ctx: Context, repo: Path,

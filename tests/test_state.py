@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import HolderProcess, git, make_repo, orc, orc_json
+from hostile import HOSTILE, assert_no_raw, assert_strict_json
 
 from orc_git.context import Context
 from orc_git.errors import InvalidInput, LockHeld, StaleToken, StateUnreadable
@@ -115,17 +116,6 @@ def test_executor_api_records_the_lease_token(repo: Path) -> None:
 
 # -- hostile text in committed files (issue 8, points 4 and 10) ------------------------------
 
-HOSTILE = "\ud800x\n\x1b[31morc: fake line\u202e\u2066\x9b"
-RAW = ("\x1b", "\u202e", "\u2066", "\x9b", "\ud800", "\r")
-
-
-def assert_no_raw(text: str) -> None:
-    """No raw control or bidi character, and the field's newline did not start a line."""
-    for raw in RAW:
-        assert raw not in text, (raw, text)
-    for line in text.splitlines():
-        assert not line.lstrip().startswith(("orc: fake", "[31morc")), text
-
 
 def _plant_hostile_task(repo: Path, task: str = "T-1") -> None:
     """task.yaml and state.yaml as a teammate could commit them: valid JSON scalars, so the
@@ -140,20 +130,6 @@ def _plant_hostile_task(repo: Path, task: str = "T-1") -> None:
         f'task_id: {q(task)}\nstatus: "running"\nphase: {q(HOSTILE)}\niteration: 1\n'
         f'updated_at: "2024-05-01T10:00:00Z"\nupdated_by: {q(HOSTILE)}\nhost: {q(HOSTILE)}\n'
         "token: null\n")
-
-
-def _assert_strict_json(value: object) -> None:
-    """Every string encodes as UTF-8: no lone surrogate reaches a JSON consumer."""
-    if isinstance(value, str):
-        value.encode("utf-8")
-        assert "\ud800" not in value
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            _assert_strict_json(k)
-            _assert_strict_json(v)
-    elif isinstance(value, list):
-        for v in value:
-            _assert_strict_json(v)
 
 
 @pytest.mark.parametrize("args", [("task", "show", "T-1"), ("tasks",)])
@@ -174,7 +150,7 @@ def test_hostile_committed_text_in_json_is_strict_utf8(repo: Path,
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     [line] = proc.stdout.splitlines()
     out = json.loads(line)
-    _assert_strict_json(out)
+    assert_strict_json(out)
     state = out["state"] if args[0] == "task" else out["tasks"][0]["state"]
     # the surrogate as the text a terminal shows; characters UTF-8 can carry are kept as they are
     assert state["phase"] == "\\ud800x\n\x1b[31morc: fake line\u202e\u2066\x9b"
@@ -195,7 +171,7 @@ def test_hostile_committed_text_on_a_remote_branch(repo: Path, tmp_path: Path) -
     assert_no_raw(proc.stdout + proc.stderr)
     proc = orc("tasks", "--team", "--json", cwd=repo)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
-    _assert_strict_json(json.loads(proc.stdout))
+    assert_strict_json(json.loads(proc.stdout))
 
 
 BAD_TEXT = [("newline", "a\nb"), ("escape", "\x1b[31m"), ("bidi", "x\u202e"),

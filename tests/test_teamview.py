@@ -10,6 +10,17 @@ from conftest import git, orc, orc_json
 from orc_git.teamview import team_states
 
 
+def _pushed_base(repo: Path, tmp_path: Path) -> None:
+    """A bare remote ``origin``, and a first commit with task T-1 pushed to its main."""
+    remote = tmp_path / "remote.git"
+    git("init", "-q", "--bare", str(remote), cwd=tmp_path)
+    git("remote", "add", "origin", str(remote), cwd=repo)
+    assert orc("task", "new", "T-1", cwd=repo).returncode == 0
+    git("add", "-A", cwd=repo)
+    git("commit", "-qm", "base", cwd=repo)
+    git("push", "-q", "origin", "main", cwd=repo)
+
+
 def _branch(repo: Path, name: str, task: str, *state: str) -> None:
     git("checkout", "-q", "-b", name, "main", cwd=repo)
     if not (repo / ".orc/tasks" / task).exists():
@@ -22,13 +33,7 @@ def _branch(repo: Path, name: str, task: str, *state: str) -> None:
 
 def test_team_view_reads_every_remote_branch_without_checking_out(repo: Path,
                                                                   tmp_path: Path) -> None:
-    remote = tmp_path / "remote.git"
-    git("init", "-q", "--bare", str(remote), cwd=tmp_path)
-    git("remote", "add", "origin", str(remote), cwd=repo)
-    assert orc("task", "new", "T-1", cwd=repo).returncode == 0
-    git("add", "-A", cwd=repo)
-    git("commit", "-qm", "base", cwd=repo)
-    git("push", "-q", "origin", "main", cwd=repo)
+    _pushed_base(repo, tmp_path)
     _branch(repo, "alice-work", "T-1", "--status", "running", "--phase", "implement",
             "--token", "1")
     _branch(repo, "bob-work", "T-2", "--status", "blocked")
@@ -71,13 +76,7 @@ def test_team_view_reports_an_unreadable_state_on_a_branch(repo: Path, tmp_path:
 
 def test_a_branch_without_tasks_is_skipped_and_no_git_process_is_left(repo: Path,
                                                                       tmp_path: Path) -> None:
-    remote = tmp_path / "remote.git"
-    git("init", "-q", "--bare", str(remote), cwd=tmp_path)
-    git("remote", "add", "origin", str(remote), cwd=repo)
-    assert orc("task", "new", "T-1", cwd=repo).returncode == 0
-    git("add", "-A", cwd=repo)
-    git("commit", "-qm", "base", cwd=repo)
-    git("push", "-q", "origin", "main", cwd=repo)
+    _pushed_base(repo, tmp_path)
     git("checkout", "-q", "--orphan", "bare", cwd=repo)
     git("rm", "-rq", "--cached", ".", cwd=repo)
     (repo / "README").write_text("no tasks here\n")

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from orc_git import __version__
+from orc_git.cli import githooks, lock, runcmd, setup, tasks
 from orc_git.cli.output import Output
 from orc_git.errors import EXIT_INTERRUPTED, OrcError, UsageError
 
@@ -33,19 +35,16 @@ class _StderrHandler(logging.Handler):
 
 
 def build_parser(plugin_commands: bool = False) -> argparse.ArgumentParser:
-    from orc_git import __version__
-    from orc_git.cli import hooks, lock, runcmd, setup, tasks
-
     parser = _Parser(prog="orc", description="Coordinate AI task runs in a git repository.")
     parser.add_argument("--version", action="version", version=f"orc-git {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     setup.add_parsers(sub)
     lock.add_parser(sub)
     runcmd.add_parser(sub)
-    hooks.add_parser(sub)
+    githooks.add_parser(sub)
     tasks.add_parsers(sub)
     if plugin_commands:
-        from orc_git.plugins import load_plugins
+        from orc_git.plugin.manager import load_plugins  # pluggy: only when plugins are wanted
 
         load_plugins().manager.hook.orc_git_cli_commands(subparsers=sub)
     return parser

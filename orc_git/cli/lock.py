@@ -19,7 +19,10 @@ from orc_git.cli.output import Output, describe, paint
 from orc_git.config import MAX_TTL
 from orc_git.context import Context
 from orc_git.errors import CommandNotRunnable, LockHeld, TimedOut, UsageError
+from orc_git.lease import Lease, acquire_waiting
+from orc_git.locking.heartbeat import shared_heartbeater
 from orc_git.locking.info import LockInfo
+from orc_git.locking.wait import wait_free
 from orc_git.text import printable
 
 
@@ -98,8 +101,6 @@ def _progress(out: Output, task: str) -> Any:
 
 def _acquire(ctx: Context, out: Output, args: argparse.Namespace, pid: int | None,
              force: bool = False) -> LockInfo:
-    from orc_git.lease import acquire_waiting
-
     locker = ctx.locker(pid)
     wait = bool(args.wait or args.timeout is not None)
     task = args.task
@@ -197,8 +198,6 @@ def cmd_list(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_wait(args: argparse.Namespace, out: Output) -> int:
-    from orc_git.locking.wait import wait_free
-
     ctx = _context(out)
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     try:
@@ -225,9 +224,6 @@ def cmd_clean(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_run(args: argparse.Namespace, out: Output) -> int:
-    from orc_git.lease import Lease
-    from orc_git.locking.heartbeat import shared_heartbeater
-
     argv = args.command_argv
     if not argv:
         raise UsageError("orc lock run needs a command: orc lock run TASK -- CMD [ARG...]")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 from orc_git import safefs
 from orc_git.cli.output import Output
 from orc_git.config import MODES
-from orc_git.context import Context
+from orc_git.context import TEAM_INSTALL_HINT, Context
 from orc_git.errors import StorageError, UnsafePath, UsageError
 from orc_git.repo import find_repo
 
@@ -113,8 +114,6 @@ def _write_config_text(path: Path, text: str) -> None:
 def _switch_mode(path: Path, old: str, mode: str, server_url: str | None) -> bool:
     """``orc init --mode X`` on a repository set up before: change the ``mode:`` (and
     ``server_url:``) lines of the shared config in place, keeping every other line."""
-    import re
-
     new = (re.sub(r"(?m)^mode:.*$", f"mode: {mode}", old, count=1)
            if re.search(r"(?m)^mode:", old) else f"mode: {mode}\n{old}")
     if server_url:
@@ -169,11 +168,8 @@ def cmd_init(args: argparse.Namespace, out: Output) -> int:
     out.say(f"mode: {ctx.mode} ({ctx.mode_reason})")
     if ctx.mode != args.mode:
         out.warn(f"you asked for {args.mode}, but the mode is {ctx.mode}: {ctx.mode_reason}")
-    if ctx.mode == "team":
-        from orc_git.context import TEAM_INSTALL_HINT
-
-        if not ctx.plugins.manager.hook.orc_git_locker.get_hookimpls()[:-1]:
-            out.warn(TEAM_INSTALL_HINT)
+    if ctx.mode == "team" and not ctx.plugins.manager.hook.orc_git_locker.get_hookimpls()[:-1]:
+        out.warn(TEAM_INSTALL_HINT)
     out.result({"initialized": True, "created": created, "gitignore_added": added})
     return 0
 
@@ -188,7 +184,7 @@ def cmd_mode(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace, out: Output) -> int:
-    from orc_git.plugins import load_plugins
+    from orc_git.plugin.manager import load_plugins  # pluggy: only commands that need plugins
 
     try:
         out.mode = Context.discover().mode

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import Any
 
 from orc_git.cli.output import Output
 from orc_git.context import Context
-from orc_git.state import STATUSES, TaskState, create_task, read_state, read_task, write_state
+from orc_git.errors import InvalidInput, StateUnreadable
+from orc_git.mergestate import merge_files
+from orc_git.state import (
+    STATUSES,
+    TaskState,
+    create_task,
+    iter_states,
+    read_state,
+    read_task,
+    write_state,
+)
 
 STALE_AFTER = 3600.0
 
@@ -96,8 +107,6 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
     state = read_state(ctx.repo.tasks_dir, args.task)
     lease = ctx.locker().is_locked(args.task)
     if task is None and state is None:
-        from orc_git.errors import InvalidInput
-
         raise InvalidInput(f"no task {args.task} here (create it with `orc task new`)")
     if task is not None:
         out.line(f"{task.id}: {task.title or '(no title)'}  created by {task.created_by} at "
@@ -122,16 +131,13 @@ def cmd_tasks(args: argparse.Namespace, out: Output) -> int:
     ctx = _context(out)
     rows: list[dict[str, Any]] = []
     if args.team:
-        from orc_git.teamview import team_states
+        from orc_git.teamview import team_states  # GitPython: only `tasks --team` pays for it
 
         for t in team_states(ctx.repo.worktree):
             row = _row(t.task_id, t.state, args.stale_after)
             row["branches"], row["problems"] = t.branches, t.problems
             rows.append(row)
     else:
-        from orc_git.errors import StateUnreadable
-        from orc_git.state import iter_states
-
         leases = {i.task_id: i for i in ctx.locker().list_locks()}
         for task, seen in iter_states(ctx.repo.tasks_dir):
             if isinstance(seen, StateUnreadable):
@@ -159,10 +165,6 @@ def cmd_tasks(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_merge_state(args: argparse.Namespace, out: Output) -> int:
-    from pathlib import Path
-
-    from orc_git.mergestate import merge_files
-
     decision = merge_files(Path(args.base), Path(args.ours), Path(args.theirs))
     out.say(f"orc: {args.path}: kept {decision.winner.name} "
             f"({decision.winner.state.status} by {decision.winner.state.updated_by}): "

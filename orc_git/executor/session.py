@@ -57,7 +57,7 @@ def _sink_and_hook(ctx: Context) -> tuple[EventSink, Any]:
     ``orc_git_task_event`` hook caller, or None when nobody implements it.  Solo mode asks the
     plugin index first, so it loads no plugin when none takes part."""
     if ctx.mode == "solo":
-        from orc_git.pluginindex import implemented_hooks
+        from orc_git.plugin.index import implemented_hooks
 
         if not implemented_hooks() & {"orc_git_event_sink", "orc_git_task_event"}:
             return NullSink(), None

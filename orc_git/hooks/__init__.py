@@ -1,4 +1,3 @@
-"""orc-git's git hooks: ``install`` puts the shims where git runs them (and chains the hooks that
-were there), ``run`` is what a shim calls, ``report`` and ``checks`` are what the hooks say and
-decide.  Kept apart from the rest of the package so a hook imports only what it needs: hooks run
-on every checkout, and their time budget is a few tens of milliseconds."""
+"""Only for hook shims installed by orc-git before the git hooks moved to
+:mod:`orc_git.githooks`: they call ``orc_git.hooks.run.main``, and without this module they would
+silently do nothing until ``orc hooks install`` is run again.  Add nothing here."""

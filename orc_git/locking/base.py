@@ -35,6 +35,15 @@ class Locker(Protocol):
     def clean(self) -> list[LockInfo]: ...
 
 
+@runtime_checkable
+class PerProcessLocker(Protocol):
+    """A locker that can act for another holder process: ``orc lock acquire`` holds the lease
+    for the shell that ran it (its parent), which later ``orc lock`` commands renew and release.
+    ``Context.locker(pid)`` asks the mode's locker for it."""
+
+    def for_pid(self, pid: int) -> Locker: ...
+
+
 # Optional locker methods (a third-party locker may lack them; these helpers then say None):
 #   lock_domain(task_id) -> str | None: where the tokens of this locker's leases of the task count
 #   tokens_granted(task_id, lock_domain) -> int | None: how many tokens that domain has granted

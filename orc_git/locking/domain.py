@@ -10,7 +10,7 @@ with the fences: the tokens that start again from 1 are then a new domain's.
 It is created once: written to a temporary file, synced, and hard-linked into place, so two
 processes racing to create it agree on the one that got there first, and a reader never sees it
 half written.  Read without following a symbolic link, without blocking on a FIFO, a regular file
-only.  Lockers read it once and keep it (:class:`orc_git.locking.file.FileLocker`).
+only.  Lockers read it once and keep it (:class:`orc_git.locking.filelocker.FileLocker`).
 """
 
 from __future__ import annotations

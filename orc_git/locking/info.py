@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import datetime
 import re
 import time
 from typing import Any, NamedTuple
@@ -24,10 +25,18 @@ def parse_rfc3339(text: str) -> float | None:
     m = _RFC3339.fullmatch(text) if isinstance(text, str) else None
     if m is None:
         return None
-    try:
-        t = calendar.timegm(time.strptime(f"{m[1]}T{m[2]}", "%Y-%m-%dT%H:%M:%S"))
-    except (ValueError, OverflowError):
+    date, clock = m[1], m[2]
+    year, month, day = int(date[:4]), int(date[5:7]), int(date[8:])
+    hour, minute, second = int(clock[:2]), int(clock[3:5]), int(clock[6:])
+    # The rules of time.strptime("%Y-%m-%dT%H:%M:%S") (leap seconds 60 and 61 allowed), without
+    # it: its first call builds locale tables, a cost every git hook would pay.
+    if hour > 23 or minute > 59 or second > 61:
         return None
+    try:
+        datetime.date(year, month, day)  # year 0, February 30th and friends
+    except ValueError:
+        return None
+    t = calendar.timegm((year, month, day, hour, minute, 0, 0, 0, 0)) + second
     if m[3]:
         if int(m[4]) > 23 or int(m[5]) > 59:
             return None
@@ -39,7 +48,8 @@ class LockInfo:
     """One task's lease as read from its store; ``locked`` False means nobody holds it.
 
     A plain class rather than a dataclass: git hooks import this, and ``dataclasses`` (with the
-    ``inspect`` it pulls in and the code it compiles per class) costs them ~10 ms.
+    ``inspect`` it pulls in and the code it compiles per class) is a cost they feel
+    (``docs/benchmarks.md``).
     """
 
     __slots__ = ("acquired_at", "display_name", "email", "heartbeat_at", "host", "host_id",

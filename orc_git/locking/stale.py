@@ -14,7 +14,7 @@ import functools
 from collections.abc import Callable
 
 from orc_git.identity import process_alive
-from orc_git.locking import leasefs
+from orc_git.locking import lockio
 from orc_git.locking.info import LockInfo
 
 
@@ -35,4 +35,4 @@ def judge(info: LockInfo, my_host_id: str, now: Callable[[], float]) -> LockInfo
 
 def fs_clock(root: str) -> Callable[[], float]:
     """The filesystem's time, probed at most once per operation and only if a lease needs it."""
-    return functools.cache(lambda: leasefs.fs_now(root))
+    return functools.cache(lambda: lockio.fs_now(root))

@@ -9,7 +9,7 @@
 # In this order, it
 #  1. runs <hook>.orc-previous, if there is one, with git's arguments and git's stdin (for
 #     pre-push and post-rewrite, whose stdin carries data, a copy is kept so both parts read it);
-#  2. runs orc's part, "$ORC_PYTHON" -c '...orc_git.hooks.run.main...' HOOK ARGS, same stdin;
+#  2. runs orc's part, "$ORC_PYTHON" -c '...orc_git.githooks.run.main...' HOOK ARGS, same stdin;
 #     skipped when ORC_HOOKS=0, when that Python or its orc_git package is gone, and for a pre-*
 #     hook whose previous hook failed;
 #  3. exits with the previous hook's status or, for a pre-* hook, orc's refusal.
@@ -68,7 +68,7 @@ orc_code='import sys
 if sys.path and sys.path[0] in ("", "."):
     del sys.path[0]  # never import orc_git from the repository git runs in
 try:
-    from orc_git.hooks.run import main
+    from orc_git.githooks.run import main
 except ImportError:
     sys.exit(0)  # orc-git was uninstalled from this Python: do nothing
 sys.exit(main(sys.argv[1:]))'

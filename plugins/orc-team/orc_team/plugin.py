@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from orc_git.hookspecs import hookimpl
+from orc_git import hookimpl
 
 if TYPE_CHECKING:
-    from orc_git.context import Context
     from orc_git.locking.base import Locker
+    from orc_git.plugin.hookspecs import LockerContext
 
 
 @hookimpl
@@ -24,7 +24,7 @@ def orc_git_cli_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 @hookimpl
-def orc_git_locker(mode: str, context: Context) -> Locker | None:
+def orc_git_locker(mode: str, context: LockerContext) -> Locker | None:
     """Team mode's locker: ``TeamLocker``, i.e. CompositeLocker(WebSocketLocker, FileLocker).
     ``Context.locker(pid)`` then asks it ``for_pid(pid)`` for another holder process."""
     if mode != "team":

@@ -1,10 +1,10 @@
 """Busy polling, shared by the server's event loop and a client waiting for its reply.
 
-On a VM, waking a thread that slept in ``poll``/``epoll_wait`` cost more than a loopback round
-trip itself: 130-160 us per round trip against an echo server, 45-60 us with the client polling
-(``bench/client_bench.py``).  So each side keeps polling for up to :data:`SPIN` before it sleeps.
-It costs CPU only right after activity, and only makes sense with a CPU to spare: with one, the
-spinner would just keep the other side (often on the same machine) from running.
+On a VM, waking a thread that slept in ``poll``/``epoll_wait`` cost more than a loopback round trip
+itself (``bench/client_bench.py``; figures in ``docs/benchmarks.md``). So each side keeps polling
+for up to :data:`SPIN` before it sleeps. It costs CPU only right after activity, and only makes
+sense with a CPU to spare: with one, the spinner would just keep the other side (often on the same
+machine) from running.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from orc_git.errors import LeaseLost, LockHeld
 from orc_git.lease import Lease, acquire_waiting
-from orc_git.locking import leasefs
+from orc_git.locking import lockio
 
 from orc_team.client.team import TeamLocker
 
@@ -35,7 +35,7 @@ from conftest import (
 
 def on_disk(tasks: Path | str, task: str) -> bool:
     """Is a file lease held?  (A released one may leave a tombstone file: no lease.)"""
-    return leasefs.read(f"{tasks}/{task}", task) is not None
+    return lockio.read(f"{tasks}/{task}", task) is not None
 
 
 def file_leased(locker: TeamLocker, task: str) -> bool:

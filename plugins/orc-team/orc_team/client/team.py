@@ -32,8 +32,8 @@ from orc_git.locking.info import LockInfo
 from orc_team.client.locker import WebSocketLocker
 
 if TYPE_CHECKING:
-    from orc_git.context import Context
-    from orc_git.locking.file import FileLocker
+    from orc_git.locking.filelocker import FileLocker
+    from orc_git.plugin.hookspecs import LockerContext
 
 log = logging.getLogger("orc_git.team")
 
@@ -254,7 +254,7 @@ class TeamLocker(CompositeLocker):
         self.server.close()
 
 
-def team_locker(context: Context, pid: int | None = None) -> TeamLocker:
+def team_locker(context: LockerContext, pid: int | None = None) -> TeamLocker:
     """Team mode's locker for holder process ``pid`` (default: this process).  Cheap: nothing
     connects until the first lock operation."""
     from orc_team.client.holder import client_id

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from orc_git.config import orc_home
 from orc_git.errors import UsageError
+from orc_git.home import orc_home
 
 from orc_team.protocol import EVENTS_KEPT, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES
 from orc_team.server.auth import MAX_LIFETIME

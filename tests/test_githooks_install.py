@@ -3,7 +3,7 @@
 orc's part of a hook is observed through a stand-in "Python" (``install(python=…)``): a shell
 script that records how the shim called it and what it read on stdin.  It uses shell builtins
 only, so it works under an empty PATH.  One test runs the real Python and the real
-``orc_git.hooks.run`` end to end (a staged lease file is refused).
+``orc_git.githooks.run`` end to end (a staged lease file is refused).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pytest
 import yaml
 from conftest import orc, orc_json, tree_snapshot
 
-from orc_git.hooks import install as hooks
+from orc_git.githooks import install as hooks
 
 GIT = shutil.which("git") or "/usr/bin/git"
 ROOT = Path(__file__).resolve().parent.parent
@@ -407,11 +407,20 @@ def test_pre_commit_framework_manifest() -> None:
     for name in hooks.HOOKS:
         h = by_id[f"orc-{name}"]
         assert h["stages"] == [name] and h["language"] == "python"
-        assert h["entry"] == f"python -m orc_git.hooks.run {name}"
+        assert h["entry"] == f"python -m orc_git.githooks.run {name}"
         assert h["pass_filenames"] is False
         if name != "pre-commit":
             assert h["always_run"] is True
-    from orc_git.hooks import run
+    from orc_git.githooks import run
 
     assert callable(run.main)
 
+
+
+def test_a_shim_written_before_the_git_hooks_moved_still_runs_them() -> None:
+    """Shims installed by earlier versions import ``orc_git.hooks.run``; an ImportError there
+    would make every hook silently do nothing until ``orc hooks install`` is run again."""
+    from orc_git.githooks import run
+    from orc_git.hooks.run import main
+
+    assert main is run.main

@@ -30,6 +30,7 @@ from typing import Any
 
 from orc_git import safefs
 from orc_git.errors import NotARepository, StorageError, UnsafePath
+from orc_git.repo import find_worktree
 
 HOOKS = ("post-checkout", "post-merge", "post-rewrite", "pre-commit", "pre-push")
 MARKER = "# orc-git hook shim"  # the template's second line: "# orc-git hook shim v1"
@@ -108,8 +109,6 @@ def _check_inside(configured: str, here: Path) -> None:
     the clone itself brought: if it resolves outside the worktree (a committed ``.githooks ->
     ../..`` link), orc would write its shims there.  Links that stay inside, and hooks
     directories outside the worktree (the user's own), are fine."""
-    from orc_git.repo import find_worktree
-
     top = find_worktree(here)
     if top is None:
         return

@@ -1,6 +1,6 @@
 """Lease files on disk: read one without trusting it, write one so readers see whole leases.
 
-Reads never follow a symlink, never block on a FIFO, read at most :data:`leasefile.MAX_BYTES`, and
+Reads never follow a symlink, never block on a FIFO, read at most :data:`lockyaml.MAX_BYTES`, and
 turn every problem into an *unreadable* lease.
 
 Every lease starts with the line ``released: false``.  The holder's own release rewrites just
@@ -35,14 +35,14 @@ import time
 from collections.abc import Callable
 from contextlib import suppress
 
-from orc_git.locking import leasefile
+from orc_git.locking import lockyaml
 from orc_git.locking.guard import O_CLOEXEC, O_NOFOLLOW, storage_error
 from orc_git.locking.info import LockInfo
 
 LOCK_NAME = "lock.yaml"
 TMP_NAME = "lock.yaml.tmp"
 
-LIVE, DEAD, RELEASED = leasefile.LIVE, leasefile.DEAD, leasefile.RELEASED
+LIVE, DEAD, RELEASED = lockyaml.LIVE, lockyaml.DEAD, lockyaml.RELEASED
 
 Stamp = tuple[int, int, int]
 """inode, mtime_ns, size: what a waiter polls.  A write within the same tick of the filesystem's
@@ -84,7 +84,7 @@ def read(task_dir: str, task_id: str) -> LockInfo | None:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return unreadable(task_id, "it is not a regular file", path, st.st_mtime)
-        raw = os.read(fd, leasefile.MAX_BYTES + 1)
+        raw = os.read(fd, lockyaml.MAX_BYTES + 1)
     except OSError as exc:
         return unreadable(task_id, exc.strerror or str(exc), path)
     finally:
@@ -92,8 +92,8 @@ def read(task_dir: str, task_id: str) -> LockInfo | None:
     if raw.startswith(RELEASED):
         return None
     try:
-        info = leasefile.parse(raw, task_id)
-    except leasefile.Unreadable as exc:
+        info = lockyaml.parse(raw, task_id)
+    except lockyaml.Unreadable as exc:
         return unreadable(task_id, str(exc), path, st.st_mtime)
     info.mtime = st.st_mtime
     return info

@@ -5,9 +5,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from importlib.metadata import entry_points as find_entry_points
+
+import pluggy
+
+from orc_git import __version__
+from orc_git.plugin import hookspecs, lockers
 
 log = logging.getLogger("orc_git.plugins")
+
+BUILTIN = "orc_git.lockers"
+"""The name the core's own lockers are registered under."""
 
 
 @dataclass(frozen=True)
@@ -24,24 +32,13 @@ class Plugins:
     records: list[PluginRecord]
 
 
-if TYPE_CHECKING:
-    import pluggy
-
-
 def load_plugins(entry_points: bool = True) -> Plugins:
-    import pluggy
-
-    from orc_git import hookspecs
-    from orc_git.locking import defaults
-
     pm = pluggy.PluginManager("orc_git")
     pm.add_hookspecs(hookspecs)
-    pm.register(defaults, name="orc_git.lockers")
-    records = [PluginRecord("orc_git.lockers", "orc-git", _own_version())]
+    pm.register(lockers, name=BUILTIN)
+    records = [PluginRecord(BUILTIN, "orc-git", __version__)]
     if entry_points:
-        from importlib.metadata import entry_points as eps
-
-        for ep in eps(group="orc_git"):
+        for ep in find_entry_points(group="orc_git"):
             dist = ep.dist.name if ep.dist else None
             version = ep.dist.version if ep.dist else None
             try:
@@ -54,10 +51,3 @@ def load_plugins(entry_points: bool = True) -> Plugins:
             else:
                 records.append(PluginRecord(ep.name, dist, version))
     return Plugins(pm, records)
-
-
-def _own_version() -> str:
-    from orc_git import __version__
-
-    return __version__
-

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 from conftest import git, orc
+from hostile import assert_no_raw
 
 from orc_git.context import Context
-from orc_git.locking import leasefile
-from orc_git.locking.file import FileLocker
+from orc_git.locking import lockyaml
+from orc_git.locking.filelocker import FileLocker
 from orc_git.locking.info import LockInfo
 
 
@@ -262,14 +263,6 @@ FAKE = "x\n\x1b[31morc: fake line\u202e"
 SHOWN = "x\\n\\x1b[31morc: fake line\\u202e"
 
 
-def _assert_no_injection(stderr: str) -> None:
-    """No raw ESC, bidi or C1 character, and no line a field's newline started."""
-    for raw in ("\x1b", "\u202e", "\u2066", "\x9b", "\r"):
-        assert raw not in stderr, (raw, stderr)
-    for line in stderr.splitlines():
-        assert not line.startswith(("orc: fake", "\x1b", "[31morc")), stderr
-
-
 def _commit_hostile_state(alice: Person, task: str) -> None:
     """What a teammate's tool (not orc, which refuses such a phase) can commit and push."""
     assert alice.orc("task", "new", task).returncode == 0
@@ -291,18 +284,18 @@ def test_hostile_committed_state_is_escaped_in_every_post_hook_report(
     switched = bob.git("checkout", "-q", "origin/main")  # post-checkout
     assert "T-1: running / " + SHOWN in switched.stderr, switched.stderr
     assert "by mallory" + SHOWN + "@h" + SHOWN in switched.stderr
-    _assert_no_injection(switched.stderr)
+    assert_no_raw(switched.stderr)
     bob.git("checkout", "-q", "main")
     pulled = bob.git("pull", "-q", "--no-rebase")  # post-merge
     assert "T-1: running / " + SHOWN in pulled.stderr, pulled.stderr
-    _assert_no_injection(pulled.stderr)
+    assert_no_raw(pulled.stderr)
     other = bob.git("checkout", "-q", "-b", "side")  # "running elsewhere"
     assert "running elsewhere" in other.stderr and SHOWN in other.stderr, other.stderr
-    _assert_no_injection(other.stderr)
+    assert_no_raw(other.stderr)
     for args in (("tasks",), ("task", "show", "T-1")):
         shown = bob.orc(*args)
         assert shown.returncode == 0 and SHOWN in shown.stdout, shown.stdout + shown.stderr
-        _assert_no_injection(shown.stdout + shown.stderr)
+        assert_no_raw(shown.stdout + shown.stderr)
 
 
 def test_hostile_lease_is_escaped_in_pre_commit_and_pre_push_refusals(
@@ -314,15 +307,15 @@ def test_hostile_lease_is_escaped_in_pre_commit_and_pre_push_refusals(
                      acquired_at="2024-05-01T10:00:00Z", heartbeat_at="2024-05-01T10:00:30Z",
                      ttl=600, token=5, host_id="elsewhere/1700000000/1",
                      display_name="Eve" + FAKE)
-    (bob.clone / ".orc/tasks/T-2/lock.yaml").write_bytes(leasefile.render(lease))
+    (bob.clone / ".orc/tasks/T-2/lock.yaml").write_bytes(lockyaml.render(lease))
     refused = bob.git("push", "-q", "origin", "main", check=False)  # pre-push
     assert refused.returncode != 0 and "this push changes the state" in refused.stderr
     assert "Eve" + SHOWN + " (eve" + SHOWN + "@elsewhere)" in refused.stderr, refused.stderr
-    _assert_no_injection(refused.stderr)
+    assert_no_raw(refused.stderr)
     (bob.clone / ".orc/tasks/T-2/state.yaml").write_text(
         (bob.clone / ".orc/tasks/T-2/state.yaml").read_text().replace("running", "paused"))
     bob.git("add", "-A")
     refused = bob.git("commit", "-qm", "state of a task eve holds", check=False)  # pre-commit
     assert refused.returncode == 1 and "locked by someone else" in refused.stderr
     assert "Eve" + SHOWN in refused.stderr, refused.stderr
-    _assert_no_injection(refused.stderr)
+    assert_no_raw(refused.stderr)

@@ -1,8 +1,9 @@
 """The post-checkout / post-merge / post-rewrite report: what arrived, who runs what, what is stale.
 
 Read from the working tree git just updated and from one ``git diff --name-only``; no GitPython,
-no YAML parser for state files (:mod:`orc_git.flatyaml`), so it stays well under 100 ms on a
-repository with a thousand tasks.  Silence when there is nothing to say.
+no YAML parser for state files (:mod:`orc_git.flatyaml`), so it stays within the hooks' time
+budget on a repository with a thousand tasks (``bench/hooks.py``).  Silence when there is
+nothing to say.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def post_hook_report(hook: str, args: list[str], stdin: TextIO) -> list[str]:
         lines.append("unreadable task state of running tasks (fix or restore from git):")
         lines += _limit(broken, "tasks")
     if os.path.isdir(ctx.repo.lock_root):
-        stale = [i for i in ctx.file_locker().list_locks() if i.stale]
+        stale = [i for i in ctx.lock_store().list_locks() if i.stale]
         if stale:
             lines.append("stale local leases (remove them with `orc lock clean`):")
             lines += _limit([f"  {i.task_id}: {i.stale_reason}, {i.who()}" for i in stale],

@@ -1,39 +1,38 @@
 """Which plugin hooks are implemented, remembered between runs without importing any plugin.
 
 A git hook that only needs to know "does any plugin add report lines?" must not pay for pluggy
-and for scanning installed distributions (15-40 ms) on every checkout.
+and for scanning installed distributions on every checkout (``docs/benchmarks.md``).  On the git
+hook path: the plugin manager (and pluggy) is imported only when the cache misses.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+
+from orc_git import cache
 
 
 def _environment_key() -> list[object]:
     """What decides which plugins are installed: the interpreter and its path's directories."""
-    import sys
-
-    from orc_git.cache import file_key
-
     # sys.path[0] is the script's directory or the working directory, never an install place.
-    return [sys.executable, [[p, file_key(p)] for p in sys.path[1:] if p and os.path.isdir(p)]]
+    return [sys.executable,
+            [[p, cache.file_key(p)] for p in sys.path[1:] if p and os.path.isdir(p)]]
 
 
 def implemented_hooks() -> set[str]:
     """The ``orc_git_*`` hooks some installed plugin implements, remembered while the installed
     distributions are unchanged, so a git hook can skip plugin discovery (and pluggy) entirely
     when no plugin wants to take part."""
-    from orc_git import cache
-
     key = _environment_key()
     hit = cache.get("plugins", key)
     if isinstance(hit, list):
         return set(hit)
-    from orc_git.plugins import load_plugins
+    from orc_git.plugin.manager import BUILTIN, load_plugins
 
     plugins = load_plugins()
     hooks = {impl_hook for name, plugin in plugins.manager.list_name_plugin()
-             if name != "orc_git.lockers"
+             if name != BUILTIN
              for impl_hook in dir(plugin) if impl_hook.startswith("orc_git_")}
     cache.put("plugins", key, sorted(hooks))
     return hooks

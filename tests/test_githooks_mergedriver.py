@@ -9,7 +9,7 @@ from pathlib import Path
 from conftest import git, orc, orc_json
 
 from orc_git import flatyaml
-from orc_git.hooks.mergedriver import ATTRIBUTE
+from orc_git.githooks.mergedriver import ATTRIBUTE
 
 TASK = "TASK-MD-1"
 

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
-from orc_git.locking import leasefile
+from orc_git.locking import lockyaml
 from orc_git.locking.info import LockInfo, parse_rfc3339
-from orc_git.locking.leasefile import Unreadable
+from orc_git.locking.lockyaml import Unreadable
 
 TASK = "TASK-AM-001"
 
@@ -33,7 +33,7 @@ def full_lease(**changes: Any) -> LockInfo:
 
 
 def valid_text(**changes: Any) -> str:
-    return leasefile.render(full_lease(**changes)).decode()
+    return lockyaml.render(full_lease(**changes)).decode()
 
 
 def with_field(name: str, raw_value: str) -> bytes:
@@ -45,7 +45,7 @@ def with_field(name: str, raw_value: str) -> bytes:
 
 
 def parse(raw: bytes, task_id: str = TASK) -> LockInfo:
-    return leasefile.parse(raw, task_id)
+    return lockyaml.parse(raw, task_id)
 
 
 # -- round trip ---------------------------------------------------------------------------
@@ -56,7 +56,7 @@ FIELDS = ["task_id", "owner", "user", "host", "pid", "pid_started", "acquired_at
 
 def test_render_parse_round_trip() -> None:
     info = full_lease()
-    back = parse(leasefile.render(info))
+    back = parse(lockyaml.render(info))
     for name in FIELDS:
         assert getattr(back, name) == getattr(info, name), name
     assert back.locked is True
@@ -65,7 +65,7 @@ def test_render_parse_round_trip() -> None:
 
 def test_round_trip_without_optional_fields() -> None:
     info = full_lease(host_id=None, display_name=None, email=None, stolen_from=None)
-    raw = leasefile.render(info)
+    raw = lockyaml.render(info)
     assert b"stolen_from" not in raw and b"email" not in raw
     back = parse(raw)
     assert back.to_json() == info.to_json()
@@ -75,13 +75,13 @@ def test_round_trip_without_optional_fields() -> None:
 def test_round_trip_of_awkward_strings() -> None:
     """Quotes, colons, unicode and control characters survive (JSON escaping)."""
     name = 'Zoë "Z" O\'Brien: #1 \\ \u00e9\u4e2d \x1b[31m'
-    back = parse(leasefile.render(full_lease(display_name=name, email="a: b@c")))
+    back = parse(lockyaml.render(full_lease(display_name=name, email="a: b@c")))
     assert back.display_name == name
     assert back.email == "a: b@c"
 
 
 def test_rendered_file_is_plain_yaml_with_the_documented_fields() -> None:
-    raw = leasefile.render(full_lease())
+    raw = lockyaml.render(full_lease())
     data = yaml.safe_load(raw)
     for name in ("task_id", "owner", "user", "host", "pid", "pid_started", "acquired_at",
                  "heartbeat_at", "ttl", "token"):
@@ -135,13 +135,13 @@ def test_empty_or_blank(raw: bytes) -> None:
 
 @pytest.mark.parametrize("cut", [0.5, 0.25, 0.9])
 def test_truncated(cut: float) -> None:
-    raw = leasefile.render(full_lease())
+    raw = lockyaml.render(full_lease())
     _unreadable(raw[: int(len(raw) * cut)])
 
 
 def test_every_prefix_of_a_valid_lease_is_unreadable_or_complete() -> None:
     """A reader racing a non-atomic writer must never mistake a prefix for a different lease."""
-    raw = leasefile.render(full_lease(host_id=None, display_name=None, email=None,
+    raw = lockyaml.render(full_lease(host_id=None, display_name=None, email=None,
                                       stolen_from=None))
     for n in range(len(raw)):
         try:
@@ -207,13 +207,13 @@ def billion_laughs(levels: int = 12, fanout: int = 10) -> str:
 BOMB_SCRIPT = r"""
 import resource, sys, time
 resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))  # 1 GiB: explode and it dies
-from orc_git.locking import leasefile
+from orc_git.locking import lockyaml
 raw = sys.stdin.buffer.read()
 t = time.monotonic()
 try:
-    leasefile.parse(raw, "TASK-AM-001")
+    lockyaml.parse(raw, "TASK-AM-001")
     print("parsed", time.monotonic() - t)
-except leasefile.Unreadable as exc:
+except lockyaml.Unreadable as exc:
     print("unreadable", time.monotonic() - t, exc)
 """
 
@@ -230,7 +230,7 @@ def test_alias_bomb_finishes_quickly_in_bounded_memory(where: str) -> None:
                               if not line.startswith("owner:")) + "owner: *l11\n"
     else:
         text = bomb + valid_text()
-    assert len(text) < leasefile.MAX_BYTES
+    assert len(text) < lockyaml.MAX_BYTES
     proc = subprocess.run([sys.executable, "-c", BOMB_SCRIPT], input=text.encode(),
                           capture_output=True, timeout=30)
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
@@ -251,7 +251,7 @@ def test_deeply_nested_brackets() -> None:
     _unreadable(("{a: " * 5000 + "1" + "}" * 5000).encode())
 
 
-@pytest.mark.parametrize("size", [leasefile.MAX_BYTES + 1, 5 * 1024 * 1024])
+@pytest.mark.parametrize("size", [lockyaml.MAX_BYTES + 1, 5 * 1024 * 1024])
 def test_oversized(size: int) -> None:
     text = valid_text()
     raw = (text + "#" * (size - len(text))).encode()
@@ -330,12 +330,12 @@ def test_rfc3339_variants_are_accepted_and_offsets_applied(value: str) -> None:
 
 
 def test_lease_of_another_task() -> None:
-    message = _unreadable(leasefile.render(full_lease()), task_id="OTHER")
+    message = _unreadable(lockyaml.render(full_lease()), task_id="OTHER")
     assert "OTHER" in message and TASK in message
 
 
 def test_task_id_differing_only_in_case() -> None:
-    _unreadable(leasefile.render(full_lease(task_id="task-am-001")))
+    _unreadable(lockyaml.render(full_lease(task_id="task-am-001")))
 
 
 def test_duplicate_keys_do_not_crash() -> None:
@@ -368,7 +368,7 @@ def test_a_holders_own_lease_reads_back_as_its_own(tmp_path: Path, case: tuple[s
     parsed (without the YAML fallback) into exactly that holder, within every reader limit."""
     from orc_git import flatyaml
     from orc_git.identity import MAX_NAME, Holder, Identity
-    from orc_git.locking.file import FileLocker
+    from orc_git.locking.filelocker import FileLocker
 
     user, display, email, host = case
     ident = Identity(user, display, email, host=host)
@@ -382,7 +382,7 @@ def test_a_holders_own_lease_reads_back_as_its_own(tmp_path: Path, case: tuple[s
         raw = (root / TASK / "lock.yaml").read_bytes()
         assert raw.isascii() and len(raw.splitlines()) == len(raw.split(b"\n")) - 1
         assert flatyaml._fast(raw.decode()) is not None  # the fast path, not PyYAML's
-        back = leasefile.parse(raw, TASK)
+        back = lockyaml.parse(raw, TASK)
         assert (back.owner, back.user, back.host, back.display_name, back.email) == (
             ident.owner, ident.user, ident.host, ident.display_name, ident.email)
         assert back.pid == os.getpid() and back.token == granted.token

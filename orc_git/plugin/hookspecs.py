@@ -7,23 +7,44 @@ A plugin that wants its warnings shown by ``orc`` logs them under an ``orc_git.*
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
 
 if TYPE_CHECKING:
+    from orc_git.config import Config
     from orc_git.context import Context
     from orc_git.locking.base import Locker
-    from orc_git.locking.info import LockEvent
+    from orc_git.locking.filelocker import FileLocker
+    from orc_git.locking.info import LockEvent, LockInfo
     from orc_git.publish import EventSink
 
 hookspec = pluggy.HookspecMarker("orc_git")
 hookimpl = pluggy.HookimplMarker("orc_git")
 
 
+class LockerContext(Protocol):
+    """What a locker factory (``orc_git_locker``) is given: the repository's settings, the
+    event callback its locker reports lease events to, and the file lease, the locker a team
+    locker falls back on.  :class:`orc_git.context.Context` is one."""
+
+    config: Config
+    mode: str
+
+    @property
+    def ttl(self) -> int: ...
+
+    def emit(self, kind: str, task_id: str, lock: LockInfo | None,
+             previous: LockInfo | None = None, mode: str | None = None) -> None: ...
+
+    def file_locker(self, pid: int | None = None) -> FileLocker: ...
+
+
 @hookspec(firstresult=True)
-def orc_git_locker(mode: str, context: Context) -> Locker | None:
-    """Return the locker for ``mode`` (solo, p2p, team), or None to let another plugin answer."""
+def orc_git_locker(mode: str, context: LockerContext) -> Locker | None:
+    """Return the locker for ``mode`` (p2p, team; solo never asks), or None to let another
+    plugin answer.  A locker that can act for another holder process (``orc lock acquire`` holds
+    for the shell that ran it) implements :class:`orc_git.locking.base.PerProcessLocker`."""
 
 
 @hookspec

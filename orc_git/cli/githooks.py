@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orc_git.cli.output import Output
+from orc_git.context import Context
 from orc_git.errors import EXIT_REFUSED, OrcError
-from orc_git.hooks.install import (
+from orc_git.githooks.install import (
     HooksReport,
     HookState,
     default_python,
@@ -24,8 +25,8 @@ from orc_git.hooks.install import (
     uninstall,
 )
 
-if TYPE_CHECKING:  # the module imports GitPython (~140 ms): only `orc hooks` pays for it
-    from orc_git.hooks import mergedriver
+if TYPE_CHECKING:  # it imports GitPython: only the `orc hooks` commands pay for it
+    from orc_git.githooks import mergedriver
 
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
@@ -50,8 +51,6 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def _mode() -> str | None:
-    from orc_git.context import Context
-
     try:
         return Context.discover().mode
     except OrcError:
@@ -82,7 +81,7 @@ def _python_note(h: HookState) -> str:
 
 
 def cmd_install(args: argparse.Namespace, out: Output) -> int:
-    from orc_git.hooks import mergedriver
+    from orc_git.githooks import mergedriver
 
     report = install(force=args.force)
     driver = mergedriver.install(Path.cwd(), default_python())
@@ -104,7 +103,7 @@ def cmd_install(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_uninstall(args: argparse.Namespace, out: Output) -> int:
-    from orc_git.hooks import mergedriver
+    from orc_git.githooks import mergedriver
 
     report = uninstall()
     driver = mergedriver.uninstall(Path.cwd())
@@ -139,7 +138,7 @@ def _describe(h: HookState) -> str:
 
 
 def cmd_status(args: argparse.Namespace, out: Output) -> int:
-    from orc_git.hooks import mergedriver
+    from orc_git.githooks import mergedriver
 
     report = status()
     driver = mergedriver.status(Path.cwd(), default_python())

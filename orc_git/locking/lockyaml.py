@@ -60,7 +60,7 @@ class Unreadable(ValueError):
 
 def render(info: LockInfo) -> bytes:
     """The lease as orc-git writes it: first ``released: false``, the line a release flips
-    (:mod:`orc_git.locking.leasefs`)."""
+    (:mod:`orc_git.locking.lockio`)."""
     return LIVE + flatyaml.dump((name, getattr(info, name)) for name in _FIELDS)
 
 
