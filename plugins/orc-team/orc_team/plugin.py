@@ -14,6 +14,7 @@ from orc_git.hookspecs import hookimpl
 if TYPE_CHECKING:
     from orc_git.context import Context
     from orc_git.locking.base import Locker
+    from orc_git.publish import EventSink
 
 
 @hookimpl
@@ -32,3 +33,13 @@ def orc_git_locker(mode: str, context: Context) -> Locker | None:
     from orc_team.client.team import team_locker
 
     return team_locker(context)
+
+
+@hookimpl
+def orc_git_event_sink(context: Context) -> EventSink | None:
+    """Team mode's sink: the durable outbox in ``.orc/local/`` and its background sender."""
+    if context.mode != "team":
+        return None
+    from orc_team.client.sink import team_sink
+
+    return team_sink(context)
