@@ -149,40 +149,46 @@ class Drainer:
     def drain(self, deadline: Callable[[], float], *, wait_lock: bool = False,
               retries: int = 0) -> Drained:
         """Deliver until the outbox is empty or ``deadline()`` (a monotonic time) passes;
-        ``retries``: how many failed tries in a row to back off from (bounded by the deadline)
-        before giving up."""
+        ``retries``: how many failed tries in a row to back off from (within the deadline)
+        before giving up; ``wait_lock``: wait for another drainer rather than leave it to it."""
         result = Drained()
-        wait = deadline() - time.monotonic() if wait_lock else 0.0
-        with self._lock(wait) as mine:
-            if not mine:
-                result.busy = True
-            else:
-                self._drain(deadline, retries, result)
+        failures = 0
+        while True:
+            settled = result.delivered + result.rejected
+            try:
+                self._connect_first()
+                wait = deadline() - time.monotonic() if wait_lock else 0.0
+                with self._lock(wait) as mine:
+                    if not mine:
+                        result.busy = True
+                    else:
+                        self._drain(deadline, result)
+                break
+            except (Retry, OrcError) as exc:
+                result.error = exc.error if isinstance(exc, Retry) else exc
+                failures = 1 if result.delivered + result.rejected > settled else failures + 1
+                pause = min(self.backoff.next(), deadline() - time.monotonic())
+                if failures > retries or pause <= 0:
+                    break
+                time.sleep(pause)
         result.pending = self.outbox.counts()["pending"]
         return result
 
-    def _drain(self, deadline: Callable[[], float], retries: int, result: Drained) -> None:
-        failures = 0
-        while True:
-            left = deadline() - time.monotonic()
-            if left <= 0:
-                return
+    def _connect_first(self) -> None:
+        """Open the connection for the oldest row before taking the lock: a server that
+        accepts and never answers holds up this process, not every drainer of the clone."""
+        oldest = self.outbox.pending(1)
+        if oldest:
+            self.connections.get(oldest[0].client).connect()
+
+    def _drain(self, deadline: Callable[[], float], result: Drained) -> None:
+        """Batches until the outbox is empty or the deadline; raises Retry."""
+        while deadline() > time.monotonic():
             rows = self.outbox.pending(protocol.MAX_BATCH_EVENTS)
             if not rows:
                 result.error = None
                 return
-            try:
-                self._send(rows, left, result)
-            except Retry as exc:
-                result.error = exc.error
-                failures += 1
-                if failures > retries:
-                    return
-                pause = min(self.backoff.next(), deadline() - time.monotonic())
-                if pause > 0:
-                    time.sleep(pause)
-                continue
-            failures = 0
+            self._send(rows, deadline() - time.monotonic(), result)
             self.backoff.reset()
 
     def _send(self, rows: list[Row], left: float, result: Drained) -> None:
