@@ -24,7 +24,7 @@ from orc_team.server.auth import Claims
 from orc_team.server.config import ServerConfig
 from orc_team.server.connection import Connection
 from orc_team.server.sqlite_store import SQLiteStore
-from orc_team.server.store import Holder
+from orc_team.server.store import ClientInstance
 
 us = 1e6
 
@@ -56,7 +56,7 @@ class _Discard:
 
 
 async def _store_cycles(store: SQLiteStore, n: int, project: str | None) -> list[float]:
-    holder = Holder("bench", "bench:1", "Bench", None)
+    holder = ClientInstance("bench", "bench:1", "Bench", None)
     out = []
     for i in range(n):
         task = f"CYCLE-{i % 50}"

@@ -15,6 +15,7 @@ from typing import Any
 from orc_git.cli.output import Output
 from orc_git.errors import OrcError, UsageError
 
+from orc_team.protocol import EVENTS_KEPT
 from orc_team.server.auth import (
     MAX_LIFETIME,
     ROLES,
@@ -87,6 +88,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    default=MAX_LIFETIME, metavar="S",
                    help="longest token lifetime accepted, exp minus iat (or minus now) "
                         "(2592000: 30 days)")
+    p.add_argument("--events-kept", type=_number(1, 1e9, int), default=EVENTS_KEPT,
+                   metavar="N", help="latest events kept per project for replay, at least "
+                                     f"({EVENTS_KEPT})")
     p.add_argument("--log-level", default="info",
                    choices=("debug", "info", "warning", "error"))
 
@@ -209,9 +213,10 @@ def cmd_serve(args: argparse.Namespace, out: Any) -> int:
                           burst=args.burst, send_queue=args.send_queue,
                           busy_poll=args.busy_poll, handshake_timeout=args.handshake_timeout,
                           max_per_peer=args.max_per_peer, max_per_user=args.max_per_user,
-                          max_token_lifetime=args.max_token_lifetime)
+                          max_token_lifetime=args.max_token_lifetime,
+                          events_kept=args.events_kept)
     _configure_logging(args.log_level)
-    store = SQLiteStore(config.store)
+    store = SQLiteStore(config.store, config.events_kept)
     try:
         run(config, store)
     except OSError as exc:

@@ -22,11 +22,23 @@ from orc_team.server.locks import LockService
 from orc_team.server.presence import Presence
 from orc_team.server.ratelimit import TokenBucket
 from orc_team.server.sqlite_store import SQLiteStore, StoreInUse
-from orc_team.server.store import Holder
+from orc_team.server.store import ClientInstance, NewEvent, Recorded
 
-ALICE = Holder("alice", "laptop", "Alice", None)
-ALICE_DESKTOP = Holder("alice", "desktop", "Alice", None)
-BOB = Holder("bob", "b1", "Bob", None)
+from conftest import unique
+
+ALICE = ClientInstance("alice", "laptop", "Alice", None)
+ALICE_DESKTOP = ClientInstance("alice", "desktop", "Alice", None)
+BOB = ClientInstance("bob", "b1", "Bob", None)
+
+
+async def record(store: SQLiteStore, task_id: str, project_id: str | None,
+                 state: dict[str, Any]) -> int | None:
+    """One published event, as the event bus hands it to the store; its offset."""
+    event_id = unique("ev")
+    [kept] = await store.record_events([NewEvent(event_id, task_id, project_id, state,
+                                                 {"event_id": event_id})])
+    assert isinstance(kept, Recorded), kept
+    return kept.offset
 
 
 async def test_store_decisions(tmp_path: Path) -> None:
@@ -52,8 +64,9 @@ async def test_store_persists_and_is_exclusive(tmp_path: Path) -> None:
     path = str(tmp_path / "s.sqlite3")
     store = SQLiteStore(path)
     await store.acquire("T-1", ALICE, 60, 1000.0)
-    offset, task = await store.record_event("T-1", "acme", {"status": "running"})
-    assert offset == 1 and task.state == {"status": "running"}
+    offset = await record(store, "T-1", "acme", {"status": "running"})
+    task = await store.get_task("T-1")
+    assert offset == 1 and task is not None and task.state == {"status": "running"}
     with pytest.raises(StoreInUse):
         SQLiteStore(path)
     await store.close()
@@ -62,9 +75,11 @@ async def test_store_persists_and_is_exclusive(tmp_path: Path) -> None:
     assert lock is not None and lock.holder == ALICE and lock.token == 1
     assert (await reopened.acquire("T-1", BOB, 60, 1002.0)).outcome == "held"
     regrant = await reopened.acquire("T-1", BOB, 60, 2000.0)
-    # The grant takes the project's next offset (for its announcement) in its own transaction.
-    assert (regrant.lock.token, regrant.lock.project_id, regrant.offset) == (2, "acme", 2)
-    assert await reopened.next_offset("acme") == 3
+    # The grant takes the project's next offsets (for announcing the expired lease, then the
+    # grant) in its own transaction: subscribers see them in that order.
+    assert (regrant.lock.token, regrant.lock.project_id, regrant.offset) == (2, "acme", 3)
+    assert regrant.expired is not None and regrant.expired_offset == 2
+    assert await reopened.next_offset("acme") == 4
     task2 = await reopened.get_task("T-1")
     assert task2 is not None and task2.state == {"status": "running"}
     await reopened.close()
@@ -76,9 +91,10 @@ async def test_decisions_from_memory_match_what_was_committed(tmp_path: Path) ->
     path = str(tmp_path / "s.sqlite3")
     store = SQLiteStore(path)
     await store.acquire("T-1", ALICE, 60, 1000.0)
-    await store.record_event("T-1", "acme", {})  # T-1 learns its project while locked
+    await record(store, "T-1", "acme", {})  # T-1 learns its project while locked
     await store.acquire("T-2", BOB, 60, 1000.0, project_id="acme")
-    await store.acquire("T-2", Holder("bob", "b1", "Robert", "b@x"), 90, 1001.0)  # extended
+    bob = ClientInstance("bob", "b1", "Robert", "b@x")
+    await store.acquire("T-2", bob, 90, 1001.0)  # extended
     await store.acquire("T-3", ALICE, 5, 1000.0)
     await store.acquire("T-3", BOB, 60, 1010.0)  # the expired lease is replaced
     await store.acquire("T-4", ALICE, 60, 1000.0)
@@ -137,7 +153,7 @@ async def test_an_unexpected_failure_is_internal_and_answered_once(
             raise RuntimeError("disk on fire")
 
     class BrokenBus(EventBus):
-        def announce(self, *args: Any, **kwargs: Any) -> None:
+        async def announce(self, *args: Any, **kwargs: Any) -> None:
             raise RuntimeError("fan-out on fire")
 
     d = dispatcher(Broken(":memory:"), BrokenBus)

@@ -39,9 +39,12 @@ from orc_team.server.hub import Hub
 from orc_team.server.locks import LockService, lock_json
 from orc_team.server.logtext import BadRequestFilter, Throttle, clean, loop_exception_handler
 from orc_team.server.presence import Presence
+from orc_team.server.replay import start_after
 from orc_team.server.store import Store
 
 log = logging.getLogger("orc_team.server")
+DEFAULT_EVENTS = 100
+"""Events ``GET /api/events`` answers without a ``limit``."""
 http_log = logging.getLogger("orc_team.http")  # aiohttp's request handler logs here
 
 
@@ -196,6 +199,51 @@ async def presence_view(request: web.Request) -> web.Response:
     return web.json_response({"presence": request.app[SERVER].presence.snapshot()})
 
 
+def _bad_request(text: str) -> web.HTTPBadRequest:
+    body = protocol.encode(protocol.http_error(protocol.INVALID_MESSAGE, text))
+    return web.HTTPBadRequest(body=body, content_type="application/json")
+
+
+def _query_fields(request: web.Request) -> Fields:
+    """The query's parameters as a message's fields: the same checks, naming the parameter."""
+    data: dict[str, object] = {}
+    for key in ("project", "since", "limit", "epoch"):
+        value = request.query.get(key)
+        if value is None:
+            continue
+        if key in ("since", "limit"):
+            try:
+                data[key] = int(value) if value.isascii() else value
+            except ValueError:
+                raise _bad_request(f"{key} must be a whole number") from None
+        else:
+            data[key] = value
+    return Fields(protocol.Envelope("events", None, data), "query")
+
+
+async def events_view(request: web.Request) -> web.Response:
+    """``GET /api/events?project=P[&since=N][&epoch=E][&limit=L]``: the same replay as
+    ``subscribe since`` (the first ``limit`` after ``since``), or without ``since`` the
+    latest ``limit`` events; oldest first either way."""
+    _admit(request)
+    fields = _query_fields(request)
+    try:
+        project = fields.name("project", required=True)
+        since, epoch = fields.since(), fields.epoch()
+        limit = fields.integer("limit", DEFAULT_EVENTS, 1, protocol.MAX_REPLAY)
+    except protocol.ProtocolError as exc:
+        raise _bad_request(exc.message) from None
+    assert project is not None
+    store = request.app[SERVER].store
+    stream = await store.stream(project)
+    after, truncated = (None, False) if since is None else start_after(stream, since, epoch)
+    rows = await store.events(project, after, limit)
+    tail = protocol.encode({"epoch": stream.epoch, "last_offset": stream.last_offset,
+                            "truncated": truncated})
+    body = b'{"events":[' + b",".join(data for _, data in rows) + b"]," + tail[1:]
+    return web.Response(body=body, content_type="application/json")
+
+
 async def index(request: web.Request) -> web.Response:
     server = request.app[SERVER]
     body = f"""<!doctype html>
@@ -236,6 +284,7 @@ def build_app(config: ServerConfig, store: Store) -> web.Application:
     app.router.add_get("/api/locks", locks_view)
     app.router.add_get("/api/locks/{task_id}", lock_view)
     app.router.add_get("/api/presence", presence_view)
+    app.router.add_get("/api/events", events_view)
     app.cleanup_ctx.append(_background)
     app.on_shutdown.append(_close_connections)
     return app

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from orc_git.config import orc_home
 from orc_git.errors import UsageError
 
-from orc_team.protocol import MAX_FRAME_BYTES, MAX_MESSAGE_BYTES
+from orc_team.protocol import EVENTS_KEPT, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES
 from orc_team.server.auth import MAX_LIFETIME
 from orc_team.spin import SPIN
 
@@ -56,6 +56,9 @@ class ServerConfig:
     max_per_user: int = 64
     """WebSocket connections open at once with one user's tokens (0: no cap); one more is
     answered HTTP 429 before the upgrade."""
+    events_kept: int = EVENTS_KEPT
+    """Each project's latest events kept for replay, at least (older ones are dropped in
+    steps of a tenth of this)."""
     max_token_lifetime: float = MAX_LIFETIME
     """Longest lifetime (``exp`` minus ``iat``, or minus now) of a token the server accepts."""
 

@@ -25,7 +25,7 @@ from orc_team.server.auth import Claims
 from orc_team.server.config import ServerConfig
 from orc_team.server.logtext import clean
 from orc_team.server.ratelimit import TokenBucket
-from orc_team.server.store import Holder
+from orc_team.server.store import ClientInstance
 
 log = logging.getLogger("orc_team.server")
 
@@ -39,12 +39,46 @@ def text_frame(data: bytes) -> bytes:
     return Frame(Opcode.TEXT, data).serialize(mask=False)
 
 
+class Held:
+    """A project's live events held back from one connection while a replay of that project
+    runs on it (:mod:`orc_team.server.replay`), sent once the replay has caught up.  Bounded:
+    past its size it gives up holding (``complete`` False) and the replay reads those events
+    from the store instead, where they already are."""
+
+    def __init__(self, max_items: int, max_bytes: int) -> None:
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self.items: list[tuple[int, bytes]] = []
+        self.bytes = 0
+        self.complete = True
+
+    def hold(self, offset: int | None, data: bytes) -> None:
+        if not self.complete or offset is None:
+            return
+        if len(self.items) >= self.max_items or self.bytes + len(data) > self.max_bytes:
+            self.reset()
+            self.complete = False
+            return
+        self.items.append((offset, data))
+        self.bytes += len(data)
+
+    def reset(self) -> None:
+        self.items.clear()
+        self.bytes = 0
+        self.complete = True
+
+    def after(self, offset: int) -> list[bytes]:
+        """What the replay has not sent, in offset order."""
+        return [data for at, data in sorted(self.items, key=lambda item: item[0])
+                if at > offset]
+
+
 class Connection:
     def __init__(self, cid: int, claims: Claims, client: str, remote: str,
                  ws: web.WebSocketResponse, request: web.Request, config: ServerConfig) -> None:
         self.id = cid
         self.claims = claims
-        self.holder = Holder(claims.user, client, claims.name, claims.email)
+        self.holder = ClientInstance(claims.user, client, claims.name, claims.email)
         self.remote = remote
         self.ws = ws
         self._request = request
@@ -59,6 +93,9 @@ class Connection:
         self._queue: collections.deque[bytes] = collections.deque()
         self._queued_bytes = 0
         self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()  # set while nothing is queued
+        self._idle.set()
+        self.replays: dict[str, Held] = {}
         self.closing = False
         self.close_reason: str | None = None
         self.close_code: int | None = None
@@ -95,8 +132,26 @@ class Connection:
             return False
         self._queue.append(data)
         self._queued_bytes += len(data)
+        self._idle.clear()
         self._wakeup.set()
         return True
+
+    def has_room(self, size: int) -> bool:
+        """Would a message of ``size`` bytes fit in half the queue?  A replay fills only
+        half, leaving the rest to replies and to other subscriptions' events."""
+        return (len(self._queue) < self._max_items // 2
+                and self._queued_bytes + size <= self._max_bytes // 2)
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait until the queue is empty (or the connection ends): False after ``timeout``."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def held_room(self) -> Held:
+        return Held(max(1, self._max_items // 2), max(1, self._max_bytes // 2))
 
     async def writer(self) -> None:
         """Drain the queue into the socket, one message at a time, until the connection ends."""
@@ -107,6 +162,7 @@ class Connection:
                     self._queued_bytes -= len(data)
                     await self.ws.send_frame(data, WSMsgType.TEXT)
                 self._wakeup.clear()
+                self._idle.set()
                 if not self.closing:
                     await self._wakeup.wait()
         except (ConnectionError, RuntimeError) as exc:  # the peer went away mid-send
@@ -129,6 +185,7 @@ class Connection:
         self._queue.clear()
         self._queued_bytes = 0
         self._wakeup.set()
+        self._idle.set()
         log.warning("%r from %s disconnected: %s", self, self.remote, clean(reason))
         if code is None:
             self._abort()
@@ -152,6 +209,7 @@ class Connection:
         dropped.  A close already under way (the expiry timer's) is waited for, not cut."""
         self.closing = True
         self._wakeup.set()
+        self._idle.set()
         if self._closer is None:
             self._closer = asyncio.ensure_future(self._close(code, reason))
         with contextlib.suppress(Exception):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from orc_team import protocol
 from orc_team.protocol import (
@@ -30,11 +30,12 @@ from orc_team.protocol import (
 )
 from orc_team.server.config import ServerConfig
 from orc_team.server.connection import CLOSE_POLICY, Connection
-from orc_team.server.events import EventBus
-from orc_team.server.fields import Fields
+from orc_team.server.events import EventBus, Publish, refusal
+from orc_team.server.fields import EVENT_ID, Fields
 from orc_team.server.hub import Hub
 from orc_team.server.locks import LockService, lock_json
 from orc_team.server.presence import Presence
+from orc_team.server.replay import replay, start_after
 from orc_team.server.store import Store
 
 log = logging.getLogger("orc_team.server")
@@ -116,8 +117,15 @@ class Dispatcher:
         req.reply()
 
     async def on_subscribe(self, req: Request) -> None:
+        """With ``since``, a project subscription replays what was kept after it (see
+        :mod:`orc_team.server.replay`) before its live events; a task subscription takes no
+        ``since`` (a task's events are replayed through its project)."""
         self.presence.touch(req.conn)
         kind, key = req.fields.one_target()
+        since, epoch = req.fields.since(), req.fields.epoch()
+        if kind == "task" and (since is not None or epoch is not None):
+            raise req.fields.fail("data.since and data.epoch go with data.project_id (replay "
+                                  "is per project; subscribe to the task's project)")
         now = time.time()
         if kind == "task":
             task = await self.store.get_task(key)
@@ -134,10 +142,29 @@ class Dispatcher:
                  "lock": lock_json(locks[t.task_id], self.store.domain)
                  if t.task_id in locks else None}
                 for t in tasks]}
+        if kind == "task":
+            self._subscribe(req, kind, key)
+            req.reply({"task_id": key, "current_state": state})
+            return
+        stream = await self.store.stream(key)
+        after, truncated = (None, False) if since is None else start_after(stream, since, epoch)
+        held = req.conn.held_room()
+        if after is not None:  # before subscribing: from now on, its live events are held
+            req.conn.replays[key] = held
+        try:
+            self._subscribe(req, kind, key)
+            req.reply({"project_id": key, "current_state": state, "epoch": stream.epoch,
+                       "last_offset": stream.last_offset, "truncated": truncated})
+        except BaseException:
+            req.conn.replays.pop(key, None)
+            raise
+        if after is not None:
+            await replay(req.conn, self.store, key, after, held)
+
+    def _subscribe(self, req: Request, kind: Literal["task", "project"], key: str) -> None:
         if not self.hub.subscribe(req.conn, kind, key):
             raise ProtocolError(RATE_LIMITED, f"at most {self.hub.max_subscriptions} "
                                 "subscriptions per connection", req.env.id)
-        req.reply({f"{kind}_id": key, "current_state": state})
 
     async def on_unsubscribe(self, req: Request) -> None:
         self.presence.touch(req.conn)
@@ -167,15 +194,62 @@ class Dispatcher:
         await self.locks.unlock(req.conn, req.env.id, req.reply, task_id, force)
 
     async def on_event(self, req: Request) -> None:
+        """One event; a refusal is the reply's error, as it always was."""
         self.presence.touch(req.conn)
-        f = req.fields
+        item = _publish(req.fields)
+        if isinstance(item, ProtocolError):
+            raise item
+        conn = req.conn
+        [ack] = await self.events.publish([item], sender=conn.holder, admin=conn.claims.admin)
+        error = ack.get("error")
+        if error is not None:
+            raise ProtocolError(error["code"], error["message"], req.env.id)
+        if req.env.id is not None:
+            req.reply(ack)
+
+    async def on_events(self, req: Request) -> None:
+        """A batch: one ``acks`` in the same order; a refused entry gets its error there and
+        the others are kept (one store transaction)."""
+        self.presence.touch(req.conn)
+        entries = req.fields.data.get("events")
+        if (not isinstance(entries, list)
+                or not 1 <= len(entries) <= protocol.MAX_BATCH_EVENTS):
+            raise req.fields.fail("data.events must be a list of 1 to "
+                                  f"{protocol.MAX_BATCH_EVENTS} events")
+        acks: list[dict[str, Any] | None] = [None] * len(entries)
+        valid: list[tuple[int, Publish]] = []
+        for i, entry in enumerate(entries):
+            item = (_publish(Fields(Envelope(protocol.EVENT, req.env.id, entry),
+                                    f"data.events[{i}]")) if isinstance(entry, dict) else
+                    ProtocolError(INVALID_MESSAGE, f"data.events[{i}] must be an object"))
+            if isinstance(item, Publish):
+                valid.append((i, item))
+            else:
+                acks[i] = refusal(_echo(entry), item)
+        conn = req.conn
+        kept = await self.events.publish([item for _, item in valid], sender=conn.holder,
+                                         admin=conn.claims.admin)
+        for (i, _), ack in zip(valid, kept, strict=True):
+            acks[i] = ack
+        if req.env.id is not None:
+            req.reply({"acks": acks})
+
+
+def _echo(entry: object) -> str | None:
+    """A refused entry's event_id, when it is one the client could have sent."""
+    value = entry.get("event_id") if isinstance(entry, dict) else None
+    return value if isinstance(value, str) and EVENT_ID.fullmatch(value) else None
+
+
+def _publish(f: Fields) -> Publish | ProtocolError:
+    """An event's fields, validated, or why not (its id echoed when it could be read)."""
+    try:
         event_type, task_id = f.event_type(), f.task_id()
         project_id, payload = f.name("project_id"), f.payload()
-        if event_type.startswith(RESERVED_EVENT_PREFIXES):
-            raise ProtocolError(FORBIDDEN, f"{event_type}: lock.* and presence.* events are "
-                                "the server's own", req.env.id)
-        conn = req.conn
-        stamps = await self.events.publish(event_type, task_id, project_id, payload,
-                                           holder=conn.holder, admin=conn.claims.admin)
-        if req.env.id is not None:
-            req.reply(stamps)
+        event_id, made_at = f.event_id(), f.made_at()
+    except ProtocolError as exc:
+        return exc
+    if event_type.startswith(RESERVED_EVENT_PREFIXES):
+        return ProtocolError(FORBIDDEN, f"{event_type}: lock.* and presence.* events are the "
+                             "server's own", f.req_id)
+    return Publish(event_type, task_id, project_id, payload, event_id, made_at)

@@ -1,22 +1,37 @@
 """The event stream: server-stamped events fanned out to a task's and its project's subscribers.
 
-Every event, published by an executor or raised by the lock service, is stamped here with the
-user it concerns, a timestamp and the project's next offset (persisted, so offsets keep increasing
-across restarts and a reconnecting client will be able to ask for what it missed).  Task events
-also keep the task's ``current_state`` (status, phase, iteration) that subscribers receive.
+Every event, published by an executor or raised by the lock service, is stamped here with its
+``event_id``, the user it concerns, a timestamp and the project's next offset, and kept in the
+store with it: offsets keep increasing across restarts, a reconnecting client asks for what it
+missed (``subscribe since``, :mod:`orc_team.server.replay`), and a re-sent ``event_id`` is
+dropped.  Fan-out happens only once the event is kept, which is what lets a replay hand over to
+live events without a gap.  Task events also keep the task's ``current_state`` (status, phase,
+iteration) that subscribers receive.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterable, Mapping
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from orc_team import protocol
 from orc_team.protocol import FORBIDDEN, ProtocolError
 from orc_team.server.connection import Connection
 from orc_team.server.hub import Hub
-from orc_team.server.store import Holder, LockRecord, ProjectMismatch, Store
+from orc_team.server.store import (
+    ClientInstance,
+    LockRecord,
+    NewEvent,
+    ProjectMismatch,
+    Recorded,
+    Store,
+)
+
+log = logging.getLogger("orc_team.server")
 
 STATUS_BY_EVENT = {
     "task.created": "created", "task.started": "running", "task.resumed": "running",
@@ -53,58 +68,121 @@ def _who(lock: LockRecord) -> str:
     return f"{name} ({lock.holder.user}, client {lock.holder.client})"
 
 
+@dataclass(frozen=True)
+class Publish:
+    """One event as a client sent it (an ``event``'s data, or an entry of ``events``),
+    validated; ``event_id`` None: the server makes one."""
+
+    event_type: str
+    task_id: str
+    project_id: str | None
+    payload: dict[str, Any]
+    event_id: str | None = None
+    made_at: str | None = None
+
+
+def frame(data: bytes) -> bytes:
+    """The ``event`` push around a kept event's JSON, without decoding it."""
+    return b'{"type":"event","data":' + data + b"}"
+
+
+def _ack(result: Recorded, task_id: str, timestamp: str, holder: bool) -> dict[str, Any]:
+    """An ack: the stored stamps for a duplicate, this event's otherwise."""
+    stored = result.stored or {}
+    if result.duplicate:
+        task_id = stored.get("task_id", task_id)
+        timestamp = stored.get("timestamp", timestamp)
+        holder = stored.get("holder", holder)
+    return {"event_id": result.event_id, "task_id": task_id, "project_id": result.project_id,
+            "offset": result.offset, "epoch": result.epoch, "timestamp": timestamp,
+            "duplicate": result.duplicate, "holder": holder}
+
+
+def refusal(event_id: str | None, exc: ProtocolError) -> dict[str, Any]:
+    """An entry of ``acks`` for an event that was not kept."""
+    return {"event_id": event_id, "error": {"code": exc.code, "message": exc.message}}
+
+
 class EventBus:
     def __init__(self, hub: Hub, store: Store) -> None:
         self.hub = hub
         self.store = store
 
-    async def publish(self, event_type: str, task_id: str, project_id: str | None,
-                      payload: dict[str, Any], *, holder: Holder, admin: bool
-                      ) -> dict[str, Any]:
-        """An executor's event: check who may publish it, update the task's state, stamp, fan
-        out.  Returns the stamps.
+    async def publish(self, items: Sequence[Publish], *,
+                      sender: ClientInstance, admin: bool) -> list[dict[str, Any]]:
+        """Executors' events, in order: check who may publish each, update the tasks' state,
+        stamp, keep (one store transaction), fan out.  Returns one ack per item, or a
+        :func:`refusal` for an item refused here.
 
-        While a task is locked, its lease holder (same user, same client instance) speaks for
-        it: anyone else's event about it is refused (FORBIDDEN), an admin's is accepted and
-        stamped ``holder: false``.  A task's events stay in the first project it was seen
-        under.  The stamps (user, user_name, timestamp, offset, holder) are the server's own;
-        fields of those names sent in ``data`` are never used."""
+        An ``event_id`` already kept is acked again with its stored stamps (``duplicate``) and
+        not sent to anyone: re-sending is always safe.  That is checked first, so a re-sent
+        event is acked even after its lock changed hands.  While a task is locked, its lease
+        holder (same user, same client instance) speaks for it: anyone else's event about it
+        is refused (FORBIDDEN), an admin's is accepted and stamped ``holder: false``.  A task's
+        events stay in the first project it was seen under.  The stamps (user, user_name,
+        timestamp, offset, holder) are the server's own; fields of those names sent in
+        ``data`` are never used."""
         now = time.time()
-        lock = await self.store.get_lock(task_id, now)
-        is_holder = lock is not None and lock.held_by(holder)
-        if lock is not None and not is_holder and not admin:
-            raise ProtocolError(FORBIDDEN, f"{task_id} is locked by {_who(lock)}: only the lock's "
-                                "holder (its user and client instance) publishes events about "
-                                "it while it is held")
-        patch = state_patch(event_type, payload, holder.user, now)
-        try:
-            offset, task = await self.store.record_event(task_id, project_id, patch)
-        except ProjectMismatch as exc:
-            raise ProtocolError(FORBIDDEN, f"{task_id} belongs to project {exc.project_id}; its "
-                                f"events cannot go to project {project_id}") from None
-        return self._send(event_type, task_id, task.project_id, payload, user=holder.user,
-                          user_name=holder.name, offset=offset, now=now,
-                          holder=is_holder)
+        timestamp = protocol.iso(now)
+        ids = [item.event_id for item in items if item.event_id]
+        known = await self.store.find_events(ids) if ids else {}
+        out: list[dict[str, Any] | None] = [None] * len(items)
+        fresh: list[tuple[int, NewEvent, bool]] = []
+        for i, item in enumerate(items):
+            if item.event_id in known:
+                out[i] = _ack(known[item.event_id], item.task_id, timestamp, False)
+                continue
+            event_id = item.event_id or str(uuid.uuid4())
+            lock = await self.store.get_lock(item.task_id, now)
+            is_holder = lock is not None and lock.held_by(sender)
+            if lock is not None and not is_holder and not admin:
+                out[i] = refusal(event_id, ProtocolError(
+                    FORBIDDEN, f"{item.task_id} is locked by {_who(lock)}: only the lock's "
+                    "holder (its user and client instance) publishes events about it while it "
+                    "is held"))
+                continue
+            data = {"event_id": event_id, "event_type": item.event_type,
+                    "task_id": item.task_id, "project_id": None, "user": sender.user,
+                    "user_name": sender.name, "made_at": item.made_at, "timestamp": timestamp,
+                    "offset": None, "holder": is_holder, "payload": item.payload}
+            patch = state_patch(item.event_type, item.payload, sender.user, now)
+            fresh.append((i, NewEvent(event_id, item.task_id, item.project_id, patch, data),
+                          is_holder))
+        results = await self.store.record_events([event for _, event, _ in fresh])
+        for (i, event, is_holder), result in zip(fresh, results, strict=True):
+            if isinstance(result, ProjectMismatch):
+                out[i] = refusal(event.event_id, ProtocolError(
+                    FORBIDDEN, f"{event.task_id} belongs to project {result.project_id}; its "
+                    f"events cannot go to project {event.project_id}"))
+                continue
+            if not result.duplicate:  # a duplicate within this batch is sent once
+                self._deliver(result, event.task_id)
+            out[i] = _ack(result, event.task_id, timestamp, is_holder)
+        return [ack for ack in out if ack is not None]
 
-    def announce(self, event_type: str, task_id: str, project_id: str | None,
-                 payload: Mapping[str, Any], *, user: str | None, user_name: str | None,
-                 offset: int | None, also: Iterable[Connection] = ()) -> None:
+    async def announce(self, event_type: str, task_id: str, project_id: str | None,
+                       payload: Mapping[str, Any], *, user: str | None, user_name: str | None,
+                       offset: int | None, also: Iterable[Connection] = ()) -> None:
         """A server event (lock.*): no state to keep; ``offset`` was taken by the caller (with
-        the lock change itself, when the store could)."""
-        self._send(event_type, task_id, project_id, payload, user=user, user_name=user_name,
-                   offset=offset, now=time.time(), also=also)
-
-    def _send(self, event_type: str, task_id: str, project_id: str | None,
-              payload: Mapping[str, Any], *, user: str | None, user_name: str | None,
-              offset: int | None, now: float, also: Iterable[Connection] = (),
-              holder: bool | None = None) -> dict[str, Any]:
-        stamps: dict[str, Any] = {"timestamp": protocol.iso(now), "offset": offset}
-        if holder is not None:  # published events say whether their sender held the lock
-            stamps["holder"] = holder
+        the lock change itself, when the store could).  Kept for replay when it has one; a
+        store that fails to keep it is logged, and the event is still sent."""
+        event_id = str(uuid.uuid4())
+        data = {"event_id": event_id, "event_type": event_type, "task_id": task_id,
+                "project_id": project_id, "user": user, "user_name": user_name,
+                "made_at": None, "timestamp": protocol.iso(time.time()), "offset": offset,
+                "payload": payload}
+        encoded = protocol.encode(data)
+        if project_id is not None and offset is not None:
+            try:
+                await self.store.keep_event(event_id, project_id, offset, encoded)
+            except Exception:
+                log.exception("%s: could not keep %s (offset %s) for replay", task_id,
+                              event_type, offset)
         targets = self.hub.audience(task_id, project_id, also)
-        if targets:  # most lock changes have no audience: then nothing is encoded
-            data = {"event_type": event_type, "task_id": task_id, "project_id": project_id,
-                    "user": user, "user_name": user_name, **stamps, "payload": payload}
-            self.hub.deliver(protocol.encode(protocol.message(protocol.EVENT, data=data)),
-                             targets)
-        return {**stamps, "task_id": task_id, "project_id": project_id}
+        if targets:
+            self.hub.deliver(frame(encoded), targets, project_id, offset)
+
+    def _deliver(self, result: Recorded, task_id: str) -> None:
+        targets = self.hub.audience(task_id, result.project_id)
+        if targets:
+            self.hub.deliver(frame(result.data), targets, result.project_id, result.offset)

@@ -7,6 +7,7 @@ envelope parser let through, naming the offending field in its error.
 
 from __future__ import annotations
 
+import datetime
 import re
 from typing import Any, Literal
 
@@ -21,17 +22,25 @@ from orc_team.protocol import (
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z0-9_]+)*")
+EVENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}")
+"""A publisher's event id: a UUID in practice; any short printable token is accepted."""
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:[Zz]|[+-]\d\d:\d\d)")
+_EPOCH = re.compile(r"[A-Za-z0-9._-]{1,64}")
+MAX_SINCE = 2**53 - 1  # what every JSON reader holds exactly
 
 
 class Fields:
     """Typed access to ``data`` that names the offending field in its error."""
 
-    def __init__(self, env: Envelope) -> None:
+    def __init__(self, env: Envelope, where: str = "data") -> None:
         self.data = env.data
         self.req_id = env.id
+        self.where = where
+        """How errors name the object: ``data``, or ``data.events[3]`` for a batch's entry."""
 
     def fail(self, text: str) -> ProtocolError:
-        return ProtocolError(INVALID_MESSAGE, text, self.req_id)
+        return ProtocolError(INVALID_MESSAGE, text.replace("data.", self.where + ".", 1),
+                             self.req_id)
 
     def name(self, key: str, *, required: bool = False) -> str | None:
         """A task or project id: the core's task-id rule, so ids stay valid path components."""
@@ -76,6 +85,44 @@ class Fields:
         if not isinstance(value, str) or len(value) > 64 or not _EVENT_TYPE.fullmatch(value):
             raise self.fail("data.event_type must be a dotted lower-case name such as "
                             "'task.phase' (at most 64 characters)")
+        return value
+
+    def event_id(self) -> str | None:
+        value = self.data.get("event_id")
+        if value is None:
+            return None
+        if not isinstance(value, str) or not EVENT_ID.fullmatch(value):
+            raise self.fail("data.event_id must be 1-100 letters, digits, '.', '_', ':' or "
+                            "'-' (a UUID), starting with a letter or digit")
+        return value
+
+    def made_at(self) -> str | None:
+        """An RFC 3339 time, kept as sent when it is one."""
+        value = self.data.get("made_at")
+        if value is None:
+            return None
+        if isinstance(value, str) and len(value) <= 40 and _RFC3339.fullmatch(value):
+            try:
+                datetime.datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+            except ValueError:
+                pass
+            else:
+                return value
+        raise self.fail("data.made_at must be an RFC 3339 time such as "
+                        "'2026-01-02T03:04:05.678Z'")
+
+    def since(self) -> int | None:
+        if self.data.get("since") is None:
+            return None
+        return self.integer("since", 0, 0, MAX_SINCE)
+
+    def epoch(self) -> str | None:
+        value = self.data.get("epoch")
+        if value is None:
+            return None
+        if not isinstance(value, str) or not _EPOCH.fullmatch(value):
+            raise self.fail("data.epoch must be the epoch a subscribed or ack gave (1-64 "
+                            "letters, digits, '.', '_' or '-')")
         return value
 
     def payload(self) -> dict[str, Any]:

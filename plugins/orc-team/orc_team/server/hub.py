@@ -87,13 +87,20 @@ class Hub:
         return self.deliver(data, list(self.connections.values()))
 
     @staticmethod
-    def deliver(data: bytes, targets: Iterable[Connection]) -> int:
+    def deliver(data: bytes, targets: Iterable[Connection], project_id: str | None = None,
+                offset: int | None = None) -> int:
         """Queue the same bytes for each target; returns how many took them.  A connection
         whose token has expired gets nothing, even in the moment before its expiry timer
-        runs and closes it."""
+        runs and closes it.  A connection replaying the event's project has it held until
+        its replay catches up (an event of that project is never sent twice or out of order)."""
         sent = 0
         now = time.time()
         for conn in targets:
-            if conn.claims.expires > now and conn.send_bytes(data):
+            if conn.claims.expires <= now:
+                continue
+            if conn.replays and project_id in conn.replays:
+                conn.replays[project_id].hold(offset, data)
+                sent += 1
+            elif conn.send_bytes(data):
                 sent += 1
         return sent

@@ -73,7 +73,7 @@ class LockService:
                                          steal=force and conn.claims.admin,
                                          project_id=project_id)
         if grant.expired is not None:
-            await self._announce_expired(grant.expired)
+            await self._announce_expired(grant.expired, grant.expired_offset)
         lock = grant.lock
         if not grant.granted:
             if force:
@@ -92,16 +92,16 @@ class LockService:
             "client": lock.holder.client, "ttl": lock.ttl, "token": lock.token,
             "expires_at": protocol.iso(lock.expires_at)}
         if stolen is None:
-            self.events.announce(LOCK_ACQUIRED, task_id, lock.project_id, acquired,
+            await self.events.announce(LOCK_ACQUIRED, task_id, lock.project_id, acquired,
                                  user=conn.user, user_name=conn.claims.name, offset=grant.offset)
             return
         log.info("%s: %s stole the lock from %s", task_id, conn.user, _who(stolen))
         payload: LockStolenPayload = {
             **acquired, "old_owner": stolen.holder.user, "old_client": stolen.holder.client,
             "old_token": stolen.token, "new_owner": conn.user}
-        self.events.announce(LOCK_STOLEN, task_id, lock.project_id, payload,
-                             user=conn.user, user_name=conn.claims.name, offset=grant.offset,
-                             also=self.hub.holder_connections(stolen.holder.key))
+        await self.events.announce(LOCK_STOLEN, task_id, lock.project_id, payload,
+                                   user=conn.user, user_name=conn.claims.name, offset=grant.offset,
+                                   also=self.hub.holder_connections(stolen.holder.key))
 
     async def unlock(self, conn: Connection, req_id: Id | None, reply: Reply, task_id: str,
                      force: bool) -> None:
@@ -124,21 +124,22 @@ class LockService:
             "task_id": task_id, "owner": lock.holder.user, "client": lock.holder.client,
             "token": lock.token, "forced_by": conn.user if by_other else None}
         also = self.hub.holder_connections(lock.holder.key) if by_other else ()
-        self.events.announce(LOCK_RELEASED, task_id, lock.project_id, payload,
-                             user=conn.user,
-                             user_name=conn.claims.name, offset=result.offset, also=also)
+        await self.events.announce(LOCK_RELEASED, task_id, lock.project_id, payload,
+                                   user=conn.user,
+                                   user_name=conn.claims.name, offset=result.offset, also=also)
 
-    async def _announce_expired(self, lock: LockRecord) -> None:
+    async def _announce_expired(self, lock: LockRecord, offset: int | None = None) -> None:
         log.info("%s: the lock of %s expired", lock.task_id, _who(lock))
         payload: LockExpiredPayload = {
             "task_id": lock.task_id, "previous_owner": lock.holder.user,
             "previous_client": lock.holder.client, "token": lock.token,
             "expired_at": protocol.iso(lock.expires_at)}
         project = lock.project_id
-        offset = await self.store.next_offset(project) if project else None
-        self.events.announce(LOCK_EXPIRED, lock.task_id, project, payload,
-                             user=lock.holder.user, user_name=lock.holder.name, offset=offset,
-                             also=self.hub.holder_connections(lock.holder.key))
+        if offset is None and project:
+            offset = await self.store.next_offset(project)
+        await self.events.announce(LOCK_EXPIRED, lock.task_id, project, payload,
+                                   user=lock.holder.user, user_name=lock.holder.name, offset=offset,
+                                   also=self.hub.holder_connections(lock.holder.key))
 
     async def sweep(self) -> int:
         expired = await self.store.expire(time.time())

@@ -25,7 +25,8 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -33,12 +34,17 @@ import filelock
 from orc_git.errors import OrcError, StorageError
 from orc_git.text import json_safe
 
+from orc_team import protocol
+from orc_team.protocol import EVENTS_KEPT
 from orc_team.server.store import (
+    ClientInstance,
     Grant,
-    Holder,
     LockRecord,
+    NewEvent,
     ProjectMismatch,
+    Recorded,
     Release,
+    Stream,
     TaskRecord,
 )
 
@@ -54,6 +60,10 @@ DROP INDEX IF EXISTS locks_by_expiry;
 CREATE TABLE IF NOT EXISTS projects (
     project_id TEXT PRIMARY KEY, last_offset INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL UNIQUE, project_id TEXT, pos INTEGER,
+    data BLOB NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS events_by_offset ON events (project_id, pos);
 """
 # locks_by_expiry went when expiry moved to the in-memory mirror: every grant and release paid
 # for keeping it.
@@ -63,6 +73,10 @@ _SELECT_LOCK = ("SELECT l.task_id, l.user, l.user_name, l.user_email, l.client, 
                 "FROM locks l LEFT JOIN tasks t USING (task_id)")
 _SELECT_TASK = "SELECT task_id, project_id, fence, state FROM tasks WHERE task_id = ?"
 _STORE_STATE = "UPDATE tasks SET state = ? WHERE task_id = ?"
+_KEEP_EVENT = "INSERT INTO events (event_id, project_id, pos, data) VALUES (?, ?, ?, ?)"
+_SAVE_OFFSET = ("INSERT INTO projects (project_id, last_offset, epoch) VALUES (?, ?, ?) "
+                "ON CONFLICT (project_id) DO UPDATE SET last_offset = excluded.last_offset, "
+                "epoch = COALESCE(projects.epoch, excluded.epoch)")
 _ENSURE_TASK = ("INSERT INTO tasks (task_id, project_id, updated_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (task_id) DO UPDATE SET "
                 "project_id = COALESCE(tasks.project_id, excluded.project_id)")
@@ -77,8 +91,8 @@ class StoreInUse(OrcError):
 
 def _lock(row: tuple[Any, ...]) -> LockRecord:
     task_id, user, name, email, client, token, ttl, acquired, beat, expires, project = row
-    return LockRecord(task_id, Holder(user, client, name, email), token, ttl, acquired, beat,
-                      expires, project)
+    return LockRecord(task_id, ClientInstance(user, client, name, email), token, ttl, acquired,
+                      beat, expires, project)
 
 
 def _no_constant(name: str) -> Any:
@@ -116,9 +130,17 @@ def _by_task(locks: Iterable[LockRecord]) -> list[LockRecord]:
     return sorted(locks, key=lambda lock: lock.task_id)
 
 
+def _new_epoch() -> str:
+    return uuid.uuid4().hex
+
+
 class SQLiteStore:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, events_kept: int = EVENTS_KEPT) -> None:
         self.path = path
+        self.events_kept = events_kept
+        self._trim_every = max(1, events_kept // 10)
+        """Old events are dropped every this many new ones per project, not on every insert:
+        between trims a project keeps up to ``events_kept + _trim_every`` events."""
         self._lockfile: filelock.FileLock | None = None
         if path != ":memory:":
             self._lockfile = self._claim(path)
@@ -129,6 +151,7 @@ class SQLiteStore:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA busy_timeout=2000")
             self.db.executescript(SCHEMA)
+            self._migrate()
             self.domain = self._domain()
             rows = self.db.execute(_SELECT_LOCK).fetchall()
         except sqlite3.Error as exc:
@@ -137,6 +160,17 @@ class SQLiteStore:
         self._locks: dict[str, LockRecord] = {row[0]: _lock(row) for row in rows}
         self._tasks: dict[str, tuple[int, str | None]] = {}  # fence, project: read once, lazily
         self._offsets: dict[str, int] = {}
+        self._epochs: dict[str, str] = {}
+        self._saved_epochs: set[str] = set()  # projects whose epoch is committed
+        self._dirty: set[str] = set()  # projects whose offset this transaction moved
+        self._unkept: dict[str | None, int] = {}  # events kept since the last trim
+
+    def _migrate(self) -> None:
+        """Stores made before event replay have no epoch column: their projects get an epoch
+        when next used (their earlier events were never kept, so replay says truncated)."""
+        columns = [row[1] for row in self.db.execute("PRAGMA table_info(projects)")]
+        if "epoch" not in columns:
+            self.db.execute("ALTER TABLE projects ADD COLUMN epoch TEXT")
 
     def _domain(self) -> str:
         """The store's lock domain id, made when the store is (a store made before lock domains
@@ -174,13 +208,20 @@ class SQLiteStore:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
+            for project in self._dirty:  # once per project, however many offsets it took
+                self.db.execute(_SAVE_OFFSET, (project, self._offsets[project],
+                                               self._epochs[project]))
             self.db.execute("COMMIT")
+            self._saved_epochs.update(self._dirty)
         except BaseException:
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
             self._tasks.clear()
             self._offsets.clear()
+            self._epochs.clear()
             raise
+        finally:
+            self._dirty.clear()
 
     def _task_counters(self, task_id: str) -> tuple[int, str | None]:
         known = self._tasks.get(task_id)
@@ -190,21 +231,41 @@ class SQLiteStore:
             known = self._tasks[task_id] = (row[0], row[1]) if row else (0, None)
         return known
 
-    def _take_offset(self, db: sqlite3.Connection, project_id: str) -> int:
-        offset = self._offsets.get(project_id)
-        if offset is None:
-            offset = self._read_offset(project_id)
-        offset += 1
-        db.execute("INSERT INTO projects (project_id, last_offset) VALUES (?, ?) "
-                   "ON CONFLICT (project_id) DO UPDATE SET last_offset = excluded.last_offset",
-                   (project_id, offset))
+    def _take_offset(self, project_id: str) -> int:
+        """The project's next offset, written when the transaction commits (inside ``_tx``)."""
+        offset = self._read_offset(project_id) + 1
         self._offsets[project_id] = offset
+        self._dirty.add(project_id)
         return offset
 
     def _read_offset(self, project_id: str) -> int:
-        row = self.db.execute("SELECT last_offset FROM projects WHERE project_id = ?",
-                              (project_id,)).fetchone()
-        return int(row[0]) if row else 0
+        """The last offset (and the epoch, made here when the project has none yet)."""
+        offset = self._offsets.get(project_id)
+        if offset is None:
+            row = self.db.execute("SELECT last_offset, epoch FROM projects WHERE project_id = ?",
+                                  (project_id,)).fetchone()
+            offset = self._offsets[project_id] = int(row[0]) if row else 0
+            if row and row[1]:
+                self._epochs[project_id] = row[1]
+                self._saved_epochs.add(project_id)
+            else:
+                self._epochs[project_id] = _new_epoch()
+        return offset
+
+    def _keep(self, db: sqlite3.Connection, event_id: str, project_id: str | None,
+              offset: int | None, data: bytes) -> None:
+        db.execute(_KEEP_EVENT, (event_id, project_id, offset, data))
+        unkept = self._unkept[project_id] = self._unkept.get(project_id, 0) + 1
+        if unkept < self._trim_every:
+            return
+        self._unkept[project_id] = 0
+        if project_id is None:  # kept for dedupe only: the latest ones by arrival
+            db.execute("DELETE FROM events WHERE project_id IS NULL AND seq <= (SELECT seq "
+                       "FROM events WHERE project_id IS NULL ORDER BY seq DESC LIMIT 1 "
+                       "OFFSET ?)", (self.events_kept,))
+        elif offset is not None:
+            db.execute("DELETE FROM events WHERE project_id = ? AND pos <= ?",
+                       (project_id, offset - self.events_kept))
 
     def _learn_project(self, task_id: str, project_id: str | None) -> None:
         """A task's project is set once, by the first message that names one."""
@@ -222,14 +283,16 @@ class SQLiteStore:
             return None, current
         return current, None
 
-    async def acquire(self, task_id: str, holder: Holder, ttl: int, now: float, *,
+    async def acquire(self, task_id: str, holder: ClientInstance, ttl: int, now: float, *,
                       steal: bool = False, project_id: str | None = None) -> Grant:
         current, expired = self._live(task_id, now)
         if current is None or (steal and not current.held_by(holder)):
-            granted, offset = self._grant(task_id, holder, ttl, now, project_id)
+            announce_expired = expired is not None and expired.project_id is not None
+            granted, offset, before = self._grant(task_id, holder, ttl, now, project_id,
+                                                  announce_expired)
             if current is not None:
-                return Grant("stolen", granted, expired, current, offset)
-            return Grant("acquired", granted, expired, offset=offset)
+                return Grant("stolen", granted, expired, current, offset, before)
+            return Grant("acquired", granted, expired, offset=offset, expired_offset=before)
         if project_id is not None and current.project_id is None:
             self.db.execute(_ENSURE_TASK, (task_id, project_id, now))
             self._learn_project(task_id, project_id)
@@ -243,10 +306,11 @@ class SQLiteStore:
                                                    heartbeat_at=now, expires_at=now + ttl)
         return Grant("extended", extended)
 
-    def _grant(self, task_id: str, holder: Holder, ttl: int, now: float,
-               project_id: str | None) -> tuple[LockRecord, int | None]:
-        """The next fencing token, the lease (replacing a stale or stolen one) and the offset of
-        its announcement: one transaction."""
+    def _grant(self, task_id: str, holder: ClientInstance, ttl: int, now: float,
+               project_id: str | None, expired: bool
+               ) -> tuple[LockRecord, int | None, int | None]:
+        """The next fencing token, the lease (replacing a stale or stolen one) and the offsets
+        of its announcement and of the expired lease's (when ``expired``): one transaction."""
         fence, project = self._task_counters(task_id)
         project = project or project_id
         token = fence + 1
@@ -258,13 +322,14 @@ class SQLiteStore:
             db.execute("INSERT OR REPLACE INTO locks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (task_id, holder.user, holder.name, holder.email, holder.client, token,
                         ttl, now, now, now + ttl))
-            offset = self._take_offset(db, project) if project else None
+            before = self._take_offset(project) if project and expired else None
+            offset = self._take_offset(project) if project else None
         self._tasks[task_id] = (token, project)
         lock = self._locks[task_id] = LockRecord(task_id, holder, token, ttl, now, now, now + ttl,
                                                  project)
-        return lock, offset
+        return lock, offset, before
 
-    async def release(self, task_id: str, holder: Holder | None, now: float) -> Release:
+    async def release(self, task_id: str, holder: ClientInstance | None, now: float) -> Release:
         current, expired = self._live(task_id, now)
         if expired is not None:
             self._delete(task_id)
@@ -278,7 +343,7 @@ class SQLiteStore:
             return Release(True, current)
         with self._tx() as db:
             db.execute("DELETE FROM locks WHERE task_id = ?", (task_id,))
-            offset = self._take_offset(db, current.project_id)
+            offset = self._take_offset(current.project_id)
         del self._locks[task_id]
         return Release(True, current, offset=offset)
 
@@ -319,26 +384,97 @@ class SQLiteStore:
                                "WHERE project_id = ? ORDER BY task_id", (project_id,)).fetchall()
         return [self._task(row) for row in rows]
 
-    async def record_event(self, task_id: str, project_id: str | None,
-                           state: dict[str, Any]) -> tuple[int | None, TaskRecord]:
+    async def record_events(self, events: Sequence[NewEvent]
+                            ) -> list[Recorded | ProjectMismatch]:
+        results: list[Recorded | ProjectMismatch] = []
+        now = time.time()
         with self._tx() as db:
-            db.execute(_ENSURE_TASK, (task_id, project_id, time.time()))
-            task = self._task(db.execute(_SELECT_TASK, (task_id,)).fetchone())
-            if project_id is not None and task.project_id != project_id:
-                raise ProjectMismatch(task_id, task.project_id)  # rolled back: nothing changed
-            if state:
-                task.state.update(state)
-                db.execute(_STORE_STATE, (_dump(task.state), task_id))
-            offset = self._take_offset(db, task.project_id) if task.project_id else None
-        self._learn_project(task_id, task.project_id)
-        return offset, task
+            for event in events:
+                results.append(self._record(db, event, now))
+        for event, result in zip(events, results, strict=True):
+            if isinstance(result, Recorded) and not result.duplicate:
+                self._learn_project(event.task_id, result.project_id)
+        return results
+
+    def _record(self, db: sqlite3.Connection, event: NewEvent, now: float
+                ) -> Recorded | ProjectMismatch:
+        known = self._known(db, [event.event_id])
+        if known:
+            return known[event.event_id]
+        row = db.execute(_SELECT_TASK, (event.task_id,)).fetchone()
+        if row is None:
+            project = event.project_id
+            db.execute("INSERT INTO tasks (task_id, project_id, state, updated_at) "
+                       "VALUES (?, ?, ?, ?)", (event.task_id, project, _dump(event.state), now))
+        else:
+            task = self._task(row)
+            project = task.project_id or event.project_id
+            if event.project_id is not None and project != event.project_id:
+                return ProjectMismatch(event.task_id, project)
+            if event.state or project != task.project_id:
+                task.state.update(event.state)
+                db.execute("UPDATE tasks SET project_id = ?, state = ? WHERE task_id = ?",
+                           (project, _dump(task.state), event.task_id))
+        offset = self._take_offset(project) if project else None
+        data = protocol.encode({**event.data, "project_id": project, "offset": offset})
+        self._keep(db, event.event_id, project, offset, data)
+        return Recorded(event.event_id, project, offset,
+                        self._epochs[project] if project else None, data)
+
+    def _known(self, db: sqlite3.Connection, event_ids: Sequence[str]) -> dict[str, Recorded]:
+        marks = ",".join("?" * len(event_ids))
+        rows = db.execute(f"SELECT event_id, project_id, pos, data FROM events "
+                          f"WHERE event_id IN ({marks})", tuple(event_ids)).fetchall()
+        found: dict[str, Recorded] = {}
+        for event_id, project, offset, data in rows:
+            stored = json.loads(data)
+            epoch = None
+            if project is not None:
+                self._read_offset(project)
+                epoch = self._epochs[project]
+            found[event_id] = Recorded(event_id, project, offset, epoch, bytes(data),
+                                       duplicate=True, stored=stored)
+        return found
+
+    async def find_events(self, event_ids: Sequence[str]) -> dict[str, Recorded]:
+        found: dict[str, Recorded] = {}
+        ids = list(dict.fromkeys(event_ids))
+        for start in range(0, len(ids), 500):  # under SQLite's limit on bound parameters
+            found.update(self._known(self.db, ids[start:start + 500]))
+        return found
+
+    async def keep_event(self, event_id: str, project_id: str, offset: int,
+                         data: bytes) -> None:
+        self._keep(self.db, event_id, project_id, offset, data)  # its own transaction
+
+    async def events(self, project_id: str, after: int | None, limit: int
+                     ) -> list[tuple[int, bytes]]:
+        if after is None:
+            rows = self.db.execute("SELECT pos, data FROM events WHERE project_id = ? "
+                                   "ORDER BY pos DESC LIMIT ?", (project_id, limit)).fetchall()
+            rows.reverse()
+        else:
+            rows = self.db.execute("SELECT pos, data FROM events WHERE project_id = ? AND "
+                                   "pos > ? ORDER BY pos LIMIT ?",
+                                   (project_id, after, limit)).fetchall()
+        return [(int(pos), bytes(data)) for pos, data in rows]
+
+    async def stream(self, project_id: str) -> Stream:
+        last = self._read_offset(project_id)
+        epoch = self._epochs[project_id]
+        if project_id not in self._saved_epochs:  # given out: kept from now on
+            self.db.execute(_SAVE_OFFSET, (project_id, last, epoch))
+            self._saved_epochs.add(project_id)
+        row = self.db.execute("SELECT MIN(pos) FROM events WHERE project_id = ?",
+                              (project_id,)).fetchone()
+        return Stream(epoch, last, last + 1 if row[0] is None else int(row[0]))
 
     async def next_offset(self, project_id: str) -> int:
-        return self._take_offset(self.db, project_id)  # one statement: its own transaction
+        with self._tx():
+            return self._take_offset(project_id)
 
     async def last_offset(self, project_id: str) -> int:
-        offset = self._offsets.get(project_id)
-        return self._read_offset(project_id) if offset is None else offset
+        return self._read_offset(project_id)
 
     async def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):

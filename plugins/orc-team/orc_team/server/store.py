@@ -8,6 +8,7 @@ are async for that future store; the SQLite one does its short transactions inli
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -15,9 +16,10 @@ Outcome = Literal["acquired", "extended", "stolen", "held"]
 
 
 @dataclass(frozen=True)
-class Holder:
-    """A lock belongs to one client instance of one user: the same user's second machine is a
-    different holder."""
+class ClientInstance:
+    """One client instance of one user (the token's user and the connection's client id): who
+    holds a lock, and who publishes.  The same user's second machine is another instance.  Not
+    the core's :class:`orc_git.identity.Holder` (a local process holding a file lease)."""
 
     user: str
     client: str
@@ -32,7 +34,7 @@ class Holder:
 @dataclass(frozen=True)
 class LockRecord:
     task_id: str
-    holder: Holder
+    holder: ClientInstance
     token: int
     ttl: int
     acquired_at: float
@@ -40,7 +42,7 @@ class LockRecord:
     expires_at: float
     project_id: str | None = None
 
-    def held_by(self, holder: Holder) -> bool:
+    def held_by(self, holder: ClientInstance) -> bool:
         return self.holder.key == holder.key
 
 
@@ -56,6 +58,9 @@ class Grant:
     expired: LockRecord | None = None
     stolen: LockRecord | None = None
     offset: int | None = None
+    expired_offset: int | None = None
+    """The offset for announcing ``expired``, taken just before ``offset``: subscribers see the
+    old lease expire, then the new grant, in offset order."""
 
     @property
     def granted(self) -> bool:
@@ -82,6 +87,45 @@ class TaskRecord:
     fence: int = 0
 
 
+@dataclass(frozen=True)
+class NewEvent:
+    """A published event for the store to keep: ``data`` is the stamped event whose
+    ``project_id`` and ``offset`` the store fills in (the task's project, the project's next
+    offset); ``state`` is what it says about the task's current state."""
+
+    event_id: str
+    task_id: str
+    project_id: str | None
+    state: dict[str, Any]
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A kept event: ``data`` is its stamped JSON (UTF-8 bytes, sent as is).  ``duplicate``:
+    the store already had this ``event_id`` and nothing was changed; ``stored`` is then the
+    stored event, parsed, whose stamps the ack repeats."""
+
+    event_id: str
+    project_id: str | None
+    offset: int | None
+    epoch: str | None
+    data: bytes
+    duplicate: bool = False
+    stored: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A project's event stream: its ``epoch`` (a random id made with the stream, so offsets of
+    a wiped or replaced store are never mistaken for these), its last offset, and the offset
+    of its oldest kept event (``last_offset + 1`` when none is kept)."""
+
+    epoch: str
+    last_offset: int
+    oldest_offset: int
+
+
 class ProjectMismatch(Exception):
     """An event names another project than the one its task belongs to (issue 8, point 11):
     a task's events are bound to the first project the server saw it under."""
@@ -97,14 +141,16 @@ class Store(Protocol):
     """The store's lock domain: a random id made once when the store is created and kept with
     it.  Its fencing tokens count in it, so a client records it beside the token, and tokens of
     another store (another server, or a store made afresh) are never compared with these."""
+    events_kept: int
+    """At least this many of each project's latest events are kept for replay."""
 
-    async def acquire(self, task_id: str, holder: Holder, ttl: int, now: float, *,
+    async def acquire(self, task_id: str, holder: ClientInstance, ttl: int, now: float, *,
                       steal: bool = False, project_id: str | None = None) -> Grant:
         """Grant, extend (same holder: heartbeat), steal (``steal``) or refuse.  Every grant and
         steal takes the next fencing token of the task; an extension keeps its token."""
         ...
 
-    async def release(self, task_id: str, holder: Holder | None, now: float) -> Release:
+    async def release(self, task_id: str, holder: ClientInstance | None, now: float) -> Release:
         """Remove the holder's lease (any lease when ``holder`` is None: a forced release)."""
         ...
 
@@ -120,12 +166,34 @@ class Store(Protocol):
 
     async def project_tasks(self, project_id: str) -> list[TaskRecord]: ...
 
-    async def record_event(self, task_id: str, project_id: str | None,
-                           state: dict[str, Any]) -> tuple[int | None, TaskRecord]:
-        """Make the task known, merge ``state`` into its current state, and take the next event
-        offset of the task's project (None while it has none).  ``project_id`` None means the
-        task's own project; another project than the task's raises ProjectMismatch, with
-        nothing changed."""
+    async def record_events(self, events: Sequence[NewEvent]
+                            ) -> list[Recorded | ProjectMismatch]:
+        """Keep published events, in order, in one transaction where the store can: for each,
+        drop it as a duplicate when its ``event_id`` is known; else make the task known, merge
+        ``state`` into its current state, take the next offset of the task's project (None
+        while it has none) and keep the stamped event.  ``project_id`` None means the task's
+        own project; another project than the task's gives ProjectMismatch for that event,
+        which changes nothing, and the others are kept."""
+        ...
+
+    async def find_events(self, event_ids: Sequence[str]) -> dict[str, Recorded]:
+        """The kept events among ``event_ids`` (each marked duplicate)."""
+        ...
+
+    async def keep_event(self, event_id: str, project_id: str, offset: int,
+                         data: bytes) -> None:
+        """Keep a server event (lock.*) whose offset was already taken."""
+        ...
+
+    async def events(self, project_id: str, after: int | None, limit: int
+                     ) -> list[tuple[int, bytes]]:
+        """Kept events of a project as (offset, data), in offset order: the first ``limit``
+        with an offset above ``after``, or the latest ``limit`` when ``after`` is None.  At
+        least the last ``events_kept`` of each project are kept; older ones may be dropped."""
+        ...
+
+    async def stream(self, project_id: str) -> Stream:
+        """The project's stream, started (with its epoch) if it was not yet."""
         ...
 
     async def next_offset(self, project_id: str) -> int: ...
