@@ -249,12 +249,17 @@ class Drainer:
         self._send(batch[: len(batch) // 2], BATCH_TIMEOUT, result)
 
     def _settle(self, batch: list[Row], acks: list[Any], result: Drained) -> None:
-        by_id = {a.get("event_id"): a for a in acks if isinstance(a, dict)}
+        """The acks come in the batch's order; matched by ``event_id`` when they do not."""
+        if len(acks) == len(batch):
+            paired = [(row, a if isinstance(a, dict) else None)
+                      for row, a in zip(batch, acks, strict=True)]
+        else:
+            by_id = {a.get("event_id"): a for a in acks if isinstance(a, dict)}
+            paired = [(row, by_id.get(row.event_id)) for row in batch]
         delivered: list[int] = []
         rejected: list[tuple[int, dict[str, str]]] = []
         retry: OrcError | None = None
-        for row in batch:
-            ack = by_id.get(row.event_id)
+        for row, ack in paired:
             error = ack.get("error") if ack is not None else None
             if ack is None:
                 retry = OrcError(f"the team server did not acknowledge {row.event_id}")
