@@ -34,7 +34,10 @@ def orc_git_lock_event(event: LockEvent) -> None:
 
 @hookspec
 def orc_git_task_event(event: dict[str, Any]) -> None:
-    """A task event (``task.started``, ``task.phase``…) as ``{event_type, task_id, payload}``."""
+    """A run's task event (``task.started``, ``task.phase``, ``task.completed``,
+    ``task.failed``…; every one but ``task.transcript`` lines) as ``{event_type, task_id,
+    project_id, event_id, payload}``, told by ``orc run`` and :func:`orc_git.run_context` as it
+    is published.  Observers must be quick and must not raise: a failure is said once."""
 
 
 @hookspec(firstresult=True)

@@ -12,7 +12,8 @@ from typing import Any, NoReturn
 from orc_git.cli.output import Output
 from orc_git.errors import EXIT_INTERRUPTED, OrcError, UsageError
 
-CORE_COMMANDS = ("init", "mode", "lock", "plugins", "task", "tasks", "hooks", "merge-state")
+CORE_COMMANDS = ("init", "mode", "lock", "plugins", "task", "tasks", "hooks", "merge-state",
+                 "run")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,13 +34,14 @@ class _StderrHandler(logging.Handler):
 
 def build_parser(plugin_commands: bool = False) -> argparse.ArgumentParser:
     from orc_git import __version__
-    from orc_git.cli import hooks, lock, setup, tasks
+    from orc_git.cli import hooks, lock, runcmd, setup, tasks
 
     parser = _Parser(prog="orc", description="Coordinate AI task runs in a git repository.")
     parser.add_argument("--version", action="version", version=f"orc-git {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     setup.add_parsers(sub)
     lock.add_parser(sub)
+    runcmd.add_parser(sub)
     hooks.add_parser(sub)
     tasks.add_parsers(sub)
     if plugin_commands:
@@ -69,7 +71,7 @@ def _tolerant_stdout() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     command_argv: list[str] = []
-    if "--" in args_list:  # `orc lock run TASK [options] -- CMD [ARG...]`
+    if "--" in args_list:  # `orc [lock] run TASK [options] -- CMD [ARG...]`
         cut = args_list.index("--")
         args_list, command_argv = args_list[:cut], args_list[cut + 1 :]
     _tolerant_stdout()
