@@ -43,6 +43,11 @@ def deliver_after(ctx: Context, client: WSClient) -> None:
     client.on_connect(connected)
 
 
+def armed(local: Path) -> bool:
+    """Will this process leave a background sync for ``local``'s outbox at exit?"""
+    return str(local) in _armed
+
+
 def _sync_in_background(local: Path, worktree: Path) -> None:
     if not (local / OUTBOX_FILE).exists():
         return

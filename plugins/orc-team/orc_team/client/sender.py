@@ -17,7 +17,6 @@ backs off while the server is away, and sends presence.  Nothing the publisher c
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
 import time
@@ -42,8 +41,14 @@ BATCH_TIMEOUT = 5.0
 round trip); never past the caller's deadline."""
 ENVELOPE_BYTES = 96
 """Room for ``{"type":"events","id":...,"data":{"events":[...]}}`` around the entries."""
+MIN_GAP, MAX_GAP = 0.01, 1.0
 SLICE = 10.0
 """Seconds of one background pass before the thread looks at presence and closing again."""
+LINGER = 0.005
+"""Seconds the sender waits after a publish wakes it, so that a chatty command's lines go out
+as one batch rather than one message each (and the thread takes the GIL once, not per line)."""
+BUSY_RETRY = 0.25
+"""Seconds before trying again when another process holds the drain lock."""
 LOCK_FILE = "outbox.drain.lock"
 
 
@@ -60,11 +65,12 @@ class Drained:
 
 
 class Retry(Exception):
-    """The batch is not settled; try again after a backoff."""
+    """The batch is not settled; try again after a backoff (``code``: the server's, if any)."""
 
-    def __init__(self, error: OrcError) -> None:
+    def __init__(self, error: OrcError, code: str | None = None) -> None:
         super().__init__(error.message)
         self.error = error
+        self.code = code if code is not None else getattr(error, "server_code", None)
 
 
 class Connections:
@@ -114,6 +120,8 @@ class Drainer:
         self._single = False
         """The server has no ``events`` (UNKNOWN_TYPE): one ``event`` per row."""
         self.backoff = Backoff(0.1, connections.settings.backoff_cap)
+        self.gap = 0.0
+        """Seconds between batches while the server says RATE_LIMITED."""
         self._turn = threading.Lock()
 
     @contextlib.contextmanager
@@ -182,47 +190,50 @@ class Drainer:
             self.connections.get(oldest[0].client).connect()
 
     def _drain(self, deadline: Callable[[], float], result: Drained) -> None:
-        """Batches until the outbox is empty or the deadline; raises Retry."""
+        """Batches until the outbox is empty or the deadline; raises Retry.  RATE_LIMITED
+        spaces the batches out instead (the gap doubles on each refusal, shrinks on each
+        success): a backlog goes at the server's rate, not in bursts of refusals."""
         while deadline() > time.monotonic():
             rows = self.outbox.pending(protocol.MAX_BATCH_EVENTS)
             if not rows:
                 result.error = None
                 return
-            self._send(rows, deadline() - time.monotonic(), result)
+            if self.gap:
+                time.sleep(min(self.gap, max(deadline() - time.monotonic(), 0.0)))
+            try:
+                self._send(rows, deadline() - time.monotonic(), result)
+            except Retry as exc:
+                if exc.code != protocol.RATE_LIMITED:
+                    raise
+                self.gap = min(max(self.gap * 2, MIN_GAP), MAX_GAP)
+                continue
+            self.gap = self.gap * 0.9 if self.gap > MIN_GAP / 4 else 0.0
             self.backoff.reset()
 
     def _send(self, rows: list[Row], left: float, result: Drained) -> None:
+        """One message of the oldest rows, sent as the JSON text they are stored as."""
         batch = _fits(rows, self.limit) if not self._single else rows[:1]
-        entries: list[dict[str, Any]] = []
-        unreadable: list[tuple[int, dict[str, str]]] = []
-        for row in batch:
-            try:
-                entries.append(json.loads(row.data))
-            except ValueError:
-                unreadable.append((row.seq, {"code": protocol.INVALID_MESSAGE,
-                                             "message": "the outbox row is not JSON"}))
-        if unreadable:
-            self.outbox.settle([], unreadable)
-            result.rejected += len(unreadable)
-            return
         client = self.connections.get(batch[0].client)
         timeout = min(BATCH_TIMEOUT, left)
+        acks: Any
         try:
-            acks: Any
             if self._single:
-                reply = client.request(protocol.EVENT, entries[0], timeout=timeout)
+                reply = client.request(protocol.EVENT, timeout=timeout,
+                                       data_json=batch[0].data.encode())
                 acks = [{**(reply.get("data") or {}), "event_id": batch[0].event_id}]
             else:
-                reply = client.request(protocol.EVENTS, {"events": entries}, timeout=timeout)
+                entries = ",".join(row.data for row in batch)
+                reply = client.request(protocol.EVENTS, timeout=timeout,
+                                       data_json=f'{{"events":[{entries}]}}'.encode())
                 data = reply.get("data") or {}
                 acks = data.get("acks") if isinstance(data, dict) else None
-            if not isinstance(acks, list):
-                raise Retry(OrcError("the team server answered events without acks"))
         except ServerError as exc:
             self._refused(batch, exc, result)
             return
         except OrcError as exc:  # unreachable, timed out, token refused, closed
             raise Retry(exc) from None
+        if not isinstance(acks, list):
+            raise Retry(OrcError("the team server answered events without acks"))
         self._settle(batch, acks, result)
 
     def _refused(self, batch: list[Row], exc: ServerError, result: Drained) -> None:
@@ -258,16 +269,16 @@ class Drainer:
             paired = [(row, by_id.get(row.event_id)) for row in batch]
         delivered: list[int] = []
         rejected: list[tuple[int, dict[str, str]]] = []
-        retry: OrcError | None = None
+        retry: Retry | None = None
         for row, ack in paired:
             error = ack.get("error") if ack is not None else None
             if ack is None:
-                retry = OrcError(f"the team server did not acknowledge {row.event_id}")
+                retry = Retry(OrcError(f"the team server did not acknowledge {row.event_id}"))
             elif isinstance(error, dict):
                 code = str(error.get("code", protocol.INTERNAL))
                 if code in RETRYABLE:
-                    retry = OrcError(f"the team server answered {code}: "
-                                     f"{error.get('message', '')}")
+                    retry = Retry(OrcError(f"the team server answered {code}: "
+                                           f"{error.get('message', '')}"), code)
                 else:
                     rejected.append((row.seq, {"code": code,
                                                "message": str(error.get("message", ""))}))
@@ -277,7 +288,7 @@ class Drainer:
         result.delivered += len(delivered)
         result.rejected += len(rejected)
         if retry is not None:
-            raise Retry(retry)
+            raise retry
 
 
 class Sender:
@@ -287,6 +298,7 @@ class Sender:
         self.drainer = drainer
         self.own_client_id = own_client_id
         self._wake = threading.Event()
+        self._closing = threading.Event()
         self._thread: threading.Thread | None = None
         self._close_at: float | None = None
         self._presence: dict[str, Any] | None = None
@@ -315,6 +327,7 @@ class Sender:
         self._close_at = time.monotonic() + max(timeout, 0.0)
         thread = self._thread
         if thread is not None:
+            self._closing.set()
             self._wake.set()
             thread.join(max(timeout, 0.0) + 0.05)
         self.drainer.connections.close()
@@ -323,9 +336,16 @@ class Sender:
         return lambda: min(end, self._close_at if self._close_at is not None else end)
 
     def _loop(self) -> None:
-        retry_in: float | None = None
+        not_before = 0.0
+        idle = True
         while True:
-            self._wake.wait(retry_in)
+            if self._close_at is None:
+                delay = not_before - time.monotonic()
+                if delay > 0:  # backing off: a publish does not cut that short, closing does
+                    self._closing.wait(delay)
+                elif idle:
+                    self._wake.wait()
+                    self._closing.wait(LINGER)  # let a burst of publishes make one batch
             self._wake.clear()
             closing = self._close_at is not None
             try:
@@ -336,14 +356,13 @@ class Sender:
                 result = Drained(pending=1, error=OrcError("the outbox sender failed"))
             if closing:
                 return
+            idle = False
             if result.busy:
-                retry_in = 0.25
+                not_before = time.monotonic() + BUSY_RETRY
             elif result.error is not None:
-                retry_in = self.drainer.backoff.next()
-            elif result.pending:
-                retry_in = 0.0
+                not_before = time.monotonic() + self.drainer.backoff.next()
             else:
-                retry_in = None
+                idle = not result.pending
 
     def _send_presence(self) -> None:
         """Say the latest presence on this process's own connection: again whenever that is a

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("orc_git.team")
 
+CLOSE_BACKLOG = 1000
+"""Events ``close`` still waits to deliver itself (a few batches: tens of milliseconds)."""
+
 
 def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
@@ -80,6 +83,15 @@ class OutboxSink:
         self.sender.presence(status, task_id)
 
     def close(self, timeout: float) -> None:
+        """Deliver for at most ``timeout`` s; a backlog larger than CLOSE_BACKLOG is left at
+        once to the background sync this process starts at exit (when it has connected), so
+        the end of a chatty run does not wait on the network."""
+        from orc_team.client.autosync import armed
+
+        local = self.outbox.local_dir
+        if (timeout > 0 and local is not None and not self.outbox.in_memory and armed(local)
+                and self.outbox.counts()["pending"] > CLOSE_BACKLOG):
+            timeout = 0.0
         self.sender.close(timeout)
         left = 0
         if self.outbox.in_memory:
