@@ -40,6 +40,7 @@ from conftest import (
     dead_url,
     run_orc,
     settings_for,
+    token,
     unique,
 )
 
@@ -375,3 +376,42 @@ async def test_an_unwritable_outbox_still_delivers_from_memory(
     sink.close(WAIT)
     got = await received(watcher, 4)
     assert [e["event_id"] for e in got] == [e.event_id for e in made]
+
+
+async def test_a_backlog_goes_at_the_servers_rate_limit_without_losing_any(
+        start_server: Any, team_context: TeamContext) -> None:
+    slow = start_server("--rate", "5", "--burst", "3")  # 2,000 events are 10 batches
+    ctx = team_context(dead_url(), "alice")
+    task, project = unique("RATE"), unique("proj")
+    sink = team_sink(ctx)
+    made = events(task, 2000, project)
+    for i in range(0, 2000, 500):
+        sink.publish(made[i:i + 500])
+    sink.close(0.1)
+    code, result, err = await asyncio.to_thread(orc_json, "team", "sync", ctx=ctx,
+                                                ORC_TEAM_URL=f"ws://{slow.base}")
+    assert (code, result["delivered"], result["pending"]) == (0, 2000, 0), err
+    stored: list[dict[str, Any]] = []
+    while len(stored) < 2000:
+        since = stored[-1]["offset"] if stored else 0
+        status, page = slow.http(f"/api/events?project={project}&since={since}&limit=1000",
+                                 token=token("alice"))
+        assert status == 200 and page["events"], page
+        stored += page["events"]
+    assert [e["event_id"] for e in stored] == [e.event_id for e in made]
+
+
+async def test_an_event_too_large_for_any_message_is_rejected_alone(
+        server: ServerProc, team_context: TeamContext) -> None:
+    ctx = team_context(dead_url(), "alice")
+    task = unique("BIG")
+    sink = team_sink(ctx)
+    huge = TaskEvent("task.phase", task, {"phase": "plan", "notes": "x" * 100_000})
+    sink.publish([*events(task, 1), huge, *events(task, 1, start=1)])
+    sink.close(0.1)
+    code, result, err = await asyncio.to_thread(orc_json, "team", "sync", ctx=ctx,
+                                                ORC_TEAM_URL=f"ws://{server.base}")
+    assert (code, result["delivered"], result["rejected"], result["pending"]) == (0, 2, 1, 0), err
+    _, shown, _ = orc_json("team", "outbox", ctx=ctx)
+    assert [e["event_id"] for e in shown["events"]] == [huge.event_id]
+    assert shown["events"][0]["error"]["code"] == "MESSAGE_TOO_LARGE"
