@@ -56,7 +56,7 @@ def _sync_in_background(local: Path, worktree: Path) -> None:
     try:
         box = Outbox(local)
         try:
-            pending = box.counts()["pending"]
+            pending = box.waiting(1)
         finally:
             box.close()
     except Exception:  # an exit must not fail over this; the next command tries again

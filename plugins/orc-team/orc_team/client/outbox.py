@@ -254,6 +254,14 @@ class Outbox:
             return {"pending": found.get("pending", 0), "rejected": found.get("rejected", 0)}
         return self._run(read)
 
+    def waiting(self, at_most: int) -> int:
+        """How many rows are pending, counted up to ``at_most`` (cheap on a large backlog)."""
+        def read(db: sqlite3.Connection) -> int:
+            found: int = db.execute("SELECT count(*) FROM (SELECT 1 FROM outbox WHERE state = "
+                                    "'pending' LIMIT ?)", (at_most,)).fetchone()[0]
+            return found
+        return self._run(read)
+
     def listing(self, limit: int) -> list[dict[str, Any]]:
         """The oldest ``limit`` rows of each state, as ``orc team outbox`` shows them."""
         def read(db: sqlite3.Connection) -> list[dict[str, Any]]:

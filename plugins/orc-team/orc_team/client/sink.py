@@ -90,7 +90,7 @@ class OutboxSink:
 
         local = self.outbox.local_dir
         if (timeout > 0 and local is not None and not self.outbox.in_memory and armed(local)
-                and self.outbox.counts()["pending"] > CLOSE_BACKLOG):
+                and self.outbox.waiting(CLOSE_BACKLOG + 1) > CLOSE_BACKLOG):
             timeout = 0.0
         self.sender.close(timeout)
         left = 0
