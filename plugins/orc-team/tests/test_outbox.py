@@ -415,3 +415,37 @@ async def test_an_event_too_large_for_any_message_is_rejected_alone(
     _, shown, _ = orc_json("team", "outbox", ctx=ctx)
     assert [e["event_id"] for e in shown["events"]] == [huge.event_id]
     assert shown["events"][0]["error"]["code"] == "MESSAGE_TOO_LARGE"
+
+
+HOLDER = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN IMMEDIATE")  # the write lock, held until this process ends
+print("holding", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_writer_stuck_mid_transaction_does_not_stop_publishing(
+        team_context: TeamContext, caplog: pytest.LogCaptureFixture) -> None:
+    ctx = team_context(dead_url(), "alice")
+    local = ctx.repo.local_dir
+    first = team_sink(ctx)
+    first.publish(events("STUCK-1", 1))  # creates the outbox
+    first.close(0.0)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(local / FILE_NAME)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
+        caplog.set_level(logging.WARNING, "orc_git.team")
+        sink = team_sink(ctx)
+        sink.publish(events("STUCK-1", 3, start=1))  # waits out the busy timeout once
+        sink.publish(events("STUCK-1", 3, start=4))
+        assert sink.outbox.in_memory and sink.outbox.counts()["pending"] == 6
+        told = _warnings(caplog)
+        assert len(told) == 1 and "locked" in told[0] and "memory" in told[0], told
+        sink.close(0.0)
+    finally:
+        holder.kill()
+        holder.wait(timeout=WAIT)
+    assert counts(local)["pending"] == 1  # the file's own rows are untouched

@@ -25,6 +25,7 @@ process are counted in a last warning, never dropped silently.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -142,7 +143,8 @@ class Outbox:
         if isinstance(exc, sqlite3.Error) and _corrupt(exc):
             aside = self.path.with_name(f"{FILE_NAME}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
             try:
-                os.replace(self.path, aside)
+                with contextlib.suppress(FileNotFoundError):  # another process moved it
+                    os.replace(self.path, aside)
                 for suffix in ("-wal", "-shm"):
                     if Path(f"{self.path}{suffix}").exists():
                         os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
@@ -199,9 +201,8 @@ class Outbox:
             db = self._connect()
             try:
                 return operation(db)
-            except sqlite3.Error as exc:
-                if self.in_memory or (isinstance(exc, sqlite3.OperationalError)
-                                      and "locked" in str(exc)):
+            except sqlite3.Error as exc:  # also "locked" past the busy timeout: a writer
+                if self.in_memory:        # stopped mid-transaction must not stop this one
                     raise
                 self._recover(exc)
             return operation(self._connect())
