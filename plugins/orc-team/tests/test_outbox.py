@@ -449,3 +449,33 @@ def test_a_writer_stuck_mid_transaction_does_not_stop_publishing(
         holder.kill()
         holder.wait(timeout=WAIT)
     assert counts(local)["pending"] == 1  # the file's own rows are untouched
+
+
+async def test_a_server_restarted_mid_run_gets_every_event_once(
+        start_server: Any, team_context: TeamContext, connect_as: Any) -> None:
+    own = start_server()
+    ctx = team_context(own, "alice")
+    task, project = unique("RESTART"), unique("proj")
+    watcher: Client = await connect_as(unique("watcher"), on=own)
+    assert (await watcher.request("subscribe", {"project_id": project}))["type"] == "subscribed"
+    sink = team_sink(ctx)
+    made = events(task, 300, project)
+    sink.publish(made[:100])
+    for _ in range(100):  # delivered while it is up
+        await watcher.event("task.transcript")
+    own.stop(signal.SIGKILL)
+    sink.publish(made[100:200])  # while it is down
+    own.start()  # same port, same store
+    sink.publish(made[200:])
+    await asyncio.to_thread(sink.close, WAIT * 2)  # the sender's backoff is at most 5 s
+    assert counts(ctx.repo.local_dir)["pending"] == 0
+    stored: list[dict[str, Any]] = []
+    while True:
+        since = stored[-1]["offset"] if stored else 0
+        status, page = own.http(f"/api/events?project={project}&since={since}&limit=1000",
+                                token=token("alice"))
+        assert status == 200
+        if not page["events"]:
+            break
+        stored += page["events"]
+    assert [e["event_id"] for e in stored] == [e.event_id for e in made]
