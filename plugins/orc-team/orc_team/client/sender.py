@@ -62,6 +62,8 @@ class Drained:
     """Why the pass stopped with rows still pending (unreachable, timed out, refused token)."""
     busy: bool = False
     """Another process was draining: it delivers these rows."""
+    retry_in: float = 0.0
+    """After an error: the backoff before the next try."""
 
 
 class Retry(Exception):
@@ -155,10 +157,11 @@ class Drainer:
             self._turn.release()
 
     def drain(self, deadline: Callable[[], float], *, wait_lock: bool = False,
-              retries: int = 0) -> Drained:
+              retries: int = 0, exact: bool = True) -> Drained:
         """Deliver until the outbox is empty or ``deadline()`` (a monotonic time) passes;
         ``retries``: how many failed tries in a row to back off from (within the deadline)
-        before giving up; ``wait_lock``: wait for another drainer rather than leave it to it."""
+        before giving up; ``wait_lock``: wait for another drainer rather than leave it to it;
+        ``exact``: count what is left (else only whether anything is: cheap on a backlog)."""
         result = Drained()
         failures = 0
         while True:
@@ -175,11 +178,12 @@ class Drainer:
             except (Retry, OrcError) as exc:
                 result.error = exc.error if isinstance(exc, Retry) else exc
                 failures = 1 if result.delivered + result.rejected > settled else failures + 1
-                pause = min(self.backoff.next(), deadline() - time.monotonic())
+                result.retry_in = self.backoff.next()
+                pause = min(result.retry_in, deadline() - time.monotonic())
                 if failures > retries or pause <= 0:
                     break
                 time.sleep(pause)
-        result.pending = self.outbox.counts()["pending"]
+        result.pending = self.outbox.counts()["pending"] if exact else self.outbox.waiting(1)
         return result
 
     def _connect_first(self) -> None:
@@ -350,7 +354,8 @@ class Sender:
             closing = self._close_at is not None
             try:
                 self._send_presence()
-                result = self.drainer.drain(self._deadline(time.monotonic() + SLICE))
+                result = self.drainer.drain(self._deadline(time.monotonic() + SLICE),
+                                            exact=False)
             except Exception:  # never let the thread die with rows waiting
                 log.exception("the outbox sender failed")
                 result = Drained(pending=1, error=OrcError("the outbox sender failed"))
@@ -360,7 +365,7 @@ class Sender:
             if result.busy:
                 not_before = time.monotonic() + BUSY_RETRY
             elif result.error is not None:
-                not_before = time.monotonic() + self.drainer.backoff.next()
+                not_before = time.monotonic() + result.retry_in
             else:
                 idle = not result.pending
 
