@@ -1,4 +1,5 @@
-"""``orc team serve``, ``token``, ``outbox`` and ``sync``: argument parsing and the commands.
+"""``orc team serve|token|activity|who|outbox|sync``: argument parsing, the server's two
+commands, and the outbox's two (``activity`` and ``who`` are :mod:`orc_team.views`).
 
 The orc CLI calls each command as ``func(args, out)`` and maps an OrcError to its exit status
 (2 usage, 3 failure); ``python -m orc_team.server`` reuses the same parser and mapping.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -15,7 +17,7 @@ from typing import Any
 from orc_git.cli.output import Output
 from orc_git.errors import OrcError, UsageError
 
-from orc_team.protocol import EVENTS_KEPT
+from orc_team.protocol import EVENTS_KEPT, MAX_REPLAY
 from orc_team.server.auth import (
     MAX_LIFETIME,
     ROLES,
@@ -112,6 +114,20 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
                        metavar="S", help="seconds until the token expires, at most the "
                                          "server's default maximum lifetime (2592000: 30 days)")
     token.set_defaults(func=cmd_token)
+    activity = actions.add_parser("activity", help="the team's activity feed, newest last")
+    activity.add_argument("--project", type=_claim(project_problem), metavar="P",
+                          help="the project (team.project)")
+    activity.add_argument("--since", type=_number(0, 2**53 - 1, int), metavar="OFFSET",
+                          help="events after this offset (default: the latest)")
+    activity.add_argument("--limit", type=_number(1, MAX_REPLAY, int), default=20, metavar="N",
+                          help=f"at most N events (20; at most {MAX_REPLAY})")
+    activity.add_argument("--follow", action="store_true",
+                          help="keep printing new events until Ctrl-C")
+    activity.add_argument("--json", action="store_true")
+    activity.set_defaults(func=_view("cmd_activity"))
+    who = actions.add_parser("who", help="who is connected: status, active task, last seen")
+    who.add_argument("--json", action="store_true")
+    who.set_defaults(func=_view("cmd_who"))
     add_outbox_parsers(actions)
 
 
@@ -128,6 +144,27 @@ def add_outbox_parsers(actions: argparse._SubParsersAction[Any]) -> None:
     sync.add_argument("--json", action="store_true")
     sync.add_argument("--background", action="store_true", help=argparse.SUPPRESS)
     sync.set_defaults(func=cmd_sync)
+
+
+_PROJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def project_problem(text: str) -> str | None:
+    """The server's rule for a project id."""
+    if _PROJECT.fullmatch(text) and ".." not in text:
+        return None
+    return ("a project id is 1-100 letters, digits, '.', '_' or '-', starting with a letter or "
+            "digit, without '..'")
+
+
+def _view(name: str) -> Any:
+    """A command of :mod:`orc_team.views`, imported when it runs."""
+    def run(args: argparse.Namespace, out: Any) -> int:
+        from orc_team import views
+
+        code: int = getattr(views, name)(args, out)
+        return code
+    return run
 
 
 def _secret(out: Any) -> str:

@@ -68,6 +68,36 @@ async def test_an_event_id_sent_twice_arrives_once(connect_as: Any) -> None:
     assert seen[1]["made_at"] is None and seen[0]["timestamp"] == stamps["timestamp"]
 
 
+async def test_a_resent_event_is_acked_after_its_lock_changed_hands(connect_as: Any) -> None:
+    project, task = unique("proj"), unique()
+    alice: Client = await connect_as("alice")
+    bob: Client = await connect_as("bob")
+    await alice.lock(task, project_id=project)
+    sent = ev(task, project, "task.completed")
+    first = await alice.request("event", sent)
+    await alice.request("unlock", {"task_id": task})
+    await bob.lock(task, project_id=project)
+    again = await alice.request("event", sent)  # the outbox never saw the first ack
+    assert again["type"] == "ack" and again["data"]["duplicate"] is True
+    assert again["data"]["offset"] == first["data"]["offset"]
+    new = await alice.request("event", ev(task, project, "task.phase"))
+    assert new["type"] == "error" and new["data"]["code"] == "FORBIDDEN"
+
+
+async def test_an_event_without_a_project_is_deduplicated_too(connect_as: Any) -> None:
+    task = unique()
+    alice: Client = await connect_as("alice")
+    await alice.lock(task)  # a task without a project
+    await alice.request("subscribe", {"task_id": task})
+    sent = ev(task, None, "task.started")
+    first = await alice.request("event", sent)
+    assert first["data"]["offset"] is None and first["data"]["epoch"] is None
+    again = await batch(alice, [sent])
+    assert again[0]["duplicate"] is True and again[0]["timestamp"] == first["data"]["timestamp"]
+    seen = [e for e in await events_seen(alice) if e["event_type"] == "task.started"]
+    assert [e["event_id"] for e in seen] == [sent["event_id"]]
+
+
 async def test_the_server_makes_an_event_id_when_none_is_sent(connect_as: Any) -> None:
     project, task = unique("proj"), unique()
     alice: Client = await connect_as("alice")
@@ -146,7 +176,7 @@ async def test_offsets_are_consecutive_and_in_order_for_a_subscriber(connect_as:
     await watcher.request("subscribe", {"project_id": project})
     tasks = [unique() for _ in range(3)]
     for task in tasks:
-        await alice.lock(task, project_id=project, ttl=1)
+        await alice.lock(task, project_id=project, ttl=1 if task == tasks[2] else 60)
         await alice.request("event", ev(task, project, "task.started"))
         await batch(alice, [ev(task, project, "task.transcript", content=str(i))
                             for i in range(5)])
@@ -310,3 +340,20 @@ async def test_get_api_events(server: ServerProc, connect_as: Any) -> None:
         assert status == 400 and doc["error"]["code"] == "INVALID_MESSAGE", (bad, doc)
     status, doc = await asyncio.to_thread(_events, server, f"project={project}", None)
     assert status == 401 and doc["error"]["code"] == "UNAUTHORIZED"
+
+
+async def test_get_api_events_answers_at_most_4_mib(server: ServerProc, connect_as: Any) -> None:
+    project = unique("proj")
+    alice: Client = await connect_as("alice")
+    for _ in range(80):
+        ack = await alice.request("event", ev(unique(), project, content="x" * 60_000))
+        assert ack["type"] == "ack", ack
+    status, first = await asyncio.to_thread(_events, server,
+                                            f"project={project}&since=0&limit=1000")
+    offsets = [e["offset"] for e in first["events"]]
+    assert status == 200 and 40 < len(offsets) < 80 and offsets == list(range(1, len(offsets) + 1))
+    status, rest = await asyncio.to_thread(_events, server,
+                                           f"project={project}&since={offsets[-1]}&limit=1000")
+    assert [e["offset"] for e in rest["events"]] == list(range(len(offsets) + 1, 81))
+    status, newest = await asyncio.to_thread(_events, server, f"project={project}&limit=1000")
+    assert [e["offset"] for e in newest["events"]][-1] == 80 and len(newest["events"]) < 80

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import selectors
 import socket
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from orc_team.server.hub import Hub
 from orc_team.server.locks import LockService
 from orc_team.server.presence import Presence
 from orc_team.server.ratelimit import TokenBucket
+from orc_team.server.replay import start_after
 from orc_team.server.sqlite_store import SQLiteStore, StoreInUse
 from orc_team.server.store import ClientInstance, NewEvent, Recorded
 
@@ -138,6 +140,34 @@ class FakeConn:
         return self.send(json.loads(data))
 
 
+async def test_a_store_from_before_replay_gets_epochs_and_says_truncated(
+        tmp_path: Path) -> None:
+    """Projects of a store made before events were kept: their offsets go on, they get an
+    epoch (kept from then on), and a replay from 0 is truncated (those events were never
+    kept)."""
+    path = str(tmp_path / "old.sqlite3")
+    old = sqlite3.connect(path)
+    old.executescript("CREATE TABLE projects (project_id TEXT PRIMARY KEY, "
+                      "last_offset INTEGER NOT NULL DEFAULT 0);"
+                      "INSERT INTO projects VALUES ('acme', 41);")
+    old.commit()
+    old.close()
+    store = SQLiteStore(path)
+    stream = await store.stream("acme")
+    assert (stream.last_offset, stream.oldest_offset) == (41, 42) and stream.epoch
+    assert start_after(stream, 0, None) == (41, True)
+    assert await record(store, "T-1", "acme", {}) == 42
+    await store.close()
+    reopened = SQLiteStore(path)
+    again = await reopened.stream("acme")
+    assert (again.epoch, again.last_offset, again.oldest_offset) == (stream.epoch, 42, 42)
+    assert [offset for offset, _ in await reopened.events("acme", 0, 10)] == [42]
+    assert start_after(again, 41, stream.epoch) == (41, False)
+    assert start_after(again, 41, "another") == (41, True)
+    assert start_after(again, 43, None) == (41, True)  # beyond the end: another stream's
+    await reopened.close()
+
+
 def dispatcher(store: Any, bus: type[EventBus] = EventBus) -> Dispatcher:
     config = ServerConfig(secret="x" * 32, store=":memory:")
     hub = Hub(10)
@@ -153,7 +183,7 @@ async def test_an_unexpected_failure_is_internal_and_answered_once(
             raise RuntimeError("disk on fire")
 
     class BrokenBus(EventBus):
-        async def announce(self, *args: Any, **kwargs: Any) -> None:
+        def send(self, *args: Any, **kwargs: Any) -> None:
             raise RuntimeError("fan-out on fire")
 
     d = dispatcher(Broken(":memory:"), BrokenBus)

@@ -1,4 +1,4 @@
-"""Reading lock state over the server's JSON views (``GET /api/locks[/TASK]``).
+"""Reading the server's JSON views (``GET /api/locks[/TASK]``, ``/api/events``, ``/api/presence``).
 
 Reads go over plain HTTP rather than the WebSocket: ``orc lock status`` or ``list`` then costs one
 request, with no WebSocket handshake and no presence churn (online/offline) for other users to
@@ -13,7 +13,7 @@ import http.client
 import json
 import threading
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from orc_git.errors import ConfigError, LockerUnavailable, OrcError
 
@@ -80,6 +80,22 @@ class HttpReader:
     def locks(self) -> list[dict[str, Any]]:
         locks = self.get("/api/locks").get("locks")
         return locks if isinstance(locks, list) else []
+
+    def events(self, project: str, since: int | None = None, limit: int | None = None,
+               epoch: str | None = None) -> dict[str, Any]:
+        """``GET /api/events``: ``{"events": [...], "epoch", "last_offset", "truncated"}``."""
+        query = {"project": project, "since": since, "limit": limit, "epoch": epoch}
+        doc = self.get("/api/events?" + urlencode({k: v for k, v in query.items()
+                                                    if v is not None}))
+        if not isinstance(doc.get("events"), list):
+            raise ConfigError(f"{self.settings.base_url} answered /api/events without a list "
+                              "of events; is it an orc team server of this version?")
+        return doc
+
+    def presence(self) -> list[dict[str, Any]]:
+        """``GET /api/presence``: the users connected now."""
+        users = self.get("/api/presence").get("presence")
+        return [u for u in users if isinstance(u, dict)] if isinstance(users, list) else []
 
 
 def _reason(exc: BaseException) -> str:

@@ -45,6 +45,9 @@ from orc_team.server.store import Store
 log = logging.getLogger("orc_team.server")
 DEFAULT_EVENTS = 100
 """Events ``GET /api/events`` answers without a ``limit``."""
+MAX_EVENTS_BODY = 4 * 1024 * 1024
+"""Bytes of events one ``GET /api/events`` answers at most: 1,000 events of 64 KiB each would
+be a 64 MiB answer; past this it answers fewer than ``limit``."""
 http_log = logging.getLogger("orc_team.http")  # aiohttp's request handler logs here
 
 
@@ -221,6 +224,20 @@ def _query_fields(request: web.Request) -> Fields:
     return Fields(protocol.Envelope("events", None, data), "query")
 
 
+def _within(rows: list[tuple[int, bytes]], keep_newest: bool) -> list[tuple[int, bytes]]:
+    """At most MAX_EVENTS_BODY bytes of events (always one): the oldest of them after
+    ``since`` (the client pages on from the last), or the newest without it."""
+    ordered = reversed(rows) if keep_newest else iter(rows)
+    taken: list[tuple[int, bytes]] = []
+    size = 0
+    for row in ordered:
+        size += len(row[1]) + 1
+        if taken and size > MAX_EVENTS_BODY:
+            break
+        taken.append(row)
+    return taken[::-1] if keep_newest else taken
+
+
 async def events_view(request: web.Request) -> web.Response:
     """``GET /api/events?project=P[&since=N][&epoch=E][&limit=L]``: the same replay as
     ``subscribe since`` (the first ``limit`` after ``since``), or without ``since`` the
@@ -237,7 +254,7 @@ async def events_view(request: web.Request) -> web.Response:
     store = request.app[SERVER].store
     stream = await store.stream(project)
     after, truncated = (None, False) if since is None else start_after(stream, since, epoch)
-    rows = await store.events(project, after, limit)
+    rows = _within(await store.events(project, after, limit), keep_newest=after is None)
     tail = protocol.encode({"epoch": stream.epoch, "last_offset": stream.last_offset,
                             "truncated": truncated})
     body = b'{"events":[' + b",".join(data for _, data in rows) + b"]," + tail[1:]
@@ -252,7 +269,8 @@ async def index(request: web.Request) -> web.Response:
 <p>{len(server.hub.connections)} connection(s), {len(server.presence.users)} user(s) online.</p>
 <p>WebSocket: <code>/api/ws?token=&lt;jwt&gt;&amp;client=&lt;id&gt;</code>.
 JSON (same token): <a href="/api/locks">/api/locks</a>, <a href="/api/presence">/api/presence</a>,
-<a href="/api/health">/api/health</a>. The live dashboard comes later.</p>
+<code>/api/events?project=P</code>, <a href="/api/health">/api/health</a>.
+The live dashboard comes later.</p>
 </body></html>
 """
     return web.Response(text=body, content_type="text/html")

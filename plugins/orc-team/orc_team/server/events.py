@@ -11,7 +11,6 @@ iteration) that subscribers receive.
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -24,14 +23,13 @@ from orc_team.server.connection import Connection
 from orc_team.server.hub import Hub
 from orc_team.server.store import (
     ClientInstance,
+    KeptEvent,
     LockRecord,
     NewEvent,
     ProjectMismatch,
     Recorded,
     Store,
 )
-
-log = logging.getLogger("orc_team.server")
 
 STATUS_BY_EVENT = {
     "task.created": "created", "task.started": "running", "task.resumed": "running",
@@ -136,7 +134,7 @@ class EventBus:
             lock = await self.store.get_lock(item.task_id, now)
             is_holder = lock is not None and lock.held_by(sender)
             if lock is not None and not is_holder and not admin:
-                out[i] = refusal(event_id, ProtocolError(
+                out[i] = refusal(item.event_id, ProtocolError(
                     FORBIDDEN, f"{item.task_id} is locked by {_who(lock)}: only the lock's "
                     "holder (its user and client instance) publishes events about it while it "
                     "is held"))
@@ -160,27 +158,23 @@ class EventBus:
             out[i] = _ack(result, event.task_id, timestamp, is_holder)
         return [ack for ack in out if ack is not None]
 
-    async def announce(self, event_type: str, task_id: str, project_id: str | None,
-                       payload: Mapping[str, Any], *, user: str | None, user_name: str | None,
-                       offset: int | None, also: Iterable[Connection] = ()) -> None:
-        """A server event (lock.*): no state to keep; ``offset`` was taken by the caller (with
-        the lock change itself, when the store could).  Kept for replay when it has one; a
-        store that fails to keep it is logged, and the event is still sent."""
+    @staticmethod
+    def announcement(event_type: str, task_id: str, project_id: str | None,
+                     payload: Mapping[str, Any], *, user: str | None, user_name: str | None,
+                     offset: int | None) -> KeptEvent:
+        """A server event (lock.*), stamped: the store keeps it with the lock change it
+        announces (``offset`` was taken there), then :meth:`send` fans it out."""
         event_id = str(uuid.uuid4())
         data = {"event_id": event_id, "event_type": event_type, "task_id": task_id,
                 "project_id": project_id, "user": user, "user_name": user_name,
                 "made_at": None, "timestamp": protocol.iso(time.time()), "offset": offset,
                 "payload": payload}
-        encoded = protocol.encode(data)
-        if project_id is not None and offset is not None:
-            try:
-                await self.store.keep_event(event_id, project_id, offset, encoded)
-            except Exception:
-                log.exception("%s: could not keep %s (offset %s) for replay", task_id,
-                              event_type, offset)
-        targets = self.hub.audience(task_id, project_id, also)
+        return KeptEvent(event_id, project_id, offset, protocol.encode(data))
+
+    def send(self, event: KeptEvent, task_id: str, also: Iterable[Connection] = ()) -> None:
+        targets = self.hub.audience(task_id, event.project_id, also)
         if targets:
-            self.hub.deliver(frame(encoded), targets, project_id, offset)
+            self.hub.deliver(frame(event.data), targets, event.project_id, event.offset)
 
     def _deliver(self, result: Recorded, task_id: str) -> None:
         targets = self.hub.audience(task_id, result.project_id)

@@ -34,7 +34,7 @@ from orc_team.protocol import (
 from orc_team.server.connection import Connection
 from orc_team.server.events import EventBus
 from orc_team.server.hub import Hub
-from orc_team.server.store import LockRecord, Store
+from orc_team.server.store import Grant, KeptEvent, LockRecord, Release, Store
 
 log = logging.getLogger("orc_team.server")
 
@@ -68,12 +68,23 @@ class LockService:
 
     async def lock(self, conn: Connection, req_id: Id | None, reply: Reply, task_id: str,
                    ttl: int, force: bool, project_id: str | None) -> None:
-        """Acquire, or extend when ``conn`` is already the holder (the heartbeat)."""
+        """Acquire, or extend when ``conn`` is already the holder (the heartbeat).  The
+        announcements are made inside the grant's transaction (and kept with it), then sent:
+        the lease it replaced first, then the requester's reply, then the grant."""
+        made: list[tuple[KeptEvent, set[Connection]]] = []
+
+        def announce(grant: Grant) -> list[KeptEvent]:
+            if grant.expired is not None:
+                made.append(self._expired(grant.expired, grant.expired_offset))
+            made.append(self._granted(conn, grant))
+            return [event for event, _ in made]
+
         grant = await self.store.acquire(task_id, conn.holder, ttl, time.time(),
                                          steal=force and conn.claims.admin,
-                                         project_id=project_id)
-        if grant.expired is not None:
-            await self._announce_expired(grant.expired, grant.expired_offset)
+                                         project_id=project_id, announce=announce)
+        if grant.expired is not None:  # announced before the reply, as the lease it was
+            event, also = made.pop(0)
+            self.events.send(event, task_id, also)
         lock = grant.lock
         if not grant.granted:
             if force:
@@ -85,28 +96,39 @@ class LockService:
         reply(LockResult(lock_object(lock, self.store.domain), acquired=True,
                          extended=grant.outcome == "extended",
                          stolen_from=stolen.holder.user if stolen else None).to_json())
-        if grant.outcome == "extended":
-            return
+        for event, also in made:
+            self.events.send(event, task_id, also)
+
+    def _granted(self, conn: Connection, grant: Grant) -> tuple[KeptEvent, set[Connection]]:
+        lock, stolen = grant.lock, grant.stolen
         acquired: LockAcquiredPayload = {
-            "task_id": task_id, "owner": conn.user, "owner_name": conn.claims.name,
+            "task_id": lock.task_id, "owner": conn.user, "owner_name": conn.claims.name,
             "client": lock.holder.client, "ttl": lock.ttl, "token": lock.token,
             "expires_at": protocol.iso(lock.expires_at)}
         if stolen is None:
-            await self.events.announce(LOCK_ACQUIRED, task_id, lock.project_id, acquired,
-                                 user=conn.user, user_name=conn.claims.name, offset=grant.offset)
-            return
-        log.info("%s: %s stole the lock from %s", task_id, conn.user, _who(stolen))
+            return self.events.announcement(
+                LOCK_ACQUIRED, lock.task_id, lock.project_id, acquired, user=conn.user,
+                user_name=conn.claims.name, offset=grant.offset), set()
+        log.info("%s: %s stole the lock from %s", lock.task_id, conn.user, _who(stolen))
         payload: LockStolenPayload = {
             **acquired, "old_owner": stolen.holder.user, "old_client": stolen.holder.client,
             "old_token": stolen.token, "new_owner": conn.user}
-        await self.events.announce(LOCK_STOLEN, task_id, lock.project_id, payload,
-                                   user=conn.user, user_name=conn.claims.name, offset=grant.offset,
-                                   also=self.hub.holder_connections(stolen.holder.key))
+        return (self.events.announcement(LOCK_STOLEN, lock.task_id, lock.project_id, payload,
+                                         user=conn.user, user_name=conn.claims.name,
+                                         offset=grant.offset),
+                self.hub.holder_connections(stolen.holder.key))
 
     async def unlock(self, conn: Connection, req_id: Id | None, reply: Reply, task_id: str,
                      force: bool) -> None:
         forced = force and conn.claims.admin
-        result = await self.store.release(task_id, None if forced else conn.holder, time.time())
+        made: list[tuple[KeptEvent, set[Connection]]] = []
+
+        def announce(done: Release) -> list[KeptEvent]:
+            made.append(self._released(conn, done))
+            return [made[0][0]]
+
+        result = await self.store.release(task_id, None if forced else conn.holder, time.time(),
+                                          announce=announce)
         if result.expired is not None:
             await self._announce_expired(result.expired)
         lock = result.lock
@@ -119,27 +141,49 @@ class LockService:
                                     f"role; {task_id} is held by {_who(lock)}", req_id)
             raise ProtocolError(NOT_LOCK_OWNER, f"{task_id} is held by {_who(lock)}", req_id)
         reply({"released": True, "task_id": task_id, "token": lock.token})
+        for event, also in made:
+            self.events.send(event, task_id, also)
+
+    def _released(self, conn: Connection, done: Release) -> tuple[KeptEvent, set[Connection]]:
+        lock = done.lock
+        assert lock is not None
         by_other = not lock.held_by(conn.holder)
         payload: LockReleasedPayload = {
-            "task_id": task_id, "owner": lock.holder.user, "client": lock.holder.client,
+            "task_id": lock.task_id, "owner": lock.holder.user, "client": lock.holder.client,
             "token": lock.token, "forced_by": conn.user if by_other else None}
-        also = self.hub.holder_connections(lock.holder.key) if by_other else ()
-        await self.events.announce(LOCK_RELEASED, task_id, lock.project_id, payload,
-                                   user=conn.user,
-                                   user_name=conn.claims.name, offset=result.offset, also=also)
+        also = self.hub.holder_connections(lock.holder.key) if by_other else set()
+        return (self.events.announcement(LOCK_RELEASED, lock.task_id, lock.project_id, payload,
+                                         user=conn.user, user_name=conn.claims.name,
+                                         offset=done.offset), also)
 
-    async def _announce_expired(self, lock: LockRecord, offset: int | None = None) -> None:
+    def _expired(self, lock: LockRecord, offset: int | None
+                 ) -> tuple[KeptEvent, set[Connection]]:
         log.info("%s: the lock of %s expired", lock.task_id, _who(lock))
         payload: LockExpiredPayload = {
             "task_id": lock.task_id, "previous_owner": lock.holder.user,
             "previous_client": lock.holder.client, "token": lock.token,
             "expired_at": protocol.iso(lock.expires_at)}
-        project = lock.project_id
-        if offset is None and project:
-            offset = await self.store.next_offset(project)
-        await self.events.announce(LOCK_EXPIRED, lock.task_id, project, payload,
-                                   user=lock.holder.user, user_name=lock.holder.name, offset=offset,
-                                   also=self.hub.holder_connections(lock.holder.key))
+        return (self.events.announcement(LOCK_EXPIRED, lock.task_id, lock.project_id, payload,
+                                         user=lock.holder.user, user_name=lock.holder.name,
+                                         offset=offset),
+                self.hub.holder_connections(lock.holder.key))
+
+    async def _announce_expired(self, lock: LockRecord) -> None:
+        """A lease found expired outside a grant (the sweeper, a release): its offset and its
+        announcement are taken and kept in one transaction."""
+        if lock.project_id is None:
+            event, also = self._expired(lock, None)
+        else:
+            made: list[set[Connection]] = []
+
+            def build(offset: int) -> KeptEvent:
+                kept, also = self._expired(lock, offset)
+                made.append(also)
+                return kept
+
+            event = await self.store.keep_event(lock.project_id, build)
+            also = made[0]
+        self.events.send(event, lock.task_id, also)
 
     async def sweep(self) -> int:
         expired = await self.store.expire(time.time())

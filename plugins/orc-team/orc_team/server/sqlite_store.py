@@ -26,7 +26,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -37,8 +37,10 @@ from orc_git.text import json_safe
 from orc_team import protocol
 from orc_team.protocol import EVENTS_KEPT
 from orc_team.server.store import (
+    Announce,
     ClientInstance,
     Grant,
+    KeptEvent,
     LockRecord,
     NewEvent,
     ProjectMismatch,
@@ -284,15 +286,11 @@ class SQLiteStore:
         return current, None
 
     async def acquire(self, task_id: str, holder: ClientInstance, ttl: int, now: float, *,
-                      steal: bool = False, project_id: str | None = None) -> Grant:
+                      steal: bool = False, project_id: str | None = None,
+                      announce: Announce | None = None) -> Grant:
         current, expired = self._live(task_id, now)
         if current is None or (steal and not current.held_by(holder)):
-            announce_expired = expired is not None and expired.project_id is not None
-            granted, offset, before = self._grant(task_id, holder, ttl, now, project_id,
-                                                  announce_expired)
-            if current is not None:
-                return Grant("stolen", granted, expired, current, offset, before)
-            return Grant("acquired", granted, expired, offset=offset, expired_offset=before)
+            return self._grant(task_id, holder, ttl, now, project_id, expired, current, announce)
         if project_id is not None and current.project_id is None:
             self.db.execute(_ENSURE_TASK, (task_id, project_id, now))
             self._learn_project(task_id, project_id)
@@ -307,13 +305,15 @@ class SQLiteStore:
         return Grant("extended", extended)
 
     def _grant(self, task_id: str, holder: ClientInstance, ttl: int, now: float,
-               project_id: str | None, expired: bool
-               ) -> tuple[LockRecord, int | None, int | None]:
-        """The next fencing token, the lease (replacing a stale or stolen one) and the offsets
-        of its announcement and of the expired lease's (when ``expired``): one transaction."""
+               project_id: str | None, expired: LockRecord | None, stolen: LockRecord | None,
+               announce: Announce | None) -> Grant:
+        """The next fencing token, the lease (replacing a stale or stolen one), the offsets of
+        its announcement and of the expired lease's, and those announcements: one
+        transaction."""
         fence, project = self._task_counters(task_id)
         project = project or project_id
         token = fence + 1
+        lock = LockRecord(task_id, holder, token, ttl, now, now, now + ttl, project)
         with self._tx() as db:
             db.execute("INSERT INTO tasks (task_id, project_id, fence, updated_at) "
                        "VALUES (?, ?, ?, ?) ON CONFLICT (task_id) DO UPDATE SET "
@@ -322,14 +322,23 @@ class SQLiteStore:
             db.execute("INSERT OR REPLACE INTO locks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (task_id, holder.user, holder.name, holder.email, holder.client, token,
                         ttl, now, now, now + ttl))
-            before = self._take_offset(project) if project and expired else None
+            before = (self._take_offset(project)
+                      if project and expired is not None and expired.project_id else None)
             offset = self._take_offset(project) if project else None
+            grant = Grant("stolen" if stolen else "acquired", lock, expired, stolen, offset,
+                          before)
+            self._keep_all(db, announce(grant) if announce else ())
         self._tasks[task_id] = (token, project)
-        lock = self._locks[task_id] = LockRecord(task_id, holder, token, ttl, now, now, now + ttl,
-                                                 project)
-        return lock, offset, before
+        self._locks[task_id] = lock
+        return grant
 
-    async def release(self, task_id: str, holder: ClientInstance | None, now: float) -> Release:
+    def _keep_all(self, db: sqlite3.Connection, events: Iterable[KeptEvent]) -> None:
+        for event in events:
+            if event.project_id is not None and event.offset is not None:
+                self._keep(db, event.event_id, event.project_id, event.offset, event.data)
+
+    async def release(self, task_id: str, holder: ClientInstance | None, now: float, *,
+                      announce: Announce | None = None) -> Release:
         current, expired = self._live(task_id, now)
         if expired is not None:
             self._delete(task_id)
@@ -340,12 +349,16 @@ class SQLiteStore:
             return Release(False, current)
         if current.project_id is None:
             self._delete(task_id)
-            return Release(True, current)
+            done = Release(True, current)
+            if announce is not None:
+                announce(done)  # nothing to keep without a project
+            return done
         with self._tx() as db:
             db.execute("DELETE FROM locks WHERE task_id = ?", (task_id,))
-            offset = self._take_offset(current.project_id)
+            done = Release(True, current, offset=self._take_offset(current.project_id))
+            self._keep_all(db, announce(done) if announce else ())
         del self._locks[task_id]
-        return Release(True, current, offset=offset)
+        return done
 
     def _delete(self, task_id: str) -> None:
         """One statement: its own transaction, committed when ``execute`` returns."""
@@ -443,9 +456,12 @@ class SQLiteStore:
             found.update(self._known(self.db, ids[start:start + 500]))
         return found
 
-    async def keep_event(self, event_id: str, project_id: str, offset: int,
-                         data: bytes) -> None:
-        self._keep(self.db, event_id, project_id, offset, data)  # its own transaction
+    async def keep_event(self, project_id: str, build: Callable[[int], KeptEvent]
+                         ) -> KeptEvent:
+        with self._tx() as db:
+            event = build(self._take_offset(project_id))
+            self._keep_all(db, [event])
+        return event
 
     async def events(self, project_id: str, after: int | None, limit: int
                      ) -> list[tuple[int, bytes]]:

@@ -8,7 +8,7 @@ are async for that future store; the SQLite one does its short transactions inli
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -88,6 +88,23 @@ class TaskRecord:
 
 
 @dataclass(frozen=True)
+class KeptEvent:
+    """A server event (lock.*) as announced: kept by the store with the lock change it
+    announces, in the same transaction, when it has a project (and so an offset)."""
+
+    event_id: str
+    project_id: str | None
+    offset: int | None
+    data: bytes
+
+
+Announce = Callable[[Any], Sequence[KeptEvent]]
+"""Called by the store with the :class:`Grant` or :class:`Release` it is about to commit (a
+grant, steal or release, not an extension or a refusal): the events announcing it, which the
+store keeps in that transaction.  The caller sends them once the store has returned."""
+
+
+@dataclass(frozen=True)
 class NewEvent:
     """A published event for the store to keep: ``data`` is the stamped event whose
     ``project_id`` and ``offset`` the store fills in (the task's project, the project's next
@@ -145,12 +162,14 @@ class Store(Protocol):
     """At least this many of each project's latest events are kept for replay."""
 
     async def acquire(self, task_id: str, holder: ClientInstance, ttl: int, now: float, *,
-                      steal: bool = False, project_id: str | None = None) -> Grant:
+                      steal: bool = False, project_id: str | None = None,
+                      announce: Announce | None = None) -> Grant:
         """Grant, extend (same holder: heartbeat), steal (``steal``) or refuse.  Every grant and
         steal takes the next fencing token of the task; an extension keeps its token."""
         ...
 
-    async def release(self, task_id: str, holder: ClientInstance | None, now: float) -> Release:
+    async def release(self, task_id: str, holder: ClientInstance | None, now: float, *,
+                      announce: Announce | None = None) -> Release:
         """Remove the holder's lease (any lease when ``holder`` is None: a forced release)."""
         ...
 
@@ -180,9 +199,10 @@ class Store(Protocol):
         """The kept events among ``event_ids`` (each marked duplicate)."""
         ...
 
-    async def keep_event(self, event_id: str, project_id: str, offset: int,
-                         data: bytes) -> None:
-        """Keep a server event (lock.*) whose offset was already taken."""
+    async def keep_event(self, project_id: str, build: Callable[[int], KeptEvent]
+                         ) -> KeptEvent:
+        """Take the project's next offset, and keep the server event ``build`` makes with it
+        (a lock.expired found by the sweeper): one transaction."""
         ...
 
     async def events(self, project_id: str, after: int | None, limit: int
