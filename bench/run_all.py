@@ -12,7 +12,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = ("lock_throughput.py", "contention.py", "takeover_latency.py", "cli_list.py",
-              "hooks.py")
+              "hooks.py", "run_overhead.py")
 
 
 def main() -> int:

@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 
 
 class Run:
-    """What ``with run_context(...) as run`` gives: the lease and the run's publisher."""
+    """What ``with run_context(...) as run`` gives: the lease and the run's publisher.  Publish
+    from one thread at a time (the events of a run are one ordered stream)."""
 
     def __init__(self, session: RunSession) -> None:
         self._session = session
@@ -53,7 +54,7 @@ class Run:
         """Publish one transcript line (cut like ``orc run``'s)."""
         from orc_git.executor.lines import transcript_text
 
-        lines = [transcript_text(line.encode("utf-8", "surrogateescape"))
+        lines = [transcript_text(line.encode("utf-8", "surrogatepass"))
                  for line in content.split("\n")]
         self._session.publisher.transcript(role, lines)
 
