@@ -479,3 +479,31 @@ async def test_a_server_restarted_mid_run_gets_every_event_once(
             break
         stored += page["events"]
     assert [e["event_id"] for e in stored] == [e.event_id for e in made]
+
+
+async def test_events_of_many_runs_interleaved_are_delivered_each_in_order(
+        server: ServerProc, team_context: TeamContext) -> None:
+    ctx = team_context(dead_url(), "alice")
+    project = unique("proj")
+    dead = settings_for(dead_url(), "alice")
+    runs = [(unique("MANY"), sink_for(ctx.repo.local_dir, dead)) for _ in range(6)]  # > 4
+    made: dict[str, list[str]] = {task: [] for task, _ in runs}
+    for i in range(20):
+        for task, sink in runs:  # six runs at once, their lines interleaved in the outbox
+            batch = events(task, 3, project, start=3 * i)
+            sink.publish(batch)
+            made[task] += [e.event_id for e in batch]
+    for _, sink in runs:
+        sink.close(0.0)
+    code, result, err = await asyncio.to_thread(orc_json, "team", "sync", ctx=ctx,
+                                                ORC_TEAM_URL=f"ws://{server.base}")
+    assert (code, result["delivered"], result["pending"]) == (0, 360, 0), err
+    stored: list[dict[str, Any]] = []
+    while len(stored) < 360:
+        since = stored[-1]["offset"] if stored else 0
+        status, page = server.http(f"/api/events?project={project}&since={since}&limit=1000",
+                                   token=token("alice"))
+        assert status == 200 and page["events"], page
+        stored += page["events"]
+    for task, ids in made.items():
+        assert [e["event_id"] for e in stored if e["task_id"] == task] == ids

@@ -50,6 +50,8 @@ as one batch rather than one message each (and the thread takes the GIL once, no
 BUSY_RETRY = 0.25
 """Seconds before trying again when another process holds the drain lock."""
 LOCK_FILE = "outbox.drain.lock"
+MAX_CONNECTIONS = 4
+"""Connections a drainer keeps open at once, one per client instance it delivers as."""
 
 
 @dataclass
@@ -85,11 +87,16 @@ class Connections:
         self._made: dict[str, WSClient] = {}
 
     def get(self, client_id: str) -> WSClient:
+        """The client speaking as ``client_id``; at most MAX_CONNECTIONS are kept open (the
+        least recently used is closed): the server caps a user's connections."""
         if self.own is not None and self.own.client_id == client_id:
             return self.own
-        client = self._made.get(client_id)
+        client = self._made.pop(client_id, None)
         if client is None:
-            client = self._made[client_id] = WSClient(self.settings, client_id)
+            client = WSClient(self.settings, client_id)
+            while len(self._made) >= MAX_CONNECTIONS:
+                self._made.pop(next(iter(self._made))).close()
+        self._made[client_id] = client
         return client
 
     def close(self) -> None:
@@ -99,13 +106,15 @@ class Connections:
 
 
 def _fits(rows: list[Row], limit: int) -> list[Row]:
-    """The longest prefix of one client's rows that fits one message of ``limit`` bytes (at
-    least one row: the server says whether a single one is too large)."""
+    """The oldest row and the rows after it made by the same client, in order, as many as fit
+    one message of ``limit`` bytes (at least one row: the server says whether a single one is
+    too large).  Rows of other clients interleaved with them (two runs at once) wait for the
+    next batch, which they head: each client's events stay in order, and nobody's wait long."""
     batch: list[Row] = []
     size = ENVELOPE_BYTES
     for row in rows:
         if row.client != rows[0].client:
-            break
+            continue
         size += len(row.data.encode()) + 1
         if batch and size > limit:
             break
