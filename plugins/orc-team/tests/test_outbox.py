@@ -114,6 +114,7 @@ def test_appends_survive_kill_9_of_the_writer_whole(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=WAIT)
     committed = max(int(line) for line in lines.text.split())
+    assert (local / FILE_NAME).stat().st_mode & 0o777 == 0o600  # it holds commands' output
     db = sqlite3.connect(local / FILE_NAME)
     assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     rows = db.execute("SELECT count(*) FROM outbox WHERE state = 'pending'").fetchone()[0]

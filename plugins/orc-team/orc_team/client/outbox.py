@@ -113,6 +113,10 @@ class Outbox:
     @staticmethod
     def _open_file(path: Path) -> sqlite3.Connection:
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Created readable by its owner only (SQLite gives the -wal and -shm files the same
+        # mode): it holds the output of the user's commands.  An empty file is an empty database.
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                              timeout=BUSY_TIMEOUT_MS / 1000)
         try:
