@@ -103,3 +103,28 @@ async def test_kill_9_of_orc_run_mid_output_then_sync_delivers_what_was_written(
            for _ in kept]
     assert [e["event_id"] for e in got] == [e["event_id"] for e in kept]
     assert [m for m in await watcher.barrier() if m.get("type") == "event"] == []
+
+
+def test_orc_run_with_a_corrupt_outbox_runs_and_says_so_once(
+        server: ServerProc, team_context: TeamContext) -> None:
+    ctx = team_context(server, "alice")
+    local = ctx.repo.local_dir
+    local.mkdir(parents=True)
+    (local / "outbox.sqlite3").write_bytes(b"not a database\n" * 50)
+    done = run_orc("run", unique("CORRUPT"), "--", "printf", "a\\nb\\n", cwd=ctx.repo.worktree,
+                   env=NO_AUTOSYNC)
+    assert done.returncode == 0 and done.stdout == "a\nb\n", done.stderr
+    assert done.stderr.count("moved aside") == 1 and "Traceback" not in done.stderr
+    assert Outbox(local).counts()["pending"] == 0  # the fresh outbox delivered them
+
+
+def test_orc_run_with_an_unwritable_outbox_runs_and_says_so_once(
+        server: ServerProc, team_context: TeamContext) -> None:
+    ctx = team_context(server, "alice")
+    local = ctx.repo.local_dir
+    (local / "outbox.sqlite3").mkdir(parents=True)  # cannot be opened (root ignores chmod)
+    done = run_orc("run", unique("RO"), "--", "printf", "a\\nb\\n", cwd=ctx.repo.worktree,
+                   env=NO_AUTOSYNC)
+    assert done.returncode == 0 and done.stdout == "a\nb\n", done.stderr
+    assert done.stderr.count("cannot write the outbox") == 1, done.stderr
+    assert "Traceback" not in done.stderr
