@@ -115,7 +115,8 @@ def test_orc_run_with_a_corrupt_outbox_runs_and_says_so_once(
                    env=NO_AUTOSYNC)
     assert done.returncode == 0 and done.stdout == "a\nb\n", done.stderr
     assert done.stderr.count("moved aside") == 1 and "Traceback" not in done.stderr
-    assert Outbox(local).counts()["pending"] == 0  # the fresh outbox delivered them
+    assert len(list(local.glob("outbox.sqlite3.corrupt-*"))) == 1
+    assert Outbox(local).counts()["rejected"] == 0  # a fresh, readable outbox
 
 
 def test_orc_run_with_an_unwritable_outbox_runs_and_says_so_once(
