@@ -123,6 +123,32 @@ def test_appends_survive_kill_9_of_the_writer_whole(tmp_path: Path) -> None:
     assert rows % 10 == 0  # ... and each append is all there or not at all
 
 
+COUNTED = """
+import json, sys, time
+from pathlib import Path
+from orc_team.client.outbox import Outbox
+box = Outbox(Path(sys.argv[1]))
+for n in range(200):
+    box.append([(f"{sys.argv[2]}-{n}-{j}", sys.argv[2], time.time(), json.dumps({"n": n}))
+                for j in range(10)])
+"""
+
+
+def test_two_processes_append_at_once_and_nothing_is_lost(tmp_path: Path) -> None:
+    local = tmp_path / "local"
+    Outbox(local).close()  # created first: both writers then open an existing file
+    writers = [subprocess.Popen([sys.executable, "-c", COUNTED, str(local), name])
+               for name in ("a", "b")]
+    assert [w.wait(timeout=WAIT * 6) for w in writers] == [0, 0]
+    box = Outbox(local)
+    rows = box.pending(10_000)
+    box.close()
+    assert len(rows) == 4000
+    for name in ("a", "b"):
+        mine = [row.event_id for row in rows if row.client == name]
+        assert mine == [f"{name}-{n}-{j}" for n in range(200) for j in range(10)]
+
+
 # -- delivery -----------------------------------------------------------------------------------
 
 
