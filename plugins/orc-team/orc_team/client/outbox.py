@@ -182,7 +182,8 @@ class Outbox:
                         break
                     if row is None:
                         break
-                    rows.append(row)
+                    if _is_object(row[3]):  # sent as it is stored: only whole JSON objects
+                        rows.append(row)
             finally:
                 old.close()
         except sqlite3.Error:
@@ -301,6 +302,13 @@ def _shown(seq: int, client: str, made_at: float, data: str, state: str,
         except ValueError:
             shown["error"] = {"code": "UNKNOWN", "message": error}
     return shown
+
+
+def _is_object(data: object) -> bool:
+    try:
+        return isinstance(data, str) and isinstance(json.loads(data), dict)
+    except ValueError:
+        return False
 
 
 def exists(local_dir: Path) -> bool:
