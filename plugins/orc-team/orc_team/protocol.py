@@ -259,6 +259,8 @@ class AckData(TypedDict, total=False):
     epoch: str | None
     timestamp: str
     duplicate: bool
+    holder: bool
+    """Whether the sender held the task's lock, as in the event (acks always said so)."""
     error: dict[str, str]
 
 

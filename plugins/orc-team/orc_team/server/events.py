@@ -164,12 +164,10 @@ class EventBus:
                      offset: int | None) -> KeptEvent:
         """A server event (lock.*), stamped: the store keeps it with the lock change it
         announces (``offset`` was taken there), then :meth:`send` fans it out."""
-        event_id = str(uuid.uuid4())
-        data = {"event_id": event_id, "event_type": event_type, "task_id": task_id,
-                "project_id": project_id, "user": user, "user_name": user_name,
-                "made_at": None, "timestamp": protocol.iso(time.time()), "offset": offset,
-                "payload": payload}
-        return KeptEvent(event_id, project_id, offset, protocol.encode(data))
+        return KeptEvent(project_id, offset, {
+            "event_type": event_type, "task_id": task_id, "project_id": project_id,
+            "user": user, "user_name": user_name, "made_at": None,
+            "timestamp": protocol.iso(time.time()), "offset": offset, "payload": payload})
 
     def send(self, event: KeptEvent, task_id: str, also: Iterable[Connection] = ()) -> None:
         targets = self.hub.audience(task_id, event.project_id, also)

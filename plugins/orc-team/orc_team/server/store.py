@@ -8,9 +8,13 @@ are async for that future store; the SQLite one does its short transactions inli
 
 from __future__ import annotations
 
+import functools
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+
+from orc_team.protocol import encode
 
 Outcome = Literal["acquired", "extended", "stolen", "held"]
 
@@ -90,12 +94,21 @@ class TaskRecord:
 @dataclass(frozen=True)
 class KeptEvent:
     """A server event (lock.*) as announced: kept by the store with the lock change it
-    announces, in the same transaction, when it has a project (and so an offset)."""
+    announces, in the same transaction, when it has a project (and so an offset).  ``fields``
+    is the stamped event but its ``event_id``; the id and the encoded event are made when
+    first needed: most lock changes have no project and no audience, and then neither is."""
 
-    event_id: str
     project_id: str | None
     offset: int | None
-    data: bytes
+    fields: dict[str, Any]
+
+    @functools.cached_property
+    def event_id(self) -> str:
+        return str(uuid.uuid4())
+
+    @functools.cached_property
+    def data(self) -> bytes:
+        return encode({"event_id": self.event_id, **self.fields})
 
 
 Announce = Callable[[Any], Sequence[KeptEvent]]
