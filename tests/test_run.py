@@ -118,6 +118,36 @@ def test_stdin_is_passed_to_the_command(repo: Path) -> None:
     assert proc.returncode == 0 and proc.stdout == b"fed\x00in"
 
 
+def test_a_reader_that_goes_away_stops_the_command_as_without_orc(repo: Path) -> None:
+    """`orc run … | head -2`: CMD meets the closed pipe (SIGPIPE), as it would without orc."""
+    proc = subprocess.Popen(orc_argv("run", "T", "--", "seq", "1", "1000000000"), cwd=repo,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline() == b"1\n"
+    proc.stdout.close()
+    try:
+        assert proc.wait(60) == 128 + signal.SIGPIPE
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert b"Traceback" not in proc.stderr.read()
+    proc.stderr.close()
+    assert state(repo)[0] == "failed"
+
+
+def test_a_background_grandchild_holding_the_output_does_not_keep_orc_waiting(
+        repo: Path) -> None:
+    proc = run_bytes("T", "--", "sh", "-c", "sleep 300 & echo $!; echo end", cwd=repo,
+                     timeout=60)
+    try:
+        assert proc.returncode == 0
+        assert proc.stdout.endswith(b"\nend\n")
+        assert state(repo)[0] == "completed"
+    finally:
+        os.kill(int(proc.stdout.split()[0]), signal.SIGKILL)
+
+
 ISATTY = "import os; print(os.isatty(0), os.isatty(1), os.isatty(2), flush=True)"
 
 
@@ -209,6 +239,58 @@ def test_signals_to_orc_run_are_forwarded_to_the_command(repo: Path,
         assert "Traceback" not in proc.stderr.read().decode()
     assert state(repo)[0] == "failed"
     assert not leased(repo, "T")
+
+
+# orc run as a terminal's session leader (its controlling terminal: the pty), as in a shell.
+IN_A_TERMINAL = """
+import os, sys
+os.setsid()
+fd = os.open(os.ttyname(0), os.O_RDWR)  # a session leader opening a tty acquires it
+os.close(fd)
+os.execvp(sys.argv[1], sys.argv[1:])
+"""
+
+COUNT_CHILD = r"""
+import os, signal, sys
+got = []
+def on_int(signum, frame):
+    got.append(signum)
+    os.write(1, b"int %d\n" % len(got))
+def on_term(signum, frame):
+    os.write(1, b"term after %d\n" % len(got))
+    sys.exit(3)
+signal.signal(signal.SIGINT, on_int)
+signal.signal(signal.SIGTERM, on_term)
+os.write(1, b"set" + b"-up\n")  # the narration shows this code: keep the marker out of it
+while True:
+    signal.pause()
+"""
+
+
+def test_ctrl_c_at_the_terminal_reaches_the_command_once(repo: Path) -> None:
+    """The terminal sends Ctrl-C's SIGINT to the foreground job, orc run and CMD alike: orc run
+    must not forward a second one.  A SIGTERM afterwards is forwarded; CMD reports how many
+    SIGINTs it had by then (a forwarded SIGINT would have been sent before the SIGTERM)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([PY, "-c", IN_A_TERMINAL, *orc_argv("run", "T", "--", *py(
+        COUNT_CHILD))], cwd=repo, stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    try:
+        term = FdReader(master)
+        term.until("set-up")
+        wait_for(lambda: catches(proc.pid, signal.SIGTERM), timeout=10,
+                 what="`orc run` to install its signal forwarding")
+        os.write(master, b"\x03")  # Ctrl-C
+        term.until("int 1")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 3
+        assert "term after 1" in term.rest()
+        assert "int 2" not in term.text
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        os.close(master)
 
 
 # -- the lease and state.yaml --------------------------------------------------------------

@@ -15,6 +15,10 @@ that asks its stdout for the terminal's modes (rare) sees the pty's, not the rea
 parsed, with no buffering in between.  If our stdout is gone (``orc run … | head``), we stop
 reading that stream so CMD meets the closed pipe as it would without orc.
 
+**Signals.**  SIGTERM is forwarded to CMD; so is SIGINT, unless it came from Ctrl-C at the
+terminal whose foreground job we share with CMD, which has delivered it to CMD already
+(:func:`_terminal_sent_it`).
+
 **The end.**  Output ends at EOF on both streams.  A grandchild that keeps a stream open after CMD
 exits (``cmd &``) does not keep orc waiting: once CMD is reaped, a stream quiet for
 :data:`DRAIN_GRACE` seconds is closed.
@@ -146,6 +150,8 @@ def pump(child: subprocess.Popen[bytes], streams: list[_Stream], on_lines: Lines
     SIGINT/SIGTERM to CMD while it runs, and return how it ended."""
 
     def forward(signum: int, frame: object) -> None:
+        if signum == signal.SIGINT and _terminal_sent_it(child.pid):
+            return
         with contextlib.suppress(ProcessLookupError):
             child.send_signal(signum)
 
@@ -176,6 +182,28 @@ def pump(child: subprocess.Popen[bytes], streams: list[_Stream], on_lines: Lines
     if code < 0:
         return Outcome(128 - code, signal.Signals(-code).name)
     return Outcome(code)
+
+
+def _terminal_sent_it(pid: int) -> bool:
+    """Did a SIGINT to us most likely come from Ctrl-C at our terminal, which sent it to CMD as
+    well?  So when CMD is in our process group and that group is the foreground job of our
+    controlling terminal: forwarding it too would make one Ctrl-C two (and many programs, AI
+    agents among them, take a second Ctrl-C as "quit now").  Otherwise (no terminal, a
+    background job, CMD in a group of its own) the signal came from ``kill`` and is forwarded.
+    The same rule as ``uv run``; a ``kill -INT`` of a foreground ``orc run`` is the case it
+    gets wrong (CMD then still has Ctrl-C and SIGTERM)."""
+    try:
+        if os.getpgid(pid) != os.getpgrp():
+            return False
+        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError:  # no controlling terminal (ENXIO), CMD gone
+        return False
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _read_until_done(child: subprocess.Popen[bytes], streams: list[_Stream],

@@ -51,3 +51,11 @@ def test_run_project_reaches_the_lock_on_the_server(server: ServerProc, tmp_path
     (repo / ".orc" / "local" / "config.yaml").write_text(f"team: {{project: {configured}}}\n")
     lock = _lock_while_running(server, repo, task, env)
     assert lock["project_id"] == configured
+
+
+def test_the_core_cuts_transcripts_where_the_protocol_says() -> None:
+    from orc_git.executor.lines import TRANSCRIPT_CHARS
+
+    from orc_team import protocol
+
+    assert TRANSCRIPT_CHARS == protocol.TRANSCRIPT_CHARS
