@@ -1,5 +1,5 @@
-"""``orc team serve|token|activity|who``: argument parsing, and the server's two commands
-(``activity`` and ``who`` are :mod:`orc_team.views`).
+"""``orc team serve|token|activity|who|outbox|sync``: argument parsing, the server's two
+commands, and the outbox's two (``activity`` and ``who`` are :mod:`orc_team.views`).
 
 The orc CLI calls each command as ``func(args, out)`` and maps an OrcError to its exit status
 (2 usage, 3 failure); ``python -m orc_team.server`` reuses the same parser and mapping.
@@ -128,6 +128,22 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     who = actions.add_parser("who", help="who is connected: status, active task, last seen")
     who.add_argument("--json", action="store_true")
     who.set_defaults(func=_view("cmd_who"))
+    add_outbox_parsers(actions)
+
+
+def add_outbox_parsers(actions: argparse._SubParsersAction[Any]) -> None:
+    """``orc team outbox`` and ``orc team sync`` (the team client's outbox)."""
+    outbox = actions.add_parser("outbox", help="what is still waiting to reach the team server")
+    outbox.add_argument("--limit", type=_number(1, 1e9, int), default=100, metavar="N",
+                        help="rows shown of each state, oldest first (100)")
+    outbox.add_argument("--json", action="store_true")
+    outbox.set_defaults(func=cmd_outbox)
+    sync = actions.add_parser("sync", help="deliver the outbox to the team server now")
+    sync.add_argument("--timeout", type=_number(0.1, 86400), default=60.0, metavar="S",
+                      help="seconds to deliver for at most (60)")
+    sync.add_argument("--json", action="store_true")
+    sync.add_argument("--background", action="store_true", help=argparse.SUPPRESS)
+    sync.set_defaults(func=cmd_sync)
 
 
 _PROJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -167,6 +183,45 @@ def cmd_token(args: argparse.Namespace, out: Any) -> int:
     token = mint_token(_secret(out), args.user, name=args.name, email=args.email,
                        role=args.role, expires_in=args.expires)
     print(token, flush=True)
+    return 0
+
+
+def cmd_outbox(args: argparse.Namespace, out: Any) -> int:
+    from orc_git.context import Context
+
+    from orc_team.client.sync import show
+
+    ctx = Context.discover()
+    out.mode = ctx.mode
+    shown = show(ctx, args.limit)
+    for e in shown["events"]:
+        error = e.get("error") or {}
+        out.row(e["seq"], e["state"], e.get("made_at") or "-", e.get("event_type") or "-",
+                e.get("task_id") or "-", e.get("event_id") or "-",
+                f"{error.get('code')}: {error.get('message')}" if error else "")
+    out.say(f"{shown['pending']} events pending, {shown['rejected']} rejected "
+            f"({shown['path']})")
+    out.result(shown)
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace, out: Any) -> int:
+    from orc_git.context import Context
+
+    from orc_team.client.sync import failure, sync
+
+    ctx = Context.discover()
+    out.mode = ctx.mode
+    result = sync(ctx, args.timeout, wait_lock=not args.background)
+    counts = {"delivered": result.delivered, "rejected": result.rejected,
+              "pending": result.pending}
+    if result.pending:
+        args.failure_fields = counts
+        raise failure(result, args.timeout)
+    out.say(f"delivered {result.delivered} events; the outbox is empty"
+            + (f" ({result.rejected} rejected by the server: `orc team outbox` shows why)"
+               if result.rejected else ""))
+    out.result(counts)
     return 0
 
 

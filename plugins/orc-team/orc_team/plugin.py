@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Any
 from orc_git import hookimpl
 
 if TYPE_CHECKING:
+    from orc_git.context import Context
     from orc_git.locking.base import Locker
     from orc_git.plugin.hookspecs import LockerContext
+    from orc_git.publish import EventSink
 
 
 @hookimpl
@@ -32,3 +34,13 @@ def orc_git_locker(mode: str, context: LockerContext) -> Locker | None:
     from orc_team.client.team import team_locker
 
     return team_locker(context)
+
+
+@hookimpl
+def orc_git_event_sink(context: Context) -> EventSink | None:
+    """Team mode's sink: the durable outbox in ``.orc/local/`` and its background sender."""
+    if context.mode != "team":
+        return None
+    from orc_team.client.sink import team_sink
+
+    return team_sink(context)

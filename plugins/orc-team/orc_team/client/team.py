@@ -257,11 +257,13 @@ class TeamLocker(CompositeLocker):
 def team_locker(context: LockerContext, pid: int | None = None) -> TeamLocker:
     """Team mode's locker for holder process ``pid`` (default: this process).  Cheap: nothing
     connects until the first lock operation."""
+    from orc_team.client.autosync import deliver_after
     from orc_team.client.holder import client_id
     from orc_team.client.settings import settings_from_config
 
     settings = settings_from_config(context.config)
     primary = WebSocketLocker(settings, client_id(pid), ttl=context.ttl, events=context.emit,
                               user_owns=pid is not None)
+    deliver_after(context, primary.client)  # a backlog in the outbox goes once we connect
     return TeamLocker(primary, context.file_locker(pid),
                       factory=lambda other: team_locker(context, other))

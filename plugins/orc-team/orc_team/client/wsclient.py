@@ -346,17 +346,22 @@ class WSClient:
     # -- requests --------------------------------------------------------------------------
 
     def request(self, type_: str, data: dict[str, Any] | None = None, *,
-                timeout: float | None = None) -> Message:
+                timeout: float | None = None, data_json: bytes | None = None) -> Message:
         """Send ``{type, id, data}`` and return the reply with that id.  Raises
         LockerUnavailable when the server cannot be reached or does not answer in time,
-        ServerError for an ``error`` reply."""
+        ServerError for an ``error`` reply.  ``data_json``: ``data`` already encoded (strict
+        UTF-8 JSON), sent as it is: the outbox keeps its events as wire text."""
         link = self.connect()
         task_id = (data or {}).get("task_id")
         pending = self._replies.open(type_, link, task_id if isinstance(task_id, str) else None)
         if self._link is not link:  # lost before this request could be failed with it
             self._replies.cancel(pending)
             raise self.last_error or LockerUnavailable("connection to the team server lost")
-        message = protocol.message(type_, pending.id, data)
+        message: Message | bytes = protocol.message(type_, pending.id, data)
+        if data_json is not None:
+            # type_ is one of the protocol's names and the id ours: neither needs escaping
+            message = b"".join((b'{"type":"', type_.encode(), b'","id":"', pending.id.encode(),
+                                b'","data":', data_json, b"}"))
         wait = self.settings.request_timeout if timeout is None else timeout
         try:
             self._send(link, message)
@@ -392,8 +397,9 @@ class WSClient:
             return False
         return True
 
-    def _send(self, link: Link, message: Message, unless_in_flight: str | None = None) -> None:
-        data = encode(message)
+    def _send(self, link: Link, message: Message | bytes,
+              unless_in_flight: str | None = None) -> None:
+        data = message if isinstance(message, bytes) else encode(message)
         try:
             with self._send_lock:
                 if unless_in_flight is not None and self._replies.in_flight(unless_in_flight):
