@@ -18,18 +18,20 @@ if TYPE_CHECKING:
     from orc_git.locking.filelocker import FileLocker
     from orc_git.locking.info import LockEvent, LockInfo
     from orc_git.publish import EventSink
+    from orc_git.repo import RepoPaths
 
 hookspec = pluggy.HookspecMarker("orc_git")
 hookimpl = pluggy.HookimplMarker("orc_git")
 
 
 class LockerContext(Protocol):
-    """What a locker factory (``orc_git_locker``) is given: the repository's settings, the
+    """What a locker factory (``orc_git_locker``) is given: the repository and its settings, the
     event callback its locker reports lease events to, and the file lease, the locker a team
     locker falls back on.  :class:`orc_git.context.Context` is one."""
 
     config: Config
     mode: str
+    repo: RepoPaths
 
     @property
     def ttl(self) -> int: ...

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from orc_git.context import Context
+    from orc_git.plugin.hookspecs import LockerContext
 
     from orc_team.client.wsclient import WSClient
 
@@ -29,7 +29,7 @@ OUTBOX_FILE = "outbox.sqlite3"
 _armed: set[str] = set()
 
 
-def deliver_after(ctx: Context, client: WSClient) -> None:
+def deliver_after(ctx: LockerContext, client: WSClient) -> None:
     """Have ``client``'s first connection arrange a background sync at this process's exit."""
     if os.environ.get("ORC_TEAM_AUTOSYNC", "1") == "0":
         return
