@@ -77,6 +77,8 @@ def cmd_run(args: argparse.Namespace, out: Output) -> int:
         session.finish(outcome.exit_code, outcome.signal_name)
         return outcome.exit_code
     finally:
-        lease.release()
-        if session is not None:
-            session.close()
+        try:
+            if session is not None:
+                session.close()  # delivered while still the holder: see RunSession.close
+        finally:
+            lease.release()

@@ -119,8 +119,10 @@ class RunContext:
                 code, signal_name = _status(exc)
                 session.finish(code, signal_name, error=_describe(exc))
         finally:
-            holding.__exit__(None, None, None)
-            session.close()
+            try:
+                session.close()  # delivered while still the holder: see RunSession.close
+            finally:
+                holding.__exit__(None, None, None)
 
 
 def _status(exc: BaseException) -> tuple[int, str | None]:

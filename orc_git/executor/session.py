@@ -3,7 +3,8 @@
 ``orc run`` and :func:`orc_git.run_context` both drive a :class:`RunSession`: ``begin`` (state
 ``running``), ``started`` (``task.started``, presence ``active``), any number of events, then
 ``finish`` (``task.completed`` / ``task.failed``, state ``completed`` / ``failed``, presence
-``online``), the lease's release by the caller, and ``close`` (the sink's bounded delivery).
+``online``), ``close`` (the sink's bounded delivery, still holding the lease), then the lease's
+release by the caller.
 
 State writes are fenced by the lease's token (:func:`orc_git.state.write_state`).  A task without
 a ``state.yaml`` is created (``task.yaml`` + ``state.yaml``, as ``orc task new`` does) in p2p and
@@ -164,5 +165,8 @@ class RunSession:
         self.publisher.presence("online", None)
 
     def close(self) -> None:
-        """After the lease is released: let the sink deliver for a bounded time."""
+        """Before the lease is released: let the sink deliver for a bounded time.  While the
+        run still holds the lease the server takes its events (after a release, another
+        holder's lease would make them FORBIDDEN), and they get offsets before the release's
+        ``lock.released``, so the team's feed reads started … completed, then unlocked."""
         self.publisher.close()

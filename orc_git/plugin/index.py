@@ -14,9 +14,12 @@ from orc_git import cache
 
 
 def _environment_key() -> list[object]:
-    """What decides which plugins are installed: the interpreter and its path's directories."""
+    """What decides which plugins are installed and which hooks exist: the interpreter, its
+    path's directories, and the core's hookspecs file (a core that gained a hook must ask
+    again, even in an editable install whose site-packages did not change)."""
     # sys.path[0] is the script's directory or the working directory, never an install place.
-    return [sys.executable,
+    specs = os.path.join(os.path.dirname(__file__), "hookspecs.py")
+    return [sys.executable, cache.file_key(specs),
             [[p, cache.file_key(p)] for p in sys.path[1:] if p and os.path.isdir(p)]]
 
 

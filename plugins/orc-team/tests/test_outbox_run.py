@@ -18,7 +18,9 @@ from orc_team.client.outbox import Outbox
 from conftest import WAIT, Client, Lines, ServerProc, TeamContext, dead_url, run_orc, unique
 
 NO_AUTOSYNC = {"ORC_TEAM_AUTOSYNC": "0"}
-CHATTY = "import itertools\nfor i in itertools.count(1):\n    print(f'line {i}', flush=True)\n"
+CHATTY = ("import itertools\nfor i in itertools.count(1):\n"
+          "    print(f'line {i}', '.' * 90, flush=True)\n")
+PAD = " " + "." * 90
 WAITS = "print('ready', flush=True)\ninput()\nprint('done', flush=True)\n"
 
 
@@ -46,6 +48,16 @@ async def published(watcher: Client, until: str, task: str) -> list[dict[str, An
     return got
 
 
+async def every_event(watcher: Client, until: str, task: str) -> list[dict[str, Any]]:
+    """The task's events, lock.* included, in the order received, up to ``until``."""
+    got: list[dict[str, Any]] = []
+    while not got or got[-1]["event_type"] != until:
+        message = await watcher.expect(lambda m: m.get("type") == "event"
+                                       and m["data"]["task_id"] == task)
+        got.append(message["data"])
+    return got
+
+
 async def test_orc_run_publishes_through_the_outbox(
         server: ServerProc, team_context: TeamContext, connect_as: Any) -> None:
     ctx = team_context(server, "alice")
@@ -61,10 +73,12 @@ async def test_orc_run_publishes_through_the_outbox(
     proc.stdin.write("\n")
     proc.stdin.flush()
     assert await asyncio.to_thread(proc.wait, WAIT * 2) == 0
-    events = await published(watcher, "task.completed", task)
+    events = await every_event(watcher, "lock.released", task)
     kinds = [e["event_type"] for e in events]
-    assert kinds == ["task.started", "task.transcript", "task.transcript", "task.completed"]
-    assert [e["payload"]["content"] for e in events[1:3]] == ["ready", "done"]
+    # delivered while the run still held the lease: the release comes last in the feed
+    assert kinds == ["lock.acquired", "task.started", "task.transcript", "task.transcript",
+                     "task.completed", "lock.released"]
+    assert [e["payload"]["content"] for e in events[2:4]] == ["ready", "done"]
     offsets = [e["offset"] for e in events]
     assert offsets == sorted(offsets)
     assert Outbox(ctx.repo.local_dir).counts()["pending"] == 0
@@ -85,14 +99,16 @@ async def test_kill_9_of_orc_run_mid_output_then_sync_delivers_what_was_written(
     proc = orc_popen("run", task, "--project", project, "--", sys.executable, "-c", CHATTY,
                      cwd=ctx.repo.worktree)
     assert proc.stdout is not None
-    Lines(proc.stdout).wait_for("line 2000\n", timeout=WAIT * 3)
+    # Output is passed on before each read's lines are kept: a line past the first 64 KiB
+    # (about 650 of these lines) on our stdout means at least that first read is in the outbox.
+    Lines(proc.stdout).wait_for(f"line 2000{PAD}\n", timeout=WAIT * 3)
     os.killpg(proc.pid, signal.SIGKILL)  # orc run and its child, mid-output
     proc.wait(timeout=WAIT)
     kept = _transcripts(ctx)
     assert kept[0]["event_type"] == "task.started"
     lines = [e["payload"]["content"] for e in kept[1:]]
     assert len(lines) >= 1 and all(e["event_type"] == "task.transcript" for e in kept[1:])
-    assert lines == [f"line {i}" for i in range(1, len(lines) + 1)]  # a prefix, no gap
+    assert lines == [f"line {i}{PAD}" for i in range(1, len(lines) + 1)]  # a prefix, no gap
 
     watcher = await watch(connect_as, project)
     done = await asyncio.to_thread(run_orc, "team", "sync", "--json", cwd=ctx.repo.worktree,
