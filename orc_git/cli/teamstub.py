@@ -17,9 +17,11 @@ MISSING = ("`orc team` needs the orc-team plugin, which is not installed: instal
 def add_parser_if_missing(sub: argparse._SubParsersAction[Any]) -> None:
     if "team" in sub.choices:
         return
-    p = sub.add_parser("team", add_help=False,
+    # No prefix character: `--help` or any option after `team` is an argument like the others,
+    # so every `orc team …` reaches the one message.
+    p = sub.add_parser("team", add_help=False, prefix_chars="\0",
                        help=f"team mode (not installed: `{TEAM_INSTALL_COMMAND}`)")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.add_argument("rest", nargs="*")
     p.set_defaults(func=_missing)
 
 
