@@ -79,12 +79,12 @@ def test_the_team_quick_start_runs(tmp_path: Path) -> None:
     abbreviated token."""
     pytest.importorskip("orc_team")
     port = str(free_port())
-    script = ["trap 'kill $SERVER_PID 2>/dev/null || true' EXIT"]
+    script = ["trap 'kill ${SERVER_PID:-} 2>/dev/null || true' EXIT"]
     for line in quickstart("team-server"):
         line = line.replace("8765", port)
         if line.startswith("orc team serve"):
             command = line.split("#")[0].strip().removesuffix("&")
-            script += [f"coproc SERVER {{ {command} 2>&1; }}",
+            script += [f"coproc SERVER {{ exec {command} 2>&1; }}",
                        'while IFS= read -r -t 15 out <&"${SERVER[0]}"; do',
                        '  [[ $out == *"listening on"* ]] && break; done']
         elif line.startswith("orc team invite"):
