@@ -193,6 +193,8 @@ def test_doctor_with_a_refused_token(server: ServerProc, repo: Path, home: Path,
     detail = found["team token"]["detail"]
     assert ("expired" in detail) if kind == "expired" else ("bad token signature" in detail)
     assert "from the environment" in detail and "orc team invite" in found["team token"]["hint"]
+    proc = orc("mode", cwd=repo, home=home, ORC_TEAM_TOKEN=bad)  # offline: the mode, and where
+    assert proc.returncode == 0 and proc.stdout == "team\n" and "orc doctor" in proc.stderr
 
 
 def test_doctor_with_the_server_down_shows_the_outbox_backlog(
@@ -212,6 +214,8 @@ def test_doctor_with_the_server_down_shows_the_outbox_backlog(
     assert found["team outbox"]["data"]["pending"] >= 2  # task.started and task.completed
     text = orc("doctor", cwd=repo, home=home).stdout
     assert "FAIL  team server" in text and "event(s) waiting" in text
+    proc = orc("mode", cwd=repo, home=home)
+    assert proc.returncode == 0 and proc.stdout == "team\n" and "orc doctor" in proc.stderr
 
 
 def test_doctor_with_hooks_missing_in_team_mode(server: ServerProc, repo: Path,
@@ -221,3 +225,15 @@ def test_doctor_with_hooks_missing_in_team_mode(server: ServerProc, repo: Path,
     proc = orc("doctor", "--json", cwd=repo, home=home)
     assert proc.returncode == 1
     assert {n for n, c in checks(proc).items() if not c["ok"]} == {"hooks"}
+
+
+def test_invite_needs_the_secret_and_names_the_default_address(repo: Path, home: Path) -> None:
+    proc = orc("team", "invite", "--user", "dave", cwd=repo, home=home)
+    assert proc.returncode == 2 and "ORC_TEAM_SECRET" in proc.stderr and not proc.stdout
+    proc = orc("team", "invite", "--user", "dave", cwd=repo, home=home, ORC_TEAM_SECRET=SECRET)
+    assert proc.returncode == 0
+    assert shlex.split(proc.stdout)[:4] == ["orc", "team", "login", "ws://127.0.0.1:8765"]
+    assert "--server-url" in proc.stderr
+    proc = orc("team", "invite", "--user", "bad user", cwd=repo, home=home,
+               ORC_TEAM_SECRET=SECRET)
+    assert proc.returncode == 2 and not proc.stdout
