@@ -6,6 +6,7 @@ The report is the data asked for, so it goes to stdout; the verdict line goes to
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from orc_git.cli.output import Output, paint
@@ -35,8 +36,6 @@ def _checks(out: Output) -> list[Check]:
 
 
 def cmd_doctor(args: argparse.Namespace, out: Output) -> int:
-    import sys
-
     checks = _checks(out)
     width = max(len(c.name) for c in checks)
     for c in checks:
