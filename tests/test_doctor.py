@@ -145,3 +145,14 @@ def test_plugins_add_checks_and_a_failing_one_is_one_failed_check(
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     broken = checks(json.loads(proc.stdout))["plugin broken_doctor"]
     assert broken["ok"] is False and "demo doctor bug" in broken["detail"]
+
+
+def test_doctor_fails_when_the_hooks_python_is_gone(repo: Path) -> None:
+    from orc_git.githooks.install import install
+
+    install(repo, python=str(repo / "gone" / "python"))
+    code, doc = orc_json("doctor", cwd=repo)
+    assert code == 1
+    hooks = checks(doc)["hooks"]
+    assert hooks["ok"] is False and "Python is gone" in hooks["detail"]
+    assert hooks["hint"] == "orc hooks install"

@@ -237,3 +237,13 @@ def test_invite_needs_the_secret_and_names_the_default_address(repo: Path, home:
     proc = orc("team", "invite", "--user", "bad user", cwd=repo, home=home,
                ORC_TEAM_SECRET=SECRET)
     assert proc.returncode == 2 and not proc.stdout
+
+
+def test_login_says_when_the_environment_overrides_what_it_stored(server: ServerProc, repo: Path,
+                                                                  home: Path) -> None:
+    mine = token("erin")
+    proc = orc("team", "login", url_of(server), "--token", mine, cwd=repo, home=home,
+               ORC_TEAM_TOKEN=token("frank"))
+    assert proc.returncode == 0, proc.stderr
+    assert "team.token from the environment overrides the one just stored" in proc.stderr
+    assert stored(home)["team"]["token"] == mine
