@@ -23,10 +23,13 @@ if TYPE_CHECKING:
     from orc_git.plugin.manager import Plugins
 
 
+TEAM_INSTALL_COMMAND = "orc plugins install team"
+"""The one command that installs the team plugin into the Python running orc
+(:mod:`orc_git.cli.plugininstall`); every message about the missing plugin names it."""
+
 TEAM_INSTALL_HINT = (
     "team mode needs the orc-team plugin, which is not installed: install it with "
-    "`pip install ./plugins/orc-team` from an orc-git checkout (or `pip install orc-team`), "
-    "or switch mode with `orc init --mode p2p` or ORC_MODE=p2p"
+    f"`{TEAM_INSTALL_COMMAND}`, or switch mode with `orc init --mode p2p` or ORC_MODE=p2p"
 )
 
 

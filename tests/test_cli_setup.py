@@ -187,7 +187,7 @@ def test_init_team_without_the_plugin_says_how_to_install_it(
     proc = plugin_free.orc("init", "--mode", "team", "--server-url", "ws://127.0.0.1:9",
                            cwd=bare)
     assert proc.returncode == 0, proc.stderr
-    assert "pip install ./plugins/orc-team" in proc.stderr
+    assert "orc plugins install team" in proc.stderr
     assert orc("mode", cwd=bare).stdout == "team\n"
 
 

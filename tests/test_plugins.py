@@ -278,10 +278,10 @@ def test_team_mode_without_a_plugin_says_how_to_install_it(run: Run, repo: Path)
     out = json.loads(lines[0])
     assert out["schema"] == 1 and out["mode"] == "team"
     assert out["error"]["code"] == "PLUGIN_MISSING"
-    assert "pip install ./plugins/orc-team" in out["error"]["message"]
+    assert "orc plugins install team" in out["error"]["message"]
     assert not leased(repo, "T")
 
     proc = run("lock", "status", "T", cwd=repo, env=team)
     assert proc.returncode == 3
-    assert "pip install ./plugins/orc-team" in proc.stderr
+    assert "orc plugins install team" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -10,12 +10,12 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from orc_git import __version__
-from orc_git.cli import githooks, lock, runcmd, setup, tasks
+from orc_git.cli import doctor, githooks, lock, runcmd, setup, tasks, teamstub
 from orc_git.cli.output import Output
 from orc_git.errors import EXIT_INTERRUPTED, OrcError, UsageError
 
 CORE_COMMANDS = ("init", "mode", "lock", "plugins", "task", "tasks", "hooks", "merge-state",
-                 "run")
+                 "run", "doctor")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,10 +43,12 @@ def build_parser(plugin_commands: bool = False) -> argparse.ArgumentParser:
     runcmd.add_parser(sub)
     githooks.add_parser(sub)
     tasks.add_parsers(sub)
+    doctor.add_parser(sub)
     if plugin_commands:
         from orc_git.plugin.manager import load_plugins  # pluggy: only when plugins are wanted
 
         load_plugins().manager.hook.orc_git_cli_commands(subparsers=sub)
+        teamstub.add_parser_if_missing(sub)
     return parser
 
 

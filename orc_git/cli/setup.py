@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from orc_git import safefs
+from orc_git.cli import plugininstall
 from orc_git.cli.output import Output
-from orc_git.config import MODES
+from orc_git.config import MODES, Config, load_config
 from orc_git.context import TEAM_INSTALL_HINT, Context
 from orc_git.errors import StorageError, UnsafePath, UsageError
 from orc_git.repo import find_repo
@@ -42,6 +43,7 @@ def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser("plugins", help="discovered plugins and their versions")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plugins)
+    plugininstall.add_parser(p)
 
 
 def gitignore_lines() -> list[str]:
@@ -136,6 +138,11 @@ def cmd_init(args: argparse.Namespace, out: Output) -> int:
     if args.server_url and args.mode != "team":
         raise UsageError("--server-url goes with --mode team")
     repo = find_repo()
+    if args.mode == "team" and not args.server_url and not load_config(repo).get(
+            "team.server_url"):
+        raise UsageError("team mode needs the team server's URL: give `--server-url "
+                         "ws://HOST:8765`, or run `orc team login URL` first (it stores the URL "
+                         "and your token in ~/.orc/config.yaml)")
     created = []
     try:
         for d in (repo.orc_dir, repo.lock_root, repo.local_dir):
@@ -179,8 +186,25 @@ def cmd_mode(args: argparse.Namespace, out: Output) -> int:
     out.mode = ctx.mode
     out.line(ctx.mode)
     out.say(f"because {ctx.mode_reason}")
-    out.result({"reason": ctx.mode_reason})
+    problems = team_setup_problems(ctx.config) if ctx.mode == "team" else []
+    for problem in problems:
+        out.warn(problem)
+    if ctx.mode == "team":
+        out.say("`orc doctor` checks the team server, your token and the rest of the setup")
+    out.result({"reason": ctx.mode_reason, "problems": problems})
     return 0
+
+
+def team_setup_problems(config: Config) -> list[str]:
+    """What ``orc mode`` can tell about team mode without the network (``orc doctor`` asks the
+    server): a missing URL or token."""
+    problems = []
+    if not config.get("team.server_url"):
+        problems.append("no team server URL is configured: `orc team login URL` or "
+                        "ORC_TEAM_URL")
+    if not config.get("team.token"):
+        problems.append("no team token is configured: `orc team login URL` stores one")
+    return problems
 
 
 def cmd_plugins(args: argparse.Namespace, out: Output) -> int:

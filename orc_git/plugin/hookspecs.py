@@ -14,6 +14,7 @@ import pluggy
 if TYPE_CHECKING:
     from orc_git.config import Config
     from orc_git.context import Context
+    from orc_git.doctor import Check
     from orc_git.locking.base import Locker
     from orc_git.locking.filelocker import FileLocker
     from orc_git.locking.info import LockEvent, LockInfo
@@ -80,3 +81,12 @@ def orc_git_cli_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
 @hookspec
 def orc_git_hook_report(hook: str, context: Context) -> list[str] | None:
     """Lines to add to the report a git hook (post-checkout, post-merge…) prints."""
+
+
+@hookspec
+def orc_git_doctor(context: Context) -> list[Check] | None:
+    """Checks to add to ``orc doctor`` (:class:`orc_git.doctor.Check`: name, ok, detail, hint,
+    data) for ``context`` (its mode, config and repository): e.g. the team plugin checks its
+    server, token and outbox in team mode and returns nothing in the others.  Keep each check
+    bounded in time (a network call gets a timeout of a few seconds); a raised exception is
+    shown as one failed check.  Never put a secret in a check."""

@@ -1,5 +1,6 @@
 """``orc team serve|token|activity|who|outbox|sync``: argument parsing, the server's two
-commands, and the outbox's two (``activity`` and ``who`` are :mod:`orc_team.views`).
+commands, and the outbox's two (``activity`` and ``who`` are :mod:`orc_team.views`;
+``invite|login|logout|status`` are :mod:`orc_team.cli_auth`).
 
 The orc CLI calls each command as ``func(args, out)`` and maps an OrcError to its exit status
 (2 usage, 3 failure); ``python -m orc_team.server`` reuses the same parser and mapping.
@@ -17,6 +18,7 @@ from typing import Any
 from orc_git.cli.output import Output
 from orc_git.errors import OrcError, UsageError
 
+from orc_team import cli_auth
 from orc_team.protocol import EVENTS_KEPT, MAX_REPLAY
 from orc_team.server.auth import (
     MAX_LIFETIME,
@@ -114,6 +116,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
                        metavar="S", help="seconds until the token expires, at most the "
                                          "server's default maximum lifetime (2592000: 30 days)")
     token.set_defaults(func=cmd_token)
+    cli_auth.add_parsers(actions, _number, _claim, MAX_LIFETIME)
     activity = actions.add_parser("activity", help="the team's activity feed, newest last")
     activity.add_argument("--project", type=_claim(project_problem), metavar="P",
                           help="the project (team.project)")

@@ -13,6 +13,7 @@ from orc_git import hookimpl
 
 if TYPE_CHECKING:
     from orc_git.context import Context
+    from orc_git.doctor import Check
     from orc_git.locking.base import Locker
     from orc_git.plugin.hookspecs import LockerContext
     from orc_git.publish import EventSink
@@ -44,3 +45,11 @@ def orc_git_event_sink(context: Context) -> EventSink | None:
     from orc_team.client.sink import team_sink
 
     return team_sink(context)
+
+
+@hookimpl
+def orc_git_doctor(context: Context) -> list[Check]:
+    """The team server, the token and the outbox, in team mode."""
+    from orc_team.doctor import checks
+
+    return checks(context)

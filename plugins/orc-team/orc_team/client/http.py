@@ -117,8 +117,8 @@ def http_failure(status: int, body: bytes, base: str, path: str) -> OrcError:
         message = body.decode(errors="replace").strip() if body and len(body) < 300 else ""
     if status == 401:
         return ConfigError(f"the team server at {base} refused the token ({message or 'HTTP 401'})"
-                           ": get a new one with `orc team token` and set ORC_TEAM_TOKEN or "
-                           "team.token")
+                           ": get a new one (`orc team invite` or `orc team token`, where "
+                           "ORC_TEAM_SECRET is set) and run `orc team login URL`")
     if status >= 500:
         return LockerUnavailable(f"the team server at {base} is unavailable (HTTP {status})")
     if status == 404:

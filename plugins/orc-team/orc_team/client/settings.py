@@ -72,15 +72,21 @@ def normalize_url(url: str) -> str:
     return urlunsplit((scheme, parts.netloc, path, "", "")).rstrip("/")
 
 
-def token_subject(token: str) -> str | None:
-    """The user id (``sub``) a JWT names, read without checking the signature: the server does
-    that; the client only needs to know who it is to tell its own leases from others'."""
+def token_claims(token: str) -> dict[str, Any] | None:
+    """A JWT's claims, read without checking the signature (only the server can): enough for
+    the client to know who it is and when its token expires, never to trust it."""
     try:
         payload = token.split(".")[1]
         claims: Any = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     except (IndexError, ValueError):
         return None
-    sub = claims.get("sub") if isinstance(claims, dict) else None
+    return claims if isinstance(claims, dict) else None
+
+
+def token_subject(token: str) -> str | None:
+    """The user id (``sub``) a JWT names, read without checking the signature: the server does
+    that; the client only needs to know who it is to tell its own leases from others'."""
+    sub = (token_claims(token) or {}).get("sub")
     return sub if isinstance(sub, str) and sub else None
 
 
@@ -100,9 +106,9 @@ def settings_from_config(config: Any) -> ClientSettings:
                           "(`orc init --mode team --server-url ws://HOST:8765`) or ORC_TEAM_URL")
     token = config.get("team.token")
     if not token or not isinstance(token, str):
-        raise ConfigError("team mode needs a token: get one with `orc team token --user ID` "
-                          "(run where ORC_TEAM_SECRET is set) and put it in ORC_TEAM_TOKEN or "
-                          "team.token in ~/.orc/config.yaml")
+        raise ConfigError("team mode needs a token: `orc team login URL` stores one (whoever "
+                          "holds ORC_TEAM_SECRET makes it with `orc team invite --user ID`), "
+                          "or set ORC_TEAM_TOKEN")
     project = config.get("team.project")
     return ClientSettings(normalize_url(url), token.strip(),
                           project=str(project) if project not in (None, "") else None,
