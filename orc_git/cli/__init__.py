@@ -96,7 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if lock is not None:
             extra["lock"] = lock.to_json()
         extra.update(getattr(args, "failure_fields", None) or {})  # e.g. "acquired": false
-        out.error(exc.code, exc.message, extra)
+        if getattr(exc, "narrated", False) and not out.json:
+            out.say(exc.message)  # a choice the user made (cancel), not a failure
+        else:
+            out.error(exc.code, exc.message, extra)
         if exc.details.get("usage"):
             out.say(exc.details["usage"])
         return exc.exit_code
