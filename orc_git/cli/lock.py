@@ -55,7 +55,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     def cmd(name: str, func: Any, help: str, json: bool = True) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = lock.add_parser(name, help=help)
         if name not in ("list", "clean"):
-            p.add_argument("task", metavar="TASK")
+            p.add_argument("task", metavar="TASK", help="the task id")
         if json:
             p.add_argument("--json", action="store_true", help="one JSON object on stdout")
         p.set_defaults(func=func)
@@ -78,7 +78,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     p = cmd("list", cmd_list, "every lease in the repository")
     p.add_argument("--stale", action="store_true", help="only stale leases")
     p = cmd("wait", cmd_wait, "wait until a lease is released or goes stale")
-    p.add_argument("--timeout", type=_seconds)
+    p.add_argument("--timeout", type=_seconds, help="give up after S seconds (exit 124)")
     cmd("steal", cmd_steal, "acquire --force, recorded as stolen").set_defaults(
         failure_fields={"acquired": False})
     cmd("clean", cmd_clean, "remove stale leases")

@@ -38,36 +38,36 @@ def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
     task = sub.add_parser("task", help="create a task, change or show its committed state")
     actions = task.add_subparsers(dest="task_command", metavar="ACTION", required=True)
     p = actions.add_parser("new", help="create .orc/tasks/TASK/task.yaml and state.yaml")
-    p.add_argument("task", metavar="TASK")
-    p.add_argument("--title", default="")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("task", metavar="TASK", help="the task id")
+    p.add_argument("--title", default="", help="a one-line title for task.yaml")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=cmd_new)
     p = actions.add_parser("state", help="change a task's state (fenced by your lease's token)")
-    p.add_argument("task", metavar="TASK")
-    p.add_argument("--status", choices=STATUSES)
-    p.add_argument("--phase")
-    p.add_argument("--iteration", type=_count)
+    p.add_argument("task", metavar="TASK", help="the task id")
+    p.add_argument("--status", choices=STATUSES, help="the new status")
+    p.add_argument("--phase", help="the phase the task is in (free text)")
+    p.add_argument("--iteration", type=_count, help="the iteration count (a whole number)")
     p.add_argument("--token", type=_count, help="the lease token this write is made under "
                    "(default: your lease's)")
     p.add_argument("--force", action="store_true",
                    help="write even though another holder has the lease")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=cmd_state)
     p = actions.add_parser("show", help="a task's definition, state and lease")
-    p.add_argument("task", metavar="TASK")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("task", metavar="TASK", help="the task id")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("tasks", help="every task's state: here, or with --team on all remote "
-                       "branches")
+    p = sub.add_parser("tasks", help="every task's state (--team: on all remote branches)")
     p.add_argument("--team", action="store_true", help="read every remote-tracking branch")
     p.add_argument("--stale-after", type=float, default=STALE_AFTER, metavar="S",
                    help="flag `running` states unchanged for S seconds (default 3600)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=cmd_tasks)
 
-    p = sub.add_parser("merge-state", help="git's merge driver for state.yaml (installed by "
-                       "`orc hooks install`): keep the newer of two states")
+    p = sub.add_parser("merge-state", help="git's merge driver for state.yaml: keep the "
+                       "newer state", description="git's merge driver for state.yaml (installed "
+                       "by `orc hooks install`): keep the newer of two states")
     p.add_argument("base", metavar="BASE", help="the common ancestor's version (git's %%O)")
     p.add_argument("ours", metavar="OURS", help="our version, where the result goes (%%A)")
     p.add_argument("theirs", metavar="THEIRS", help="their version (%%B)")
