@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from orc_git.cli import prompt
-from orc_git.cli.output import Output, describe
+from orc_git.cli.output import LIST_HEADER, Output, describe, list_row
 from orc_git.config import MAX_TTL
 from orc_git.context import Context
 from orc_git.errors import Cancelled, CommandNotRunnable, LockHeld, TimedOut, UsageError
@@ -171,13 +171,9 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
 def cmd_list(args: argparse.Namespace, out: Output) -> int:
     ctx = _context(out)
     locks = [i for i in ctx.locker().list_locks() if i.stale or not args.stale]
-    if not out.json:
-        if not locks:
-            out.say("no stale leases" if args.stale else "no leases")
-        for i in locks:
-            state = f"stale:{i.stale_reason}" if i.stale else "held"
-            out.row(i.task_id, state, i.owner or "-", i.pid or "-",
-                    i.token if i.token is not None else "-", i.heartbeat_at or "-")
+    if not locks:
+        out.say("no stale leases" if args.stale else "no leases")
+    out.table(LIST_HEADER, [list_row(i, sys.stdout.isatty()) for i in locks])
     out.result({"locks": [i.to_json() for i in locks]})
     return 0
 

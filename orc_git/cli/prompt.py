@@ -12,8 +12,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from orc_git.cli.output import Output, describe, paint
-from orc_git.locking.info import LockInfo
+from orc_git.cli.output import Output, ago, describe, paint
+from orc_git.locking.info import LockInfo, readable_time
 from orc_git.text import printable
 
 WAIT, FORCE, CANCEL = "wait", "force", "cancel"
@@ -55,12 +55,12 @@ def waiting_lines(out: Output, task: str) -> Callable[[LockInfo, float], None]:
     def show(info: LockInfo, waited: float) -> None:
         if sys.stderr.isatty():
             out.progress(f"waiting for {task}: held by {info.who()}, last activity "
-                         f"{info.heartbeat_at} ({waited:.0f} s)")
+                         f"{ago(info.heartbeat_at)} ({waited:.0f} s)")
             return
         holder = (info.owner, info.pid, info.token)
         if holder != shown[0]:
             shown[0] = holder
             out.warn(f"waiting for {task}: held by {info.who()} (token {info.token}) since "
-                     f"{info.acquired_at}")
+                     f"{readable_time(info.acquired_at)}")
 
     return show

@@ -10,6 +10,7 @@ from typing import Any
 from orc_git.cli.output import Output
 from orc_git.context import Context
 from orc_git.errors import InvalidInput, StateUnreadable
+from orc_git.locking.info import readable_time
 from orc_git.mergestate import merge_files
 from orc_git.state import (
     STATUSES,
@@ -110,9 +111,10 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
         raise InvalidInput(f"no task {args.task} here (create it with `orc task new`)")
     if task is not None:
         out.line(f"{task.id}: {task.title or '(no title)'}  created by {task.created_by} at "
-                 f"{task.created_at}")
-    if state is not None:
-        out.line(f"  state: {state.summary()}  token {state.token}")
+                 f"{readable_time(task.created_at)}")
+    if state is not None:  # no token (never written under a lease): nothing said, no "None"
+        token = "" if state.token is None else f"  token {state.token}"
+        out.line(f"  state: {state.summary()}{token}")
     out.line(f"  lease: {'none' if not lease.locked else lease.who()}"
              + (f" (stale: {lease.stale_reason})" if lease.stale else ""))
     out.result({"task": task._asdict() if task else None,
@@ -151,7 +153,8 @@ def cmd_tasks(args: argparse.Namespace, out: Output) -> int:
     for row in rows:
         state = row["state"]
         where = (f"{state['status']:<10} {state['phase'] or '-':<12} "
-                 f"{state['updated_by']}@{state['host']}  since {state['updated_at']}"
+                 f"{state['updated_by']}@{state['host']}  since "
+                 f"{readable_time(state['updated_at'])}"
                  if state else "unreadable: " + "; ".join(row.get("problems", [])))
         flag = "  STALE? (no progress)" if row["stale_running"] else ""
         extra = f"  [{len(row['branches'])} branch(es)]" if "branches" in row else ""
