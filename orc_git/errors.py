@@ -88,6 +88,13 @@ class LockHeld(Refused):
         self.lock = lock
 
 
+class Cancelled(LockHeld):
+    """The person at the conflict prompt chose to cancel: a refusal (exit 1, as DESIGN's table
+    has it), said as plain narration on stderr rather than as an error, since nothing failed."""
+
+    narrated = True
+
+
 class GuardBusy(LockHeld):
     """Another process has held a task's guard too long (stopped mid-update?)."""
 

@@ -6,6 +6,7 @@ Plain subprocess calls: ``import git`` alone costs more than the hooks' whole ti
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -23,7 +24,8 @@ def git(*args: str, cwd: Path | str, check: bool = True, input: str | None = Non
     except (OSError, subprocess.SubprocessError) as exc:
         raise GitFailed(f"cannot run git {args[0]}: {exc}") from None
     if check and proc.returncode != 0:
-        raise GitFailed(f"git {' '.join(args[:3])} failed: {proc.stderr.strip()[:300]}")
+        command = shlex.join(["git", *args[:3]])
+        raise GitFailed(f"{command} failed: {proc.stderr.strip()[:300]}")
     return proc.stdout
 
 

@@ -32,7 +32,7 @@ from orc_git.errors import (
     StorageError,
     UnsafePath,
 )
-from orc_git.locking.info import parse_rfc3339, rfc3339
+from orc_git.locking.info import parse_rfc3339, readable_time, rfc3339
 from orc_git.taskid import check_task_id
 
 if TYPE_CHECKING:
@@ -80,7 +80,8 @@ class TaskState(NamedTuple):
             where.append(f"phase {self.phase}")
         if self.iteration is not None:
             where.append(f"iteration {self.iteration}")
-        return f"{', '.join(where)} by {self.updated_by}@{self.host} at {self.updated_at}"
+        return (f"{', '.join(where)} by {self.updated_by}@{self.host} at "
+                f"{readable_time(self.updated_at)}")
 
 
 def _text(data: dict[str, Any], key: str, required: bool = True) -> str | None:

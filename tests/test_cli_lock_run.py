@@ -169,3 +169,55 @@ def test_run_without_a_command_is_a_usage_error(repo: Path, tail: tuple[str, ...
     assert not leased(repo, "T")
 
 
+
+
+# -- --json and --force (issue 11, point 4) ---------------------------------------------------
+
+
+def test_run_json_prints_the_acquire_object_first_then_the_commands_output(repo: Path) -> None:
+    """stdout's first line is what ``acquire --json`` prints; the rest is CMD's, unchanged."""
+    proc = orc("lock", "run", "T", "--json", "--", "sh", "-c", "echo '{not json'; exit 3",
+               cwd=repo)
+    assert proc.returncode == 3, proc.stderr
+    first, *rest = proc.stdout.splitlines()
+    out = json.loads(first)
+    assert out["schema"] == 1 and out["mode"] == "p2p" and out["acquired"] is True
+    lock = check_lock(out["lock"])
+    assert lock["token"] == 1 and lock["mine"] is True
+    assert rest == ["{not json"]
+    assert "holding" not in proc.stderr  # --json: no narration
+    assert not leased(repo, "T")
+
+
+def test_run_json_refused_is_one_object_and_the_command_never_runs(repo: Path,
+                                                                   tmp_path: Path) -> None:
+    hold_here(repo, "T")
+    marker = tmp_path / "ran"
+    proc = orc("lock", "run", "T", "--json", "--", "touch", str(marker), cwd=repo)
+    assert proc.returncode == 1
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1, proc.stdout
+    out = json.loads(lines[0])
+    assert out["error"]["code"] == "LOCK_HELD" and out["acquired"] is False
+    assert check_lock(out["lock"])["pid"] == os.getpid()
+    assert not marker.exists()
+
+
+def test_run_json_command_not_found_is_said_on_stderr(repo: Path) -> None:
+    """Once the acquire object is out, stdout is CMD's: a CMD that cannot start is told on
+    stderr (exit 127), never as a second JSON object."""
+    proc = orc("lock", "run", "T", "--json", "--", "no-such-command-xyz", cwd=repo)
+    assert proc.returncode == 127
+    assert len(proc.stdout.splitlines()) == 1
+    assert json.loads(proc.stdout)["acquired"] is True
+    assert "command not found: no-such-command-xyz" in proc.stderr
+    assert not leased(repo, "T")
+
+
+def test_run_force_takes_the_lease_from_a_live_holder(repo: Path) -> None:
+    hold_here(repo, "T")
+    proc = orc("lock", "run", "T", "--force", "--", "sh", "-c", "exit 0", cwd=repo)
+    assert proc.returncode == 0, proc.stderr
+    assert "holding T (token 2) while `sh -c 'exit 0'` runs" in proc.stderr  # shlex.join
+    assert not leased(repo, "T")
+    assert hold_here(repo, "T")["token"] == 3  # the steal was token 2

@@ -12,16 +12,18 @@ from conftest import (
 )
 from lockcli import (
     ESC,
+    FdReader,
     check_lock,
     hold_here,
     on_disk,
+    piped_orc,
     release_here,
     tty_orc,
 )
 
 # -- the conflict prompt on a terminal -----------------------------------------------------
 
-PROMPT = "Your choice [1/2/3]:"
+PROMPT = "Enter = wait]: "  # "Your choice [w/f/c or 1/2/3, Enter = wait]: "
 
 
 def _check_prompt(text: str) -> None:
@@ -30,6 +32,7 @@ def _check_prompt(text: str) -> None:
     assert f"pid {os.getpid()}" in text
     assert "Started:" in text and "Last activity:" in text
     assert "1. Wait" in text and "2. Force unlock" in text and "3. Cancel" in text
+    assert "Your choice [w/f/c or 1/2/3, Enter = wait]: " in text
 
 
 def test_tty_conflict_prompt_cancel_changes_nothing(repo: Path) -> None:
@@ -42,9 +45,12 @@ def test_tty_conflict_prompt_cancel_changes_nothing(repo: Path) -> None:
         os.write(tty.fd, b"x\n")  # not an option: asked again
         tty.until(PROMPT, count=2)
         os.write(tty.fd, b"3\n")
-        assert proc.wait(30) == 1
+        assert proc.wait(30) == 1  # cancelled is refused: exit 1 (DESIGN's table)
         assert proc.stdout is not None and proc.stdout.read() == b""
+        rest = tty.rest()
     assert lock_path(repo, "T").read_bytes() == before
+    assert "cancelled: T stays locked by Alice Martinez" in rest, rest
+    assert "error" not in rest  # a choice, said plainly: not an error
 
 
 def test_tty_conflict_prompt_end_of_input_cancels(repo: Path) -> None:
@@ -121,3 +127,82 @@ def test_tty_conflict_prompt_escapes_a_hostile_holder(repo: Path) -> None:
         os.write(tty.fd, b"3\n")
         assert proc.wait(30) == 1
     assert path.read_bytes() == lockyaml.render(lease)
+
+
+# -- letters, digits, Enter (issue 11, point 4) ----------------------------------------------
+
+
+def test_tty_prompt_letters_cancel_in_plain_words(repo: Path) -> None:
+    """``c`` cancels like ``3``: exit 1, a plain line, no red."""
+    hold_here(repo, "T")
+    before = lock_path(repo, "T").read_bytes()
+    with tty_orc("lock", "acquire", "T", cwd=repo) as (proc, tty):
+        tty.until(PROMPT)
+        os.write(tty.fd, b"c\n")
+        assert proc.wait(30) == 1
+        rest = tty.rest()
+    assert lock_path(repo, "T").read_bytes() == before
+    assert "cancelled: T stays locked by" in rest
+    assert f"{ESC}[31m" not in rest and "orc: error" not in rest
+
+
+def test_tty_prompt_f_forces_in_either_case(repo: Path) -> None:
+    hold_here(repo, "T")
+    with tty_orc("lock", "acquire", "T", cwd=repo) as (proc, tty):
+        tty.until(PROMPT)
+        os.write(tty.fd, b"F\n")
+        assert proc.wait(30) == 0
+    disk = on_disk(repo, "T")
+    assert disk.pid == proc.pid and disk.token == 2 and disk.stolen_from is not None
+
+
+def test_tty_prompt_w_and_enter_wait(repo: Path) -> None:
+    """``w`` waits, and so does a bare Enter (the harmless default)."""
+    for answer, token in ((b"w\n", 2), (b"\n", 4)):
+        hold_here(repo, "T")
+        with tty_orc("lock", "acquire", "T", cwd=repo) as (proc, tty):
+            tty.until(PROMPT)
+            os.write(tty.fd, answer)
+            tty.until("waiting for T")
+            assert proc.poll() is None
+            release_here(repo, "T")
+            assert proc.wait(30) == 0
+        disk = on_disk(repo, "T")
+        assert disk.pid == proc.pid and disk.token == token and disk.stolen_from is None
+        lock_path(repo, "T").unlink()  # its holder (the orc above) has exited
+
+
+# -- waiting without a terminal ----------------------------------------------------------------
+
+
+def test_wait_without_a_tty_names_the_holder_once_and_on_change(repo: Path) -> None:
+    """A script's ``--wait`` (stderr a pipe) logs one line naming the holder, and another only
+    when the holder changes (here a forced ``lock run``: a new token), never a line per poll."""
+    hold_here(repo, "T")
+    with piped_orc("lock", "acquire", "T", "--wait", cwd=repo, other_parent=True) as proc:
+        assert proc.stderr is not None
+        err = FdReader(proc.stderr.fileno())
+        err.until("orc: waiting for T: held by Alice Martinez")
+        assert "(token 1)" in err.text
+        with piped_orc("lock", "run", "T", "--force", "--", "cat", cwd=repo) as thief:
+            assert thief.stdin is not None
+            err.until("orc: waiting for T: held by", count=2)
+            assert "(token 2)" in err.text
+            thief.stdin.close()  # cat ends, lock run releases: the waiter gets it
+            assert thief.wait(30) == 0
+        assert proc.wait(30) == 0
+        text = err.rest()
+    assert text.count("waiting for T") == 2, text
+    assert "\r" not in text and ESC not in text
+    assert on_disk(repo, "T").token == 3
+
+
+def test_lock_wait_without_a_tty_names_the_holder(repo: Path) -> None:
+    hold_here(repo, "T")
+    with piped_orc("lock", "wait", "T", cwd=repo, other_parent=True) as proc:
+        assert proc.stderr is not None
+        err = FdReader(proc.stderr.fileno())
+        err.until("orc: waiting for T: held by Alice Martinez")
+        release_here(repo, "T")
+        assert proc.wait(30) == 0
+        assert err.rest().count("waiting for T") == 1

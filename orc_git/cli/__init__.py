@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from orc_git import __version__
-from orc_git.cli import doctor, githooks, lock, runcmd, setup, tasks, teamstub
+from orc_git.cli import completion, doctor, githooks, helptext, lock, runcmd, setup, tasks, teamstub
 from orc_git.cli.output import Output
 from orc_git.errors import EXIT_INTERRUPTED, OrcError, UsageError
 
 CORE_COMMANDS = ("init", "mode", "lock", "plugins", "task", "tasks", "hooks", "merge-state",
-                 "run", "doctor")
+                 "run", "doctor", "completion")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,15 +36,18 @@ class _StderrHandler(logging.Handler):
 
 
 def build_parser(plugin_commands: bool = False) -> argparse.ArgumentParser:
-    parser = _Parser(prog="orc", description="Coordinate AI task runs in a git repository.")
+    parser = _Parser(prog="orc", description="Coordinate AI task runs in a git repository.",
+                     epilog=helptext.EPILOG, formatter_class=helptext.TopHelpFormatter)
     parser.add_argument("--version", action="version", version=f"orc-git {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND",
+                                parser_class=_Parser)
     setup.add_parsers(sub)
     lock.add_parser(sub)
     runcmd.add_parser(sub)
     githooks.add_parser(sub)
     tasks.add_parsers(sub)
     doctor.add_parser(sub)
+    completion.add_parser(sub)
     if plugin_commands:
         from orc_git.plugin.manager import load_plugins  # pluggy: only when plugins are wanted
 
@@ -70,6 +74,8 @@ def _tolerant_stdout() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if "_ARGCOMPLETE" in os.environ:  # a TAB in a shell with `orc completion`'s script
+        completion.complete(build_parser(plugin_commands=True))
     args_list = list(sys.argv[1:] if argv is None else argv)
     command_argv: list[str] = []
     if "--" in args_list:  # `orc [lock] run TASK [options] -- CMD [ARG...]`
@@ -82,9 +88,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     args = None
+    parser: argparse.ArgumentParser | None = None
     try:
         parser = build_parser(_wants_plugins(args_list))
-        args = parser.parse_args(args_list)
+        args, extra_args = parser.parse_known_args(args_list)
+        if extra_args:  # said by the subcommand's parser: its usage, not the top level's
+            helptext.chosen_parser(parser, args).error(
+                f"unrecognized arguments: {' '.join(extra_args)}")
         args.command_argv = command_argv
         out.json = bool(getattr(args, "json", False))
         if not getattr(args, "func", None):
@@ -98,9 +108,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if lock is not None:
             extra["lock"] = lock.to_json()
         extra.update(getattr(args, "failure_fields", None) or {})  # e.g. "acquired": false
-        out.error(exc.code, exc.message, extra)
-        if exc.details.get("usage"):
-            out.say(exc.details["usage"])
+        if getattr(exc, "narrated", False) and not out.json:
+            out.say(exc.message)  # a choice the user made (cancel), not a failure
+        else:
+            out.error(exc.code, exc.message, extra)
+        usage = exc.details.get("usage")
+        if usage is None and type(exc) is UsageError and parser is not None:
+            usage = helptext.chosen_parser(parser, args).format_usage().strip()
+        for line in (usage or "").splitlines():
+            out.say(line)
         return exc.exit_code
     except KeyboardInterrupt:
         out.error("INTERRUPTED", "interrupted")

@@ -9,21 +9,23 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
 from typing import Any
 
-from orc_git.cli.output import Output, describe, paint
+from orc_git.cli import prompt
+from orc_git.cli.output import LIST_HEADER, Output, describe, list_row
 from orc_git.config import MAX_TTL
 from orc_git.context import Context
-from orc_git.errors import CommandNotRunnable, LockHeld, TimedOut, UsageError
+from orc_git.errors import Cancelled, CommandNotRunnable, LockHeld, TimedOut, UsageError
 from orc_git.lease import Lease, acquire_waiting
+from orc_git.locking.base import can_force
 from orc_git.locking.heartbeat import shared_heartbeater
 from orc_git.locking.info import LockInfo
 from orc_git.locking.wait import wait_free
-from orc_git.text import printable
 
 
 def _ttl(text: str) -> int:
@@ -53,7 +55,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     def cmd(name: str, func: Any, help: str, json: bool = True) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = lock.add_parser(name, help=help)
         if name not in ("list", "clean"):
-            p.add_argument("task", metavar="TASK")
+            p.add_argument("task", metavar="TASK", help="the task id")
         if json:
             p.add_argument("--json", action="store_true", help="one JSON object on stdout")
         p.set_defaults(func=func)
@@ -76,13 +78,16 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     p = cmd("list", cmd_list, "every lease in the repository")
     p.add_argument("--stale", action="store_true", help="only stale leases")
     p = cmd("wait", cmd_wait, "wait until a lease is released or goes stale")
-    p.add_argument("--timeout", type=_seconds)
+    p.add_argument("--timeout", type=_seconds, help="give up after S seconds (exit 124)")
     cmd("steal", cmd_steal, "acquire --force, recorded as stolen").set_defaults(
         failure_fields={"acquired": False})
     cmd("clean", cmd_clean, "remove stale leases")
-    p = cmd("run", cmd_run, "hold the lease while a command runs", json=False)
+    p = cmd("run", cmd_run, "hold the lease while a command runs")
+    p.set_defaults(failure_fields={"acquired": False})
     waiting(p)
-    p.epilog = "the command follows `--`: orc lock run TASK [options] -- CMD [ARG...]"
+    p.add_argument("--force", action="store_true", help="take it even from a live holder")
+    p.epilog = ("the command follows `--`: orc lock run TASK [options] -- CMD [ARG...]; with "
+                "--json the acquire's JSON object is stdout's first line, CMD's output follows")
 
 
 def _context(out: Output) -> Context:
@@ -92,11 +97,7 @@ def _context(out: Output) -> Context:
 
 
 def _progress(out: Output, task: str) -> Any:
-    def show(info: LockInfo, waited: float) -> None:
-        out.progress(f"waiting for {task}: held by {info.who()}, last activity "
-                     f"{info.heartbeat_at} ({waited:.0f} s)")
-
-    return show
+    return prompt.waiting_lines(out, task)
 
 
 def _acquire(ctx: Context, out: Output, args: argparse.Namespace, pid: int | None,
@@ -110,32 +111,16 @@ def _acquire(ctx: Context, out: Output, args: argparse.Namespace, pid: int | Non
     except LockHeld as exc:
         if out.json or not sys.stdin.isatty() or exc.lock is None:
             raise
-        choice = _prompt(exc.lock)
-        if choice == "1":
+        choice = prompt.ask(exc.lock, can_force(locker, task) is not False)
+        if choice == prompt.WAIT:
             return acquire_waiting(locker, task, ttl=args.ttl, wait=True, timeout=None,
                                    progress=_progress(out, task))
-        if choice == "2":
+        if choice == prompt.FORCE:
             return locker.acquire(task, ttl=args.ttl, force=True)
-        raise
+        raise Cancelled(f"cancelled: {task} stays locked by {exc.lock.who()}",
+                        exc.lock) from None
     finally:
         out.clear_progress()
-
-
-def _prompt(info: LockInfo) -> str:
-    err = sys.stderr
-    print(paint(f"Task {info.task_id} is currently locked", "1;31", err), file=err)
-    for line in describe(info)[1:4]:
-        print(printable(line), file=err)
-    print("\nOptions:\n  1. Wait and retry automatically when available\n"
-          "  2. Force unlock (may corrupt task state)\n  3. Cancel\n", file=err)
-    while True:
-        print("Your choice [1/2/3]: ", end="", file=err, flush=True)
-        answer = sys.stdin.readline()
-        if not answer:
-            return "3"
-        answer = answer.strip()
-        if answer in ("1", "2", "3"):
-            return answer
 
 
 def cmd_acquire(args: argparse.Namespace, out: Output) -> int:
@@ -186,13 +171,9 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
 def cmd_list(args: argparse.Namespace, out: Output) -> int:
     ctx = _context(out)
     locks = [i for i in ctx.locker().list_locks() if i.stale or not args.stale]
-    if not out.json:
-        if not locks:
-            out.say("no stale leases" if args.stale else "no leases")
-        for i in locks:
-            state = f"stale:{i.stale_reason}" if i.stale else "held"
-            out.row(i.task_id, state, i.owner or "-", i.pid or "-",
-                    i.token if i.token is not None else "-", i.heartbeat_at or "-")
+    if not locks:
+        out.say("no stale leases" if args.stale else "no leases")
+    out.table(LIST_HEADER, [list_row(i, sys.stdout.isatty()) for i in locks])
     out.result({"locks": [i.to_json() for i in locks]})
     return 0
 
@@ -228,14 +209,18 @@ def cmd_run(args: argparse.Namespace, out: Output) -> int:
     if not argv:
         raise UsageError("orc lock run needs a command: orc lock run TASK -- CMD [ARG...]")
     ctx = _context(out)
-    info = _acquire(ctx, out, args, None)
+    info = _acquire(ctx, out, args, None, force=args.force)
 
     # A lost lease is said on stderr at once: its log line goes through the CLI's log handler.
     ttl = info.ttl or ctx.config.ttl
     lease = Lease(ctx.locker(), info, ctx.heartbeat_interval(ttl))
     if ctx.mode != "solo":
         shared_heartbeater().add(lease)
-        out.say(f"holding {args.task} (token {info.token}) while `{' '.join(argv)}` runs")
+    if out.json:
+        out.result({"acquired": True, "lock": info.to_json()})
+        out.json = False  # stdout is CMD's from here: a failure to start it is said on stderr
+    elif ctx.mode != "solo":
+        out.say(f"holding {args.task} (token {info.token}) while `{shlex.join(argv)}` runs")
     try:
         return _run_child(argv)
     finally:

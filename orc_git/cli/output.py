@@ -11,9 +11,10 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any, TextIO
 
-from orc_git.locking.info import LockInfo, parse_rfc3339
+from orc_git.locking.info import LockInfo, parse_rfc3339, readable_time, utc_stamp
 from orc_git.text import json_safe, printable
 
 SCHEMA = 1
@@ -54,6 +55,22 @@ class Output:
         if not self.json:
             print("\t".join(printable(str(c)) for c in cells), flush=True)
 
+    def table(self, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+        """Rows of data: on a terminal, aligned columns under a header, for people; otherwise
+        tab-separated rows without a header (``cut -f`` friendly, as :meth:`row`).  No rows, no
+        header: the caller says "none" on stderr."""
+        if self.json or not rows:
+            return
+        if not sys.stdout.isatty():
+            for cells in rows:
+                self.row(*cells)
+            return
+        texts = [[printable(str(c)) for c in cells] for cells in [header, *rows]]
+        widths = [max(len(line[i]) for line in texts) for i in range(len(header))]
+        for line in texts:
+            print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip(),
+                  flush=True)
+
     def result(self, payload: dict[str, Any]) -> None:
         if self.json:
             whole = {"schema": SCHEMA, "mode": self.mode, **payload}
@@ -89,7 +106,7 @@ def ago(stamp: str | None) -> str:
         return "unknown"
     seconds = int(time.time() - t)
     if seconds < 0:
-        return f"{stamp} (in the future by this machine's clock)"
+        return f"{readable_time(stamp)} (in the future by this machine's clock)"
     for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute"), (1, "second")):
         if seconds >= size or size == 1:
             n = seconds // size
@@ -108,9 +125,22 @@ def describe(info: LockInfo) -> list[str]:
     state = f"stale ({info.stale_reason})" if info.stale else "locked"
     lines = [f"{info.task_id}: {state}{' (yours)' if info.mine else ''}",
              f"  Locked by: {info.who()}",
-             f"  Started: {ago(info.acquired_at)} ({info.acquired_at})",
+             f"  Started: {ago(info.acquired_at)} ({readable_time(info.acquired_at)})",
              f"  Last activity: {ago(info.heartbeat_at)}",
-             f"  Token: {info.token}   TTL: {info.ttl} s   Expires: {info.expires_at}"]
+             f"  Token: {info.token}   TTL: {info.ttl} s   "
+             f"Expires: {readable_time(info.expires_at)}"]
     if info.stolen_from:
         lines.append(f"  Stolen from: {info.stolen_from}")
     return lines
+
+
+LIST_HEADER = ("TASK", "STATE", "OWNER", "PID", "TOKEN", "LAST ACTIVITY")
+
+
+def list_row(info: LockInfo, for_people: bool) -> list[object]:
+    """One ``orc lock list`` row.  Its time is the readable form in the terminal's table, the
+    JSON form (RFC 3339 UTC) in the tab-separated rows scripts read."""
+    beat = readable_time(info.heartbeat_at) if for_people else utc_stamp(info.heartbeat_at)
+    return [info.task_id, f"stale:{info.stale_reason}" if info.stale else "held",
+            info.owner or "-", info.pid or "-", "-" if info.token is None else info.token,
+            beat or "-"]

@@ -30,7 +30,7 @@ def _project(text: str) -> str:
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser("run", help="run a command under the task's lease and publish the run",
                        epilog="the command follows `--`: orc run TASK [options] -- CMD [ARG...]")
-    p.add_argument("task", metavar="TASK")
+    p.add_argument("task", metavar="TASK", help="the task id")
     p.add_argument("--project", type=_project,
                    help="the project the run's events and locks belong to (default: "
                         "team.project)")

@@ -33,15 +33,15 @@ def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
                    help="p2p (default) writes .orc/shared/config.yaml so the mode travels with "
                         "the repository")
     p.add_argument("--server-url", help="team server base URL, e.g. ws://127.0.0.1:8765")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("mode", help="the resolved mode, and why")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=cmd_mode)
 
     p = sub.add_parser("plugins", help="discovered plugins and their versions")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=cmd_plugins)
     plugininstall.add_parser(p)
 

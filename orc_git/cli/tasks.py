@@ -10,6 +10,7 @@ from typing import Any
 from orc_git.cli.output import Output
 from orc_git.context import Context
 from orc_git.errors import InvalidInput, StateUnreadable
+from orc_git.locking.info import readable_time
 from orc_git.mergestate import merge_files
 from orc_git.state import (
     STATUSES,
@@ -38,36 +39,36 @@ def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
     task = sub.add_parser("task", help="create a task, change or show its committed state")
     actions = task.add_subparsers(dest="task_command", metavar="ACTION", required=True)
     p = actions.add_parser("new", help="create .orc/tasks/TASK/task.yaml and state.yaml")
-    p.add_argument("task", metavar="TASK")
-    p.add_argument("--title", default="")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("task", metavar="TASK", help="the task id")
+    p.add_argument("--title", default="", help="a one-line title for task.yaml")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=cmd_new)
     p = actions.add_parser("state", help="change a task's state (fenced by your lease's token)")
-    p.add_argument("task", metavar="TASK")
-    p.add_argument("--status", choices=STATUSES)
-    p.add_argument("--phase")
-    p.add_argument("--iteration", type=_count)
+    p.add_argument("task", metavar="TASK", help="the task id")
+    p.add_argument("--status", choices=STATUSES, help="the new status")
+    p.add_argument("--phase", help="the phase the task is in (free text)")
+    p.add_argument("--iteration", type=_count, help="the iteration count (a whole number)")
     p.add_argument("--token", type=_count, help="the lease token this write is made under "
                    "(default: your lease's)")
     p.add_argument("--force", action="store_true",
                    help="write even though another holder has the lease")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=cmd_state)
     p = actions.add_parser("show", help="a task's definition, state and lease")
-    p.add_argument("task", metavar="TASK")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("task", metavar="TASK", help="the task id")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("tasks", help="every task's state: here, or with --team on all remote "
-                       "branches")
+    p = sub.add_parser("tasks", help="every task's state (--team: on all remote branches)")
     p.add_argument("--team", action="store_true", help="read every remote-tracking branch")
     p.add_argument("--stale-after", type=float, default=STALE_AFTER, metavar="S",
                    help="flag `running` states unchanged for S seconds (default 3600)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=cmd_tasks)
 
-    p = sub.add_parser("merge-state", help="git's merge driver for state.yaml (installed by "
-                       "`orc hooks install`): keep the newer of two states")
+    p = sub.add_parser("merge-state", help="git's merge driver for state.yaml: keep the "
+                       "newer state", description="git's merge driver for state.yaml (installed "
+                       "by `orc hooks install`): keep the newer of two states")
     p.add_argument("base", metavar="BASE", help="the common ancestor's version (git's %%O)")
     p.add_argument("ours", metavar="OURS", help="our version, where the result goes (%%A)")
     p.add_argument("theirs", metavar="THEIRS", help="their version (%%B)")
@@ -110,9 +111,10 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
         raise InvalidInput(f"no task {args.task} here (create it with `orc task new`)")
     if task is not None:
         out.line(f"{task.id}: {task.title or '(no title)'}  created by {task.created_by} at "
-                 f"{task.created_at}")
-    if state is not None:
-        out.line(f"  state: {state.summary()}  token {state.token}")
+                 f"{readable_time(task.created_at)}")
+    if state is not None:  # no token (never written under a lease): nothing said, no "None"
+        token = "" if state.token is None else f"  token {state.token}"
+        out.line(f"  state: {state.summary()}{token}")
     out.line(f"  lease: {'none' if not lease.locked else lease.who()}"
              + (f" (stale: {lease.stale_reason})" if lease.stale else ""))
     out.result({"task": task._asdict() if task else None,
@@ -151,7 +153,8 @@ def cmd_tasks(args: argparse.Namespace, out: Output) -> int:
     for row in rows:
         state = row["state"]
         where = (f"{state['status']:<10} {state['phase'] or '-':<12} "
-                 f"{state['updated_by']}@{state['host']}  since {state['updated_at']}"
+                 f"{state['updated_by']}@{state['host']}  since "
+                 f"{readable_time(state['updated_at'])}"
                  if state else "unreadable: " + "; ".join(row.get("problems", [])))
         flag = "  STALE? (no progress)" if row["stale_running"] else ""
         extra = f"  [{len(row['branches'])} branch(es)]" if "branches" in row else ""

@@ -14,7 +14,7 @@ from typing import TextIO
 from orc_git.context import Context
 from orc_git.errors import InvalidInput, StateUnreadable
 from orc_git.gitcmd import NULL_SHA, git, rev
-from orc_git.locking.info import LockInfo
+from orc_git.locking.info import LockInfo, readable_time
 from orc_git.state import STATUSES, read_state
 from orc_git.taskid import check_task_id
 
@@ -42,7 +42,8 @@ def _locked_by_others(ctx: Context, tasks: set[str]) -> list[LockInfo]:
 
 def _refusal(what: str, locked: list[LockInfo], override_cmd: str) -> list[str]:
     lines = [f"{what} changes the state of {len(locked)} task(s) locked by someone else:"]
-    lines += [f"  {i.task_id}: locked by {i.who()} since {i.acquired_at}" for i in locked]
+    lines += [f"  {i.task_id}: locked by {i.who()} since {readable_time(i.acquired_at)}"
+              for i in locked]
     lines += ["Their state belongs to the lease holder; let them commit it, wait for the lease",
               f"(orc lock wait TASK), or override: {OVERRIDE}=1 {override_cmd} (or --no-verify)."]
     return lines
@@ -97,7 +98,8 @@ def pre_run(ctx: Context, args: list[str]) -> tuple[int, list[str]]:
     problems = []
     lease = ctx.locker().is_locked(task)
     if lease.locked and not lease.stale and not lease.mine:
-        problems.append(f"{task} is locked by {lease.who()} since {lease.acquired_at}")
+        problems.append(f"{task} is locked by {lease.who()} since "
+                        f"{readable_time(lease.acquired_at)}")
     try:
         state = read_state(ctx.repo.tasks_dir, task)
     except StateUnreadable as exc:

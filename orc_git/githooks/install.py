@@ -78,7 +78,8 @@ def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     except FileNotFoundError:
         raise StorageError("git is not installed (or not on PATH)") from None
     except subprocess.TimeoutExpired:
-        raise StorageError(f"`git {' '.join(args)}` took more than {_GIT_TIMEOUT} s") from None
+        command = shlex.join(["git", *args])
+        raise StorageError(f"`{command}` took more than {_GIT_TIMEOUT} s") from None
     except OSError as exc:
         raise StorageError(f"cannot run git: {exc.strerror}") from None
 

@@ -48,6 +48,8 @@ class PerProcessLocker(Protocol):
 #   lock_domain(task_id) -> str | None: where the tokens of this locker's leases of the task count
 #   tokens_granted(task_id, lock_domain) -> int | None: how many tokens that domain has granted
 #     for the task, when this locker can tell (the file lease: its fence).
+#   can_force(task_id) -> bool | None: whether this holder may take the task from a live holder
+#     (the team server lets only admins force); None when it cannot tell.
 
 
 def lock_domain_of(locker: Locker, task_id: str) -> str | None:
@@ -60,6 +62,13 @@ def tokens_granted(locker: Locker, task_id: str, lock_domain: str | None) -> int
     call: Callable[[str, str | None], int | None] | None = getattr(locker, "tokens_granted",
                                                                    None)
     return call(task_id, lock_domain) if call is not None else None
+
+
+def can_force(locker: Locker, task_id: str) -> bool | None:
+    """Whether a forced acquire of ``task_id`` can be granted to ``locker``'s holder: the
+    conflict prompt offers force only when this is not False."""
+    call: Callable[[str], bool | None] | None = getattr(locker, "can_force", None)
+    return call(task_id) if call is not None else None
 
 
 class NoOpLocker:

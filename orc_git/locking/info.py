@@ -44,6 +44,23 @@ def parse_rfc3339(text: str) -> float | None:
     return float(t)
 
 
+def utc_stamp(text: str | None) -> str | None:
+    """A lock's time in the one form JSON gives it, whichever locker wrote it (file leases write
+    whole seconds, the team server milliseconds): RFC 3339, UTC, whole seconds, ``Z``, as
+    DESIGN's lock object has it.  Text that is not RFC 3339 is left as it is, never hidden."""
+    t = parse_rfc3339(text) if text else None
+    return text if t is None else rfc3339(t)
+
+
+def readable_time(text: str | None) -> str:
+    """The one form people read a lock's time in, in every mode: ``2026-12-03 08:19:21 UTC``
+    (``-`` for none; text that is not RFC 3339 as it is)."""
+    t = parse_rfc3339(text) if text else None
+    if t is None:
+        return text or "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
+
+
 class LockInfo:
     """One task's lease as read from its store; ``locked`` False means nobody holds it.
 
@@ -118,9 +135,9 @@ class LockInfo:
         return {
             "task_id": self.task_id, "locked": self.locked, "stale": self.stale,
             "stale_reason": self.stale_reason, "owner": self.owner, "user": self.user,
-            "host": self.host, "pid": self.pid, "acquired_at": self.acquired_at,
-            "heartbeat_at": self.heartbeat_at, "expires_at": self.expires_at, "ttl": self.ttl,
-            "token": self.token, "mine": self.mine,
+            "host": self.host, "pid": self.pid, "acquired_at": utc_stamp(self.acquired_at),
+            "heartbeat_at": utc_stamp(self.heartbeat_at), "expires_at": self.expires_at,
+            "ttl": self.ttl, "token": self.token, "mine": self.mine,
         }
 
     def who(self) -> str:

@@ -96,7 +96,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    metavar="N", help="latest events kept per project for replay, at least "
                                      f"({EVENTS_KEPT})")
     p.add_argument("--log-level", default="info",
-                   choices=("debug", "info", "warning", "error"))
+                   choices=("debug", "info", "warning", "error"),
+                   help="the least important log lines written to stderr (default: info)")
 
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
@@ -110,8 +111,10 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
                        help="user id: 1-64 letters, digits, '.', '_', '@', '+' or '-'")
     token.add_argument("--name", type=_claim(name_problem), metavar="N",
                        help="display name, 1-100 printable characters (the user id)")
-    token.add_argument("--email", type=_claim(email_problem), metavar="E")
-    token.add_argument("--role", choices=ROLES, default="member")
+    token.add_argument("--email", type=_claim(email_problem), metavar="E",
+                       help="the email address the token carries")
+    token.add_argument("--role", choices=ROLES, default="member",
+                       help="member, or admin (may force locks) (default: member)")
     token.add_argument("--expires", type=_number(1, MAX_LIFETIME), default=MAX_LIFETIME,
                        metavar="S", help="seconds until the token expires, at most the "
                                          "server's default maximum lifetime (2592000: 30 days)")
@@ -126,10 +129,10 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
                           help=f"at most N events (20; at most {MAX_REPLAY})")
     activity.add_argument("--follow", action="store_true",
                           help="keep printing new events until Ctrl-C")
-    activity.add_argument("--json", action="store_true")
+    activity.add_argument("--json", action="store_true", help="one JSON object on stdout")
     activity.set_defaults(func=_view("cmd_activity"))
     who = actions.add_parser("who", help="who is connected: status, active task, last seen")
-    who.add_argument("--json", action="store_true")
+    who.add_argument("--json", action="store_true", help="one JSON object on stdout")
     who.set_defaults(func=_view("cmd_who"))
     add_outbox_parsers(actions)
 
@@ -139,12 +142,12 @@ def add_outbox_parsers(actions: argparse._SubParsersAction[Any]) -> None:
     outbox = actions.add_parser("outbox", help="what is still waiting to reach the team server")
     outbox.add_argument("--limit", type=_number(1, 1e9, int), default=100, metavar="N",
                         help="rows shown of each state, oldest first (100)")
-    outbox.add_argument("--json", action="store_true")
+    outbox.add_argument("--json", action="store_true", help="one JSON object on stdout")
     outbox.set_defaults(func=cmd_outbox)
     sync = actions.add_parser("sync", help="deliver the outbox to the team server now")
     sync.add_argument("--timeout", type=_number(0.1, 86400), default=60.0, metavar="S",
                       help="seconds to deliver for at most (60)")
-    sync.add_argument("--json", action="store_true")
+    sync.add_argument("--json", action="store_true", help="one JSON object on stdout")
     sync.add_argument("--background", action="store_true", help=argparse.SUPPRESS)
     sync.set_defaults(func=cmd_sync)
 

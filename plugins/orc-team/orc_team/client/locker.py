@@ -246,6 +246,12 @@ class WebSocketLocker:
     def list_locks(self) -> list[LockInfo]:
         return [self._seen(lock) for lock in self.http.locks() if isinstance(lock, dict)]
 
+    def can_force(self, task_id: str) -> bool | None:
+        """The server grants ``force`` to the admin role only (DESIGN): the token says which
+        this holder has; None for a token that names no role (the server decides)."""
+        role = self.settings.role
+        return None if role is None else role == "admin"
+
     def clean(self) -> list[LockInfo]:
         """The server removes expired leases itself (and announces them): nothing to clean."""
         return []

@@ -55,6 +55,10 @@ class ClientSettings:
     def user(self) -> str | None:
         return token_subject(self.token)
 
+    @property
+    def role(self) -> str | None:
+        return token_role(self.token)
+
 
 def normalize_url(url: str) -> str:
     """The base URL as ``ws[s]://host[:port][/prefix]``; ``http[s]://`` and a trailing
@@ -72,22 +76,28 @@ def normalize_url(url: str) -> str:
     return urlunsplit((scheme, parts.netloc, path, "", "")).rstrip("/")
 
 
-def token_claims(token: str) -> dict[str, Any] | None:
-    """A JWT's claims, read without checking the signature (only the server can): enough for
-    the client to know who it is and when its token expires, never to trust it."""
+def token_claims(token: str) -> dict[str, Any]:
+    """A JWT's claims, read without checking the signature: the server does that; the client
+    only reads who it is (``sub``) and what it may do (``role``), to tell its own leases from
+    others' and not to offer what the server would refuse.  ``{}`` for an unreadable token."""
     try:
         payload = token.split(".")[1]
         claims: Any = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     except (IndexError, ValueError):
-        return None
-    return claims if isinstance(claims, dict) else None
+        return {}
+    return claims if isinstance(claims, dict) else {}
 
 
 def token_subject(token: str) -> str | None:
-    """The user id (``sub``) a JWT names, read without checking the signature: the server does
-    that; the client only needs to know who it is to tell its own leases from others'."""
-    sub = (token_claims(token) or {}).get("sub")
+    """The user id (``sub``) a JWT names."""
+    sub = token_claims(token).get("sub")
     return sub if isinstance(sub, str) and sub else None
+
+
+def token_role(token: str) -> str | None:
+    """The role (``member`` | ``admin``) a JWT claims, or None when it names none."""
+    role = token_claims(token).get("role")
+    return role if isinstance(role, str) and role else None
 
 
 def _number(config: Any, key: str, default: float) -> float:

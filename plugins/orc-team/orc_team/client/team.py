@@ -77,6 +77,11 @@ class TeamLocker(CompositeLocker):
     def on_fallback(self, task_id: str) -> bool:
         return self._granted_by.get(task_id) is self.file
 
+    def can_force(self, task_id: str) -> bool | None:
+        """The token's role decides, even while the server is away and the file lease answers:
+        a member's force there would only become a split brain when the server is back."""
+        return self.server.can_force(task_id)
+
     # -- acquire and heartbeat ---------------------------------------------------------------
 
     def acquire(self, task_id: str, *, ttl: int | None = None, force: bool = False) -> LockInfo:
