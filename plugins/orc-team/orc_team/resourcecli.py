@@ -86,7 +86,8 @@ def write_content(text: str) -> None:
         for line in text.splitlines():
             print(printable(line))
     else:
-        sys.stdout.write(text)
+        sys.stdout.flush()
+        sys.stdout.buffer.write(text.encode())
     sys.stdout.flush()
 
 
@@ -206,6 +207,7 @@ class Saving:
             "mine": {"resource_id": self.rid, "base_version": expected, "content": mine}}
         if self.keep is not None:
             self.keep.write_bytes(mine.encode())
+            self.args.failure_fields["kept_in"] = str(self.keep)
             self.out.say(f"your text is kept in {self.keep}")
         raise exc
 

@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
 import signal
+import subprocess
+import sys
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from orc_team.protocol import MAX_RESOURCE_BYTES
+from orc_team.textmerge import has_markers, three_way
 
 from conftest import WAIT, Client, ServerFactory, ServerProc, token, unique
 
@@ -269,3 +279,359 @@ async def test_resources_survive_a_restart(start_server: ServerFactory, connect_
     made = await ws_put(bob, rid, "three", 2)
     assert made["data"]["version"] == 3 and made["data"]["project_id"] == "acme"
     server.stop()
+
+
+# -- the three-way merge --------------------------------------------------------------------
+
+BASE = "intro\nalpha\nbeta\ngamma\nend\n"
+
+
+def test_three_way_merge_without_overlap_is_clean() -> None:
+    mine = BASE.replace("alpha", "alpha (mine)")
+    theirs = BASE.replace("gamma", "gamma (theirs)")
+    merged, conflicts = three_way(BASE, mine, theirs)
+    assert conflicts == 0
+    assert merged == "intro\nalpha (mine)\nbeta\ngamma (theirs)\nend\n"
+    assert not has_markers(merged)
+
+
+def test_three_way_merge_with_overlap_leaves_markers() -> None:
+    mine = BASE.replace("beta", "beta (mine)")
+    theirs = BASE.replace("beta", "beta (theirs)")
+    merged, conflicts = three_way(BASE, mine, theirs, "theirs (version 2)")
+    assert conflicts == 1
+    assert "<<<<<<< mine\nbeta (mine)\n=======\nbeta (theirs)\n>>>>>>> theirs (version 2)\n" \
+        in merged
+    assert has_markers(merged)
+    assert not has_markers("a line with ======= inside\n<<<<<<<not a marker\n")
+
+
+# -- the CLI --------------------------------------------------------------------------------
+
+EDITOR = '''
+import json, os, sys, urllib.request
+from pathlib import Path
+
+path = Path(sys.argv[1])
+state = Path(os.environ["EDIT_STATE"])
+n = int(state.read_text()) if state.exists() else 0
+state.write_text(str(n + 1))
+Path(f"{state}.seen{n}").write_bytes(path.read_bytes())
+steps = json.loads(os.environ["EDIT_STEPS"])
+step = steps[min(n, len(steps) - 1)]
+theirs = step.get("theirs")
+if theirs is not None:  # someone else saves while this editor is open
+    request = urllib.request.Request(
+        os.environ["EDIT_URL"], method="PUT",
+        data=json.dumps({"content": theirs["content"]}).encode(),
+        headers={"Authorization": "Bearer " + os.environ["EDIT_TOKEN"],
+                 "If-Match": str(theirs["version"]), "Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=5).read()
+text = path.read_text()
+for old, new in step.get("replace", []):
+    text = text.replace(old, new)
+if "write" in step:
+    text = step["write"]
+path.write_text(text)
+sys.exit(step.get("exit", 0))
+'''
+
+
+class Cli:
+    """``orc resource ...`` as alice, in a directory that is no repository, with an editor
+    that follows ``steps`` (one per time it is opened; the last repeats)."""
+
+    def __init__(self, server: ServerProc, tmp: Path, rid: str) -> None:
+        self.server, self.tmp, self.rid = server, tmp, rid
+        script = tmp / "editor.py"
+        script.write_text(EDITOR)
+        self.state = tmp / "edit-state"
+        self.env = {**os.environ, "ORC_HOME": str(tmp / "home"),
+                    "ORC_TEAM_URL": f"ws://{server.base}", "ORC_TEAM_TOKEN": token("alice"),
+                    "VISUAL": "", "EDITOR": f"{sys.executable} {script}",
+                    "EDIT_STATE": str(self.state), "EDIT_STEPS": "[]",
+                    "EDIT_URL": f"http://{server.base}/api/resources/{rid}",
+                    "EDIT_TOKEN": token("bob")}
+        self.env.pop("NO_COLOR", None)
+        self.env.pop("ORC_MODE", None)
+
+    def steps(self, *steps: dict[str, Any]) -> None:
+        self.env["EDIT_STEPS"] = json.dumps(list(steps))
+
+    def seen(self, n: int) -> str:
+        """What the editor was given the ``n``-th time it was opened (from 0)."""
+        return Path(f"{self.state}.seen{n}").read_text()
+
+    def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "orc_git", "resource", *args],
+                              cwd=self.tmp, env=self.env, input=stdin, text=True,
+                              capture_output=True, timeout=30)
+
+    def current(self) -> dict[str, Any]:
+        status, doc = http(self.server, "GET", f"/api/resources/{self.rid}")
+        assert status == 200, doc
+        return dict(doc)
+
+
+def one_json(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert "Traceback" not in proc.stderr, proc.stderr
+    [line] = proc.stdout.splitlines()
+    doc: dict[str, Any] = json.loads(line)
+    assert doc["schema"] == 1 and "mode" in doc
+    return doc
+
+
+@pytest.fixture
+def cli(server: ServerProc, tmp_path: Path) -> Cli:
+    return Cli(server, tmp_path, unique("prompt"))
+
+
+def test_cli_put_get_list(cli: Cli, tmp_path: Path) -> None:
+    doc = tmp_path / "doc.txt"
+    doc.write_bytes("first\r\nno newline at the end: ünï".encode())
+    made = cli.run("put", cli.rid, str(doc), "--version", "0")
+    assert made.returncode == 0, made.stderr
+    assert f"saved {cli.rid} version 1" in made.stderr
+    got = subprocess.run([sys.executable, "-m", "orc_git", "resource", "get", cli.rid],
+                         cwd=cli.tmp, env=cli.env, capture_output=True, timeout=30)
+    assert got.returncode == 0 and got.stdout == doc.read_bytes()
+    assert b"version 1 by alice" in got.stderr
+    second = cli.run("put", cli.rid, "-", "--version", "1", "--json", stdin="second\n")
+    out = one_json(second)
+    assert second.returncode == 0 and out["saved"] is True
+    assert out["resource"]["version"] == 2 and out["resource"]["content"] == "second\n"
+    old = one_json(cli.run("get", cli.rid, "--version", "1", "--json"))
+    assert old["resource"]["content"].startswith("first\r\n")
+    listed = one_json(cli.run("list", "--json"))
+    [entry] = [r for r in listed["resources"] if r["resource_id"] == cli.rid]
+    assert entry["version"] == 2 and "content" not in entry
+    rows = cli.run("list").stdout.splitlines()
+    assert any(row.split("\t")[:3] == [cli.rid, "2", "alice"] for row in rows)
+
+
+def test_cli_refusals_and_their_exit_codes(cli: Cli, tmp_path: Path) -> None:
+    doc = tmp_path / "doc.txt"
+    doc.write_text("x\n")
+    assert cli.run("put", cli.rid, str(doc), "--version", "0").returncode == 0
+    stale = cli.run("put", cli.rid, "-", "--version", "0", "--json", stdin="mine\n")
+    assert stale.returncode == 1
+    out = one_json(stale)
+    assert out["error"]["code"] == "CONFLICT"
+    assert out["current"]["content"] == "x\n" and out["current"]["version"] == 1
+    assert out["mine"] == {"resource_id": cli.rid, "base_version": 0, "content": "mine\n"}
+    missing = cli.run("get", unique("none"), "--json")
+    assert missing.returncode == 1 and one_json(missing)["error"]["code"] == "NOT_FOUND"
+    ahead = cli.run("put", unique("none"), str(doc), "--version", "4", "--json")
+    assert ahead.returncode == 1 and one_json(ahead)["error"]["code"] == "NOT_FOUND"
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"x" * (MAX_RESOURCE_BYTES + 1))
+    too_big = cli.run("put", cli.rid, str(big), "--version", "1", "--json")
+    assert too_big.returncode == 2 and one_json(too_big)["error"]["code"] == "INVALID_INPUT"
+    binary = tmp_path / "bin"
+    binary.write_bytes(b"\xff\xfe")
+    not_text = cli.run("put", cli.rid, str(binary), "--version", "1")
+    assert not_text.returncode == 2 and "not UTF-8" in not_text.stderr
+    for bad in (["get", "../x"], ["put", cli.rid, str(doc)], ["get", cli.rid, "--version", "0"]):
+        refused = cli.run(*bad)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, bad
+    assert cli.current()["version"] == 1
+
+
+def test_cli_edit_saves_against_the_version_it_started_from(cli: Cli) -> None:
+    cli.steps({"write": "created in the editor\n"})
+    created = cli.run("edit", cli.rid)
+    assert created.returncode == 0, created.stderr
+    assert "does not exist yet" in created.stderr and cli.seen(0) == ""
+    cli.state.unlink()
+    cli.steps({"replace": [["created", "changed"]]})
+    changed = one_json(cli.run("edit", cli.rid, "--json"))
+    assert changed["saved"] is True and changed["resource"]["version"] == 2
+    assert cli.seen(0) == "created in the editor\n"
+    assert cli.current()["content"] == "changed in the editor\n"
+    cli.state.unlink()
+    cli.steps({})
+    same = cli.run("edit", cli.rid)
+    assert same.returncode == 0 and "no changes: nothing saved" in same.stderr
+    assert cli.current()["version"] == 2
+    cli.steps({"exit": 3, "write": "half done"})
+    failed = cli.run("edit", cli.rid)
+    assert failed.returncode == 3 and "exited with status 3" in failed.stderr
+    assert cli.current()["version"] == 2
+
+
+def test_cli_edit_conflict_without_a_terminal_keeps_both(cli: Cli) -> None:
+    put(cli.server, cli.rid, BASE, 0)
+    cli.steps({"theirs": {"version": 1, "content": "theirs\n"},
+               "replace": [["alpha", "alpha (mine)"]]})
+    proc = cli.run("edit", cli.rid, "--json")
+    assert proc.returncode == 1
+    out = one_json(proc)
+    assert out["error"]["code"] == "CONFLICT" and out["expected_version"] == 1
+    assert out["current"]["content"] == "theirs\n" and out["current"]["updated_by"] == "bob"
+    assert out["mine"]["content"] == BASE.replace("alpha", "alpha (mine)")
+    assert Path(out["kept_in"]).read_text() == out["mine"]["content"]
+    Path(out["kept_in"]).unlink()
+    cli.state.unlink()  # the next edit starts from version 2; bob saves version 3 meanwhile
+    cli.steps({"theirs": {"version": 2, "content": "theirs again\n"}, "write": "mine\n"})
+    plain = cli.run("edit", cli.rid)
+    assert plain.returncode == 1 and "Your choice" not in plain.stderr
+    kept = plain.stderr.split("your text is kept in ")[1].split()[0]
+    assert Path(kept).read_text() == "mine\n"
+    Path(kept).unlink()
+    assert cli.current()["content"] == "theirs again\n"
+
+
+# -- the dialog on a terminal ---------------------------------------------------------------
+
+ESC = "\x1b"
+CHOICE = "Your choice [d/t/m/g/q]:"
+
+
+class Tty:
+    """The master end of a pty, read with a deadline."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.data = b""
+
+    @property
+    def text(self) -> str:
+        return self.data.decode(errors="replace")
+
+    def until(self, needle: str, count: int = 1, timeout: float = 20) -> str:
+        deadline = time.monotonic() + timeout
+        while self.text.count(needle) < count:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {needle!r} within {timeout} s: {self.text!r}")
+            ready, _, _ = select.select([self.fd], [], [], left)
+            if ready:
+                try:
+                    chunk = os.read(self.fd, 65536)
+                except OSError:  # EIO: the child closed its end
+                    chunk = b""
+                if not chunk:
+                    raise AssertionError(f"output ended before {needle!r}: {self.text!r}")
+                self.data += chunk
+        return self.text
+
+    def send(self, line: str) -> None:
+        os.write(self.fd, line.encode() + b"\n")
+
+
+@contextmanager
+def on_tty(cli: Cli, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], Tty]]:
+    """``orc resource ARGS`` with stdin, stdout and stderr on one pty: a person typing."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "orc_git", "resource", *args], cwd=cli.tmp,
+                            env=cli.env, stdin=slave, stdout=slave, stderr=slave,
+                            start_new_session=True)
+    os.close(slave)
+    try:
+        yield proc, Tty(master)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        os.close(master)
+
+
+def conflicted(cli: Cli, theirs: str, mine: list[list[str]]) -> None:
+    """Version 1 is BASE; the edit changes ``mine`` while bob saves ``theirs`` as version 2."""
+    assert put(cli.server, cli.rid, BASE, 0)[0] == 200
+    cli.steps({"theirs": {"version": 1, "content": theirs}, "replace": mine})
+
+
+def test_tty_view_diff_then_use_theirs(cli: Cli) -> None:
+    theirs = BASE.replace("gamma", "gamma (theirs)")
+    conflicted(cli, theirs, [["alpha", "alpha (mine)"]])
+    with on_tty(cli, "edit", cli.rid) as (proc, tty):
+        text = tty.until(CHOICE)
+        assert "changed since you started from version 1" in text
+        assert "version 2 by bob" in text
+        for choice in ("[d] view diff", "[t] use theirs", "[m] use mine", "[g] merge"):
+            assert choice in text
+        tty.send("x")  # not a choice: asked again
+        tty.until(CHOICE, count=2)
+        tty.send("d")
+        text = tty.until(CHOICE, count=3)
+        assert f"{ESC}[32m+alpha (mine)" in text and f"{ESC}[31m-alpha" in text
+        assert f"{ESC}[31m-gamma (theirs)" in text
+        assert "--- theirs (version 2)" in text
+        tty.send("t")
+        text = tty.until("your changes were discarded")
+        assert proc.wait(20) == 0
+    assert cli.current()["version"] == 2 and cli.current()["content"] == theirs
+
+
+def test_tty_use_mine_saves_over_the_new_version(cli: Cli) -> None:
+    conflicted(cli, "theirs\n", [["alpha", "alpha (mine)"]])
+    cli.env["NO_COLOR"] = "1"
+    with on_tty(cli, "edit", cli.rid) as (proc, tty):
+        tty.until(CHOICE)
+        tty.send("d")
+        text = tty.until(CHOICE, count=2)
+        assert "+alpha (mine)" in text and "-theirs" in text and ESC + "[3" not in text
+        tty.send("m")
+        tty.until("saved")
+        assert proc.wait(20) == 0
+    now = cli.current()
+    assert now["version"] == 3 and now["content"] == BASE.replace("alpha", "alpha (mine)")
+
+
+def test_tty_merge_without_overlap_saves_both_changes(cli: Cli) -> None:
+    conflicted(cli, BASE.replace("gamma", "gamma (theirs)"), [["alpha", "alpha (mine)"]])
+    with on_tty(cli, "edit", cli.rid) as (proc, tty):
+        tty.until(CHOICE)
+        tty.send("g")
+        text = tty.until("(merge)")
+        assert "merged cleanly with version 2" in text
+        assert proc.wait(20) == 0
+    now = cli.current()
+    assert now["version"] == 3 and now["updated_by"] == "alice"
+    assert now["content"] == "intro\nalpha (mine)\nbeta\ngamma (theirs)\nend\n"
+
+
+def test_tty_merge_with_overlap_goes_through_the_editor(cli: Cli) -> None:
+    """Conflicts open the editor on the markers; saving is refused while any remain; the
+    resolved text is saved against the version merged with, and when that conflicts again
+    (bob saved once more) the dialog comes back."""
+    conflicted(cli, BASE.replace("beta", "beta (theirs)"), [["beta", "beta (mine)"]])
+    resolved = BASE.replace("beta", "beta (both)")
+    cli.env["EDIT_STEPS"] = json.dumps([
+        {"theirs": {"version": 1, "content": BASE.replace("beta", "beta (theirs)")},
+         "replace": [["beta", "beta (mine)"]]},
+        {},  # opened on the merge: left with its markers
+        {"theirs": {"version": 2, "content": "bob again\n"}, "write": resolved},
+    ])
+    with on_tty(cli, "edit", cli.rid) as (proc, tty):
+        tty.until(CHOICE)
+        tty.send("g")
+        text = tty.until("[e] edit again")
+        assert "1 conflict(s) merging with version 2" in text
+        assert "conflict markers remain: not saved" in text
+        tty.send("e")
+        text = tty.until(CHOICE, count=2)
+        assert "changed since you started from version 2" in text
+        tty.send("m")
+        tty.until("saved")
+        assert proc.wait(20) == 0
+    merge = cli.seen(1)
+    assert "<<<<<<< mine\nbeta (mine)\n=======\nbeta (theirs)\n>>>>>>> theirs (version 2)" \
+        in merge
+    assert cli.seen(2) == merge
+    now = cli.current()
+    assert now["version"] == 4 and now["content"] == resolved
+
+
+def test_tty_end_of_input_gives_up_and_keeps_the_text(cli: Cli) -> None:
+    conflicted(cli, "theirs\n", [["alpha", "alpha (mine)"]])
+    with on_tty(cli, "edit", cli.rid) as (proc, tty):
+        tty.until(CHOICE)
+        os.write(tty.fd, b"\x04")  # Ctrl-D
+        text = tty.until("nothing was saved")
+        assert proc.wait(20) == 1
+    kept = text.split("your text is kept in ")[1].split()[0]
+    assert Path(kept).read_text() == BASE.replace("alpha", "alpha (mine)")
+    Path(kept).unlink()
+    assert cli.current()["version"] == 2
