@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from orc_team.feed import event_line
 from orc_team.protocol import MAX_RESOURCE_BYTES
 from orc_team.textmerge import has_markers, three_way
 
@@ -189,6 +190,8 @@ async def test_resource_updated_reaches_the_projects_subscribers_and_its_stream(
     assert event["payload"] == {"resource_id": rid, "version": 1, "updated_by": "alice"}
     assert event["project_id"] == project and event["user"] == "alice"
     assert isinstance(event["offset"], int) and event["task_id"] is None
+    line = event_line(event)
+    assert "Alice" in line and f"saved resource {rid} version 1  ({project})" in line
     # A later version without project_id stays in the project.
     await ws_put(alice, rid, "hello again", 1)
     assert (await watcher.event("resource.updated"))["payload"]["version"] == 2
