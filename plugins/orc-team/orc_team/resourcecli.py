@@ -151,7 +151,12 @@ def run_editor(path: Path) -> str:
     if done.returncode != 0:
         raise OrcError(f"the editor exited with status {done.returncode}: nothing saved; your "
                        f"text is in {path}")
-    return _decode(path.read_bytes(), str(path))
+    try:
+        return _decode(path.read_bytes(), "the edited text")
+    except InvalidInput as exc:
+        raise InvalidInput(f"{exc.message}: nothing saved; your text is in {path}") from None
+    except OSError as exc:
+        raise OrcError(f"cannot read back {path}: {exc.strerror or exc}") from None
 
 
 class Saving:

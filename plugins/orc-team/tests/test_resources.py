@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
+from orc_team import protocol
 from orc_team.feed import event_line
-from orc_team.protocol import MAX_RESOURCE_BYTES
+from orc_team.protocol import MAX_RESOURCE_BYTES, Resource
 from orc_team.textmerge import has_markers, three_way
 
 from conftest import WAIT, Client, ServerFactory, ServerProc, token, unique
@@ -54,6 +55,23 @@ async def ws_put(client: Client, rid: str, content: Any, expected: Any,
                  **extra: Any) -> dict[str, Any]:
     return await client.request("resource_put", {"resource_id": rid, "content": content,
                                                  "expected_version": expected, **extra})
+
+
+def test_the_resource_shape_round_trips_and_reads_leniently() -> None:
+    made = Resource("r-1", 3, "text\n", "alice", "2026-01-01T00:00:00.000Z", "acme")
+    data = protocol.decode(protocol.encode(made.to_json()))
+    assert list(data) == ["resource_id", "version", "content", "updated_by", "updated_at",
+                          "project_id"]
+    assert Resource.from_json(data) == made
+    listed = Resource("r-1", 3, None, "alice", None).to_json()
+    assert "content" not in listed and Resource.from_json(listed).content is None
+    odd = Resource.from_json({"resource_id": "r", "version": True, "content": 5})
+    assert (odd.version, odd.content, odd.updated_by) == (0, None, None)
+    err = protocol.error(1, protocol.CONFLICT, "stale", {"current": data,
+                                                         "expected_version": 2})
+    assert err["data"]["current"] == data and err["data"]["code"] == "CONFLICT"
+    assert protocol.REPLY_TYPES["resource_put"] == "resource"
+    assert protocol.RESOURCE_UPDATED.startswith(protocol.RESERVED_EVENT_PREFIXES)
 
 
 # -- versions over the WebSocket ------------------------------------------------------------
@@ -459,6 +477,15 @@ def test_cli_edit_saves_against_the_version_it_started_from(cli: Cli) -> None:
     cli.steps({"exit": 3, "write": "half done"})
     failed = cli.run("edit", cli.rid)
     assert failed.returncode == 3 and "exited with status 3" in failed.stderr
+    left = Path(failed.stderr.split("your text is in ")[1].split()[0])
+    assert left.read_text() == "half done"
+    left.unlink()
+    cli.steps({"write": "y" * (MAX_RESOURCE_BYTES + 1)})
+    too_big = cli.run("edit", cli.rid)
+    assert too_big.returncode == 2 and "at most 65536" in too_big.stderr
+    kept = Path(too_big.stderr.split("your text is in ")[1].split()[0])
+    assert kept.stat().st_size == MAX_RESOURCE_BYTES + 1
+    kept.unlink()
     assert cli.current()["version"] == 2
 
 
