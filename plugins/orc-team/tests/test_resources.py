@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pty
@@ -114,6 +115,26 @@ async def test_a_stale_put_conflicts_with_the_whole_current_version(connect_as: 
     # Nothing was written, and a put at the current version goes through.
     assert (await alice.request("resource_get", {"resource_id": rid}))["data"]["version"] == 2
     assert (await ws_put(alice, rid, "alice's\n", 2))["data"]["version"] == 3
+
+
+async def test_of_writers_racing_from_one_version_exactly_one_wins(
+        server: ServerProc, connect_as: Any) -> None:
+    rid = unique("race")
+    writers: list[Client] = [await connect_as(f"user{i}") for i in range(8)]
+    await ws_put(writers[0], rid, "base", 0)
+    replies = await asyncio.gather(*(ws_put(w, rid, f"from {w.user}", 1) for w in writers))
+    won = [r for r in replies if r["type"] == "resource"]
+    assert len(won) == 1 and won[0]["data"]["version"] == 2
+    lost = [r["data"] for r in replies if r["type"] == "error"]
+    assert len(lost) == 7 and {d["code"] for d in lost} == {"CONFLICT"}
+    assert all(d["current"] == won[0]["data"] for d in lost)
+    # HTTP and the WebSocket share the one version check.
+    status, doc = put(server, rid, "over http", 1, user="bob")
+    assert status == 409 and doc["error"]["current"]["version"] == 2
+    assert put(server, rid, "over http", 2, user="bob")[0] == 200
+    stale = await ws_put(writers[0], rid, "late", 2)
+    assert stale["data"]["code"] == "CONFLICT"
+    assert stale["data"]["current"]["content"] == "over http"
 
 
 async def test_creating_twice_conflicts_and_a_put_to_nothing_is_not_found(
