@@ -1,10 +1,12 @@
 """One client message in, exactly one reply out (when it has an ``id``).
 
-The order of checks is the defence: size first (nothing large is parsed for its content), then
-JSON, then the rate limit of the message's class (lock traffic has its own bucket, so heartbeats
-pass through a flood), then the fields.  Every failure becomes an ``error`` reply carrying the
-request's ``id``; an unexpected exception becomes ``INTERNAL``.  Nothing here closes a connection
-except running out of the abuse allowance.
+The order of checks is the defence: size first (nothing past ``max_message`` is used, and
+nothing past ``MAX_RESOURCE_MESSAGE_BYTES`` is even parsed: only a ``resource_put``, whose 64 KiB
+of content may take six times that once escaped, is read between the two, and charged in
+proportion), then JSON, then the rate limit of the message's class (lock traffic has its own
+bucket, so heartbeats pass through a flood), then the fields.  Every failure becomes an
+``error`` reply carrying the request's ``id``; an unexpected exception becomes ``INTERNAL``.
+Nothing here closes a connection except running out of the abuse allowance.
 """
 
 from __future__ import annotations
