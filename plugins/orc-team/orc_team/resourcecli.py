@@ -229,9 +229,11 @@ class Saving:
                 return answer
 
     def _ask(self, current: Resource, mine: str, expected: int) -> str:
-        what = ("was created by someone else meanwhile" if expected == 0 else
-                f"changed since you started from version {expected}")
-        self.out.warn(f"{self.rid} {what}: now {_who(current)}")
+        who = current.updated_by or "someone"
+        since = ("you were creating it" if expected == 0 else
+                 f"you started from version {expected}")
+        self.out.warn(f"conflict: {self.rid} was modified by {who} {ago(current.updated_at)} "
+                      f"(now version {current.version}; {since})")
         while True:
             print(f"  {self.CHOICES}", file=sys.stderr)
             choice = self._prompt("Your choice [d/t/m/g/q]: ", "dtmgq")

@@ -598,8 +598,8 @@ def test_tty_view_diff_then_use_theirs(cli: Cli) -> None:
     conflicted(cli, theirs, [["alpha", "alpha (mine)"]])
     with on_tty(cli, "edit", cli.rid) as (proc, tty):
         text = tty.until(CHOICE)
-        assert "changed since you started from version 1" in text
-        assert "version 2 by bob" in text
+        assert f"conflict: {cli.rid} was modified by bob " in text
+        assert "ago (now version 2; you started from version 1)" in text
         for choice in ("[d] view diff", "[t] use theirs", "[m] use mine", "[g] merge"):
             assert choice in text
         tty.send("x")  # not a choice: asked again
@@ -663,7 +663,7 @@ def test_tty_merge_with_overlap_goes_through_the_editor(cli: Cli) -> None:
         assert "conflict markers remain: not saved" in text
         tty.send("e")
         text = tty.until(CHOICE, count=2)
-        assert "changed since you started from version 2" in text
+        assert "(now version 3; you started from version 2)" in text
         tty.send("m")
         tty.until("saved")
         assert proc.wait(20) == 0
