@@ -624,7 +624,7 @@ def test_tty_use_mine_saves_over_the_new_version(cli: Cli) -> None:
         text = tty.until(CHOICE, count=2)
         assert "+alpha (mine)" in text and "-theirs" in text and ESC + "[3" not in text
         tty.send("m")
-        tty.until("saved")
+        tty.until(f"saved {cli.rid} version")
         assert proc.wait(20) == 0
     now = cli.current()
     assert now["version"] == 3 and now["content"] == BASE.replace("alpha", "alpha (mine)")
@@ -665,7 +665,7 @@ def test_tty_merge_with_overlap_goes_through_the_editor(cli: Cli) -> None:
         text = tty.until(CHOICE, count=2)
         assert "(now version 3; you started from version 2)" in text
         tty.send("m")
-        tty.until("saved")
+        tty.until(f"saved {cli.rid} version")
         assert proc.wait(20) == 0
     merge = cli.seen(1)
     assert "<<<<<<< mine\nbeta (mine)\n=======\nbeta (theirs)\n>>>>>>> theirs (version 2)" \
