@@ -136,6 +136,19 @@ class MergeConflict(Refused):
     code = "MERGE_CONFLICT"
 
 
+class Conflict(Refused):
+    """A versioned write (a team server's shared resource) started from a version that is no
+    longer the current one: nothing was saved."""
+
+    code = "CONFLICT"
+
+
+class NotFound(Refused):
+    """What was asked for does not exist (a shared resource, or one of its versions)."""
+
+    code = "NOT_FOUND"
+
+
 class CommandNotRunnable(OrcError):
     """``orc lock run`` could not start its command: 127 not found, 126 not executable, as the
     shell, ``env`` and ``timeout`` say it."""

@@ -152,6 +152,59 @@ def add_outbox_parsers(actions: argparse._SubParsersAction[Any]) -> None:
     sync.set_defaults(func=cmd_sync)
 
 
+def add_resource_parser(sub: argparse._SubParsersAction[Any]) -> None:
+    """``orc resource list|get|put|edit`` (a top-level command: resources are not the
+    server's administration, they are the team's documents)."""
+    resource = sub.add_parser("resource", help="shared resources on the team server "
+                                               "(orc-team plugin)")
+    actions = resource.add_subparsers(dest="resource_command", metavar="ACTION",
+                                      required=True)
+    rid = _claim(resource_problem)
+    listing = actions.add_parser("list", help="every resource: id, version, who, when, project")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=_command("cmd_list"))
+    get = actions.add_parser("get", help="print a resource's content (the latest version)")
+    get.add_argument("resource_id", type=rid, metavar="ID")
+    get.add_argument("--version", type=_number(1, 2**53 - 1, int), metavar="N",
+                     help="this version instead of the latest (every version is kept)")
+    get.add_argument("--json", action="store_true")
+    get.set_defaults(func=_command("cmd_get"))
+    put = actions.add_parser("put", help="save FILE as the version after N (0 creates)")
+    put.add_argument("resource_id", type=rid, metavar="ID")
+    put.add_argument("file", metavar="FILE", help="UTF-8 text, at most 64 KiB ('-': stdin)")
+    put.add_argument("--version", type=_number(0, 2**53 - 1, int), metavar="N", required=True,
+                     help="the version FILE was made from (0 creates the resource)")
+    put.add_argument("--project", type=_claim(project_problem), metavar="P",
+                     help="the project told of the change (default: the resource's)")
+    put.add_argument("--json", action="store_true")
+    put.set_defaults(func=_command("cmd_put"))
+    edit = actions.add_parser("edit", help="edit in $VISUAL / $EDITOR and save; a conflict "
+                                           "offers diff / theirs / mine / merge")
+    edit.add_argument("resource_id", type=rid, metavar="ID")
+    edit.add_argument("--project", type=_claim(project_problem), metavar="P",
+                      help="the project told of the change (default: the resource's)")
+    edit.add_argument("--json", action="store_true")
+    edit.set_defaults(func=_command("cmd_edit"))
+
+
+def resource_problem(text: str) -> str | None:
+    """The task-id rule, as the server checks a resource id."""
+    if project_problem(text) is None:
+        return None
+    return ("a resource id is 1-100 letters, digits, '.', '_' or '-', starting with a letter "
+            "or digit, without '..'")
+
+
+def _command(name: str) -> Any:
+    """A command of :mod:`orc_team.resourcecli`, imported when it runs."""
+    def run(args: argparse.Namespace, out: Any) -> int:
+        from orc_team import resourcecli
+
+        code: int = getattr(resourcecli, name)(args, out)
+        return code
+    return run
+
+
 _PROJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 

@@ -81,6 +81,9 @@ def _what(event_type: str, task: str, p: Mapping[str, Any], paint: Paint) -> str
         return paint(f"lock on {task} expired", "33")
     if event_type == "lock.stolen":
         return paint(f"took {task} from {_text(p.get('old_owner') or '?')}", "33")
+    if event_type == "resource.updated":
+        return (f"saved resource {_text(p.get('resource_id', '?'))} version "
+                f"{_text(p.get('version', '?'))}")
     return f"{_text(event_type)} {task}"
 
 

@@ -21,9 +21,10 @@ if TYPE_CHECKING:
 
 @hookimpl
 def orc_git_cli_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
-    from orc_team.cli import add_parser
+    from orc_team.cli import add_parser, add_resource_parser
 
     add_parser(subparsers)
+    add_resource_parser(subparsers)
 
 
 @hookimpl

@@ -43,6 +43,11 @@ EVENTS = "events"
 ``acks``: how the outbox delivers a backlog or a chatty run without one round trip per event.
 A batch counts as one message against the rate limit."""
 PING = "ping"
+RESOURCE_GET = "resource_get"
+RESOURCE_PUT = "resource_put"
+RESOURCE_LIST = "resource_list"
+RESOURCE = "resource"
+RESOURCES = "resources"
 LOCK_RESULT = "lock_result"
 UNLOCK_RESULT = "unlock_result"
 ACK = "ack"
@@ -52,6 +57,7 @@ ERROR = "error"
 REPLY_TYPES: dict[str, str] = {
     SUBSCRIBE: "subscribed", UNSUBSCRIBE: "unsubscribed", LOCK: LOCK_RESULT,
     UNLOCK: UNLOCK_RESULT, PRESENCE: PRESENCE, EVENT: ACK, EVENTS: ACKS, PING: "pong",
+    RESOURCE_GET: RESOURCE, RESOURCE_PUT: RESOURCE, RESOURCE_LIST: RESOURCES,
 }
 """Each message type a client sends, and the type of the server's reply to it (or ``error``)."""
 CLIENT_TYPES = tuple(REPLY_TYPES)
@@ -66,7 +72,10 @@ LOCK_STOLEN = "lock.stolen"
 PRESENCE_ONLINE = "presence.online"
 PRESENCE_IDLE = "presence.idle"
 PRESENCE_OFFLINE = "presence.offline"
-RESERVED_EVENT_PREFIXES = ("lock.", "presence.")
+RESOURCE_UPDATED = "resource.updated"
+"""A shared resource got a new version: payload ``{resource_id, version, updated_by}``, sent
+to the subscribers of the version's project and kept in its stream (``task_id`` null)."""
+RESERVED_EVENT_PREFIXES = ("lock.", "presence.", "resource.")
 PRESENCE_STATUSES = ("online", "away", "active")
 
 # -- error codes ----------------------------------------------------------------------------
@@ -81,6 +90,9 @@ MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"
 RATE_LIMITED = "RATE_LIMITED"
 UNAUTHORIZED = "UNAUTHORIZED"
 INTERNAL = "INTERNAL"
+CONFLICT = "CONFLICT"
+"""A versioned write (``resource_put``) against a version that is not the current one; the
+error's ``data`` also holds ``current`` (the whole current version) and ``expected_version``."""
 
 # -- limits ---------------------------------------------------------------------------------
 
@@ -100,6 +112,12 @@ MAX_REPLAY = 1_000
 TRANSCRIPT_CHARS = 500
 """A ``task.transcript`` line's ``content`` is cut to this many characters, then ``...``."""
 """A lock's TTL in seconds: MIN_TTL to MAX_TTL (the core's bound, imported above)."""
+MAX_RESOURCE_BYTES = 64 * 1024
+"""A shared resource's content: UTF-8 text of at most this many bytes."""
+MAX_RESOURCE_MESSAGE_BYTES = 6 * MAX_RESOURCE_BYTES + 4 * 1024
+"""The largest ``resource_put`` (WebSocket message or HTTP body) read: the most content can
+take once JSON-escaped (a control character is six bytes, ``\\u0001``) plus room for the rest.
+Other messages keep the ``max_message`` limit."""
 
 Id = str | int | float
 
@@ -107,11 +125,14 @@ Id = str | int | float
 class ProtocolError(Exception):
     """A request answered with ``{"type": "error"}``; never closes the connection."""
 
-    def __init__(self, code: str, message: str, req_id: Id | None = None) -> None:
+    def __init__(self, code: str, message: str, req_id: Id | None = None,
+                 extra: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.req_id = req_id
+        self.extra = extra
+        """More of the error's ``data`` besides code and message (CONFLICT's ``current``)."""
 
 
 class InvalidText(ProtocolError):
@@ -198,6 +219,38 @@ class LockResult:
         return cls(LockObject.from_json(data), acquired=data.get("acquired") is True,
                    extended=data.get("extended") is True,
                    stolen_from=_str(data.get("stolen_from")))
+
+
+@dataclass(slots=True)
+class Resource:
+    """A version of a shared resource (``resource``, ``resources`` entries, CONFLICT's
+    ``current``, ``GET /api/resources/{id}``).  ``content`` None: a listing's entry, which
+    leaves the text out.  ``updated_at`` is an :func:`iso` string."""
+
+    resource_id: str
+    version: int
+    content: str | None
+    updated_by: str | None
+    updated_at: str | None
+    project_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"resource_id": self.resource_id, "version": self.version}
+        if self.content is not None:
+            out["content"] = self.content
+        out.update(updated_by=self.updated_by, updated_at=self.updated_at,
+                   project_id=self.project_id)
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Resource:
+        """Lenient like :meth:`LockObject.from_json`; a version that is not a number reads
+        as 0 (no version)."""
+        return cls(resource_id=str(data.get("resource_id", "")),
+                   version=_int(data.get("version")) or 0, content=_str(data.get("content")),
+                   updated_by=_str(data.get("updated_by")),
+                   updated_at=_str(data.get("updated_at")),
+                   project_id=_str(data.get("project_id")))
 
 
 class PresenceData(TypedDict):
@@ -337,10 +390,12 @@ def message(type_: str, req_id: Id | None = None, data: Any = None) -> dict[str,
     return out
 
 
-def error(req_id: Id | None, code: str, text: str) -> dict[str, Any]:
+def error(req_id: Id | None, code: str, text: str,
+          extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """An error always has an ``id``: the request's, or null when it had none that could be
     echoed (not JSON, not a string or number, not UTF-8 text)."""
-    return {"type": ERROR, "id": req_id, "data": {"code": code, "message": text}}
+    return {"type": ERROR, "id": req_id, "data": {"code": code, "message": text,
+                                                   **(extra or {})}}
 
 
 def http_error(code: str, text: str) -> dict[str, Any]:

@@ -44,20 +44,23 @@ class HttpReader:
                 self._conn.close()
                 self._conn = None
 
-    def get(self, path: str) -> dict[str, Any]:
-        """GET ``path`` (under the base URL) as JSON.  A kept-alive connection the server has
-        closed meanwhile is retried once on a fresh one."""
-        headers = {"Authorization": f"Bearer {self.settings.token}", "Accept": "application/json"}
+    def exchange(self, method: str, path: str, body: bytes | None = None,
+                 headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        """One request (``path`` under the base URL) and its status and body.  A kept-alive
+        connection the server has closed meanwhile is retried once on a fresh one; a PUT too,
+        since resource writes are compare-and-set: a repeat of one that did land is refused
+        with CONFLICT, never applied twice."""
+        sent = {"Authorization": f"Bearer {self.settings.token}", "Accept": "application/json",
+                **(headers or {})}
         url = self._prefix + path
         with self._mutex:
             for attempt in (1, 2):
                 reused = self._conn is not None
                 conn = self._connection()
                 try:
-                    conn.request("GET", url, headers=headers)
+                    conn.request(method, url, body=body, headers=sent)
                     resp = conn.getresponse()
-                    status, body = resp.status, resp.read()
-                    break
+                    return resp.status, resp.read()
                 except (OSError, http.client.HTTPException) as exc:
                     conn.close()
                     self._conn = None
@@ -65,6 +68,11 @@ class HttpReader:
                         continue
                     raise LockerUnavailable(f"cannot reach the team server at "
                                             f"{self.settings.base_url}: {_reason(exc)}") from None
+        raise AssertionError("unreachable")
+
+    def get(self, path: str) -> dict[str, Any]:
+        """GET ``path`` as JSON."""
+        status, body = self.exchange("GET", path)
         if status == 200:
             try:
                 doc = json.loads(body)

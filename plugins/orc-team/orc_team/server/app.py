@@ -40,7 +40,7 @@ from orc_team.server.locks import LockService, lock_json
 from orc_team.server.logtext import BadRequestFilter, Throttle, clean, loop_exception_handler
 from orc_team.server.presence import Presence
 from orc_team.server.replay import start_after
-from orc_team.server.store import Store
+from orc_team.server.store import ClientInstance, Store
 
 log = logging.getLogger("orc_team.server")
 DEFAULT_EVENTS = 100
@@ -63,6 +63,7 @@ class Server:
         self.presence = Presence(self.hub, config.away_after)
         self.dispatcher = Dispatcher(config, store, self.hub, self.events, self.locks,
                                      self.presence)
+        self.resources = self.dispatcher.resources
         self.notices = Throttle(log)
         self.per_user: collections.Counter[str] = collections.Counter()
 
@@ -261,6 +262,88 @@ async def events_view(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="application/json")
 
 
+def _refusal(exc: protocol.ProtocolError) -> web.HTTPException:
+    """A resource request's refusal as HTTP: 404, 409 (with ``current``) or 400."""
+    body = protocol.encode({"error": {"code": exc.code, "message": exc.message,
+                                      **(exc.extra or {})}})
+    status = {protocol.NOT_FOUND: web.HTTPNotFound, protocol.CONFLICT: web.HTTPConflict}
+    kind = status.get(exc.code, web.HTTPBadRequest)
+    return kind(body=body, content_type="application/json")
+
+
+def _resource_id(request: web.Request) -> str:
+    fields = Fields(protocol.Envelope(protocol.RESOURCE_GET, None,
+                                      {"resource_id": request.match_info["resource_id"]}),
+                    "path")
+    try:
+        return fields.resource_id()
+    except protocol.ProtocolError as exc:
+        raise _refusal(exc) from None
+
+
+async def resources_view(request: web.Request) -> web.Response:
+    _admit(request)
+    found = await request.app[SERVER].resources.list()
+    return web.json_response({"resources": [r.to_json() for r in found]})
+
+
+async def resource_view(request: web.Request) -> web.Response:
+    """``GET /api/resources/{id}[?version=N]``: the latest version, or version N."""
+    _admit(request)
+    resource_id = _resource_id(request)
+    version: int | None = None
+    text = request.query.get("version")
+    if text is not None:
+        if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 2**53 - 1):
+            raise _bad_request("version must be a whole number from 1")
+        version = int(text)
+    try:
+        found = await request.app[SERVER].resources.get(resource_id, version)
+    except protocol.ProtocolError as exc:
+        raise _refusal(exc) from None
+    return web.Response(body=protocol.encode(found.to_json()), content_type="application/json")
+
+
+def _if_match(request: web.Request) -> int:
+    """``If-Match: N`` (or ``"N"``, an entity tag): the version the write starts from."""
+    value = request.headers.get("If-Match")
+    if value is None:
+        body = protocol.encode(protocol.http_error(
+            protocol.INVALID_MESSAGE, "If-Match is required: the version you started from "
+            "(0 creates the resource)"))
+        raise web.HTTPPreconditionRequired(body=body, content_type="application/json")
+    text = value.strip().removeprefix("W/").strip('"')
+    if not (text.isascii() and text.isdigit() and int(text) <= 2**53 - 1):
+        raise _bad_request("If-Match must be a version number (0 creates the resource)")
+    return int(text)
+
+
+async def resource_put(request: web.Request) -> web.Response:
+    """``PUT /api/resources/{id}`` with ``If-Match: N`` and ``{"content", "project_id"?}``."""
+    claims = _admit(request)
+    resource_id = _resource_id(request)
+    expected = _if_match(request)
+    raw = await request.read()  # bounded by the app's client_max_size (413 past it)
+    try:
+        doc = protocol.decode(raw)
+    except (ValueError, RecursionError):
+        raise _bad_request("the body must be a JSON object (UTF-8) such as "
+                           '{"content": "...", "project_id": "P"}') from None
+    if not isinstance(doc, dict):
+        raise _bad_request('the body must be a JSON object such as {"content": "..."}')
+    fields = Fields(protocol.Envelope(protocol.RESOURCE_PUT, None, doc), "body")
+    server = request.app[SERVER]
+    try:
+        content, project = fields.content(), fields.name("project_id")
+        made = await server.resources.put(resource_id, content, expected,
+                                          ClientInstance(claims.user, "http", claims.name,
+                                                         claims.email), project)
+    except protocol.ProtocolError as exc:
+        raise _refusal(exc) from None
+    return web.Response(body=protocol.encode(made.to_json()), content_type="application/json",
+                        headers={"ETag": f'"{made.version}"'})
+
+
 async def index(request: web.Request) -> web.Response:
     server = request.app[SERVER]
     body = f"""<!doctype html>
@@ -294,7 +377,8 @@ async def _close_connections(app: web.Application) -> None:
 
 
 def build_app(config: ServerConfig, store: Store) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024, middlewares=[admit])
+    app = web.Application(client_max_size=protocol.MAX_RESOURCE_MESSAGE_BYTES,
+                          middlewares=[admit])
     app[SERVER] = Server(config, store)
     app.router.add_get("/", index)
     app.router.add_get("/api/health", health)
@@ -303,6 +387,9 @@ def build_app(config: ServerConfig, store: Store) -> web.Application:
     app.router.add_get("/api/locks/{task_id}", lock_view)
     app.router.add_get("/api/presence", presence_view)
     app.router.add_get("/api/events", events_view)
+    app.router.add_get("/api/resources", resources_view)
+    app.router.add_get("/api/resources/{resource_id}", resource_view)
+    app.router.add_put("/api/resources/{resource_id}", resource_put)
     app.cleanup_ctx.append(_background)
     app.on_shutdown.append(_close_connections)
     return app

@@ -1,10 +1,12 @@
 """One client message in, exactly one reply out (when it has an ``id``).
 
-The order of checks is the defence: size first (nothing large is parsed for its content), then
-JSON, then the rate limit of the message's class (lock traffic has its own bucket, so heartbeats
-pass through a flood), then the fields.  Every failure becomes an ``error`` reply carrying the
-request's ``id``; an unexpected exception becomes ``INTERNAL``.  Nothing here closes a connection
-except running out of the abuse allowance.
+The order of checks is the defence: size first (nothing past ``max_message`` is used, and
+nothing past ``MAX_RESOURCE_MESSAGE_BYTES`` is even parsed: only a ``resource_put``, whose 64 KiB
+of content may take six times that once escaped, is read between the two, and charged in
+proportion), then JSON, then the rate limit of the message's class (lock traffic has its own
+bucket, so heartbeats pass through a flood), then the fields.  Every failure becomes an
+``error`` reply carrying the request's ``id``; an unexpected exception becomes ``INTERNAL``.
+Nothing here closes a connection except running out of the abuse allowance.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from orc_team import protocol
 from orc_team.protocol import (
     FORBIDDEN,
     INTERNAL,
     INVALID_MESSAGE,
+    MAX_RESOURCE_MESSAGE_BYTES,
     NOT_FOUND,
     RATE_LIMITED,
     REPLY_TYPES,
@@ -36,6 +39,7 @@ from orc_team.server.hub import Hub
 from orc_team.server.locks import LockService, lock_json
 from orc_team.server.presence import Presence
 from orc_team.server.replay import replay, start_after
+from orc_team.server.resources import ResourceService
 from orc_team.server.store import Store
 
 log = logging.getLogger("orc_team.server")
@@ -72,26 +76,32 @@ class Dispatcher:
         self.events = events
         self.locks = locks
         self.presence = presence
+        self.resources = ResourceService(store, events)
 
     async def handle(self, conn: Connection, raw: bytes, binary: bool = False) -> None:
         req: Request | None = None
         req_id: Id | None = None
         try:
-            if len(raw) > self.config.max_message:
-                refusal = protocol.oversized(raw, self.config.max_message)
-                req_id = refusal.req_id
-                self._charge(conn, False, OVERSIZE_COST, req_id)
-                raise refusal
+            limit = self.config.max_message
+            large = len(raw) > limit
+            if large and (binary or len(raw) > max(limit, MAX_RESOURCE_MESSAGE_BYTES)):
+                self._refuse_large(conn, raw)
             try:
                 if binary:
                     raise ProtocolError(INVALID_MESSAGE, "binary frames are not accepted; "
                                         "send JSON text")
                 env = protocol.parse(raw)
+            except InvalidText:
+                raise
             except ProtocolError as exc:
+                if large:
+                    self._refuse_large(conn, raw)
                 self._charge(conn, False, 1.0, exc.req_id)
                 raise
+            if large and env.type != protocol.RESOURCE_PUT:
+                self._refuse_large(conn, raw)
             req_id = env.id
-            self._charge(conn, env.type in CONTROL_TYPES, 1.0, req_id)
+            self._charge(conn, env.type in CONTROL_TYPES, max(1.0, len(raw) / limit), req_id)
             req = Request(conn, env)
             await getattr(self, f"on_{env.type}")(req)
         except InvalidText as exc:
@@ -99,11 +109,18 @@ class Dispatcher:
         except ProtocolError as exc:
             if req is None or not req.replied:
                 conn.send(protocol.error(req_id if exc.req_id is None else exc.req_id,
-                                         exc.code, exc.message))
+                                         exc.code, exc.message, exc.extra))
         except Exception:
             log.exception("%r: failed to handle a message", conn)
             if req is None or not req.replied:
                 conn.send(protocol.error(req_id, INTERNAL, "internal server error"))
+
+    def _refuse_large(self, conn: Connection, raw: bytes) -> NoReturn:
+        """Past ``max_message``: only a ``resource_put`` (up to MAX_RESOURCE_MESSAGE_BYTES,
+        room for 64 KiB of content however it is escaped) is read."""
+        refusal = protocol.oversized(raw, self.config.max_message)
+        self._charge(conn, False, OVERSIZE_COST, refusal.req_id)
+        raise refusal
 
     def _charge(self, conn: Connection, control: bool, cost: float, req_id: Id | None) -> None:
         bucket = conn.control if control else conn.general
@@ -234,6 +251,31 @@ class Dispatcher:
         if req.env.id is not None:
             req.reply({"acks": acks})
 
+    async def on_resource_get(self, req: Request) -> None:
+        self.presence.touch(req.conn)
+        f = req.fields
+        resource_id, version = f.resource_id(), f.version("version", lowest=1)
+        found = await self.resources.get(resource_id, version)
+        req.reply(found.to_json())
+
+    async def on_resource_list(self, req: Request) -> None:
+        self.presence.touch(req.conn)
+        req.reply({"resources": [r.to_json() for r in await self.resources.list()]})
+
+    async def on_resource_put(self, req: Request) -> None:
+        """Any authenticated member may write; the version check is the only guard."""
+        self.presence.touch(req.conn)
+        f = req.fields
+        resource_id, content = f.resource_id(), f.content()
+        expected = f.version("expected_version", lowest=0)
+        if expected is None:
+            raise f.fail("data.expected_version is required: the version you started from "
+                         "(0 creates the resource)")
+        project = f.name("project_id")
+        made = await self.resources.put(resource_id, content, expected, req.conn.holder,
+                                        project)
+        req.reply(made.to_json())
+
 
 def _echo(entry: object) -> str | None:
     """A refused entry's event_id, when it is one the client could have sent."""
@@ -250,6 +292,6 @@ def _publish(f: Fields) -> Publish | ProtocolError:
     except ProtocolError as exc:
         return exc
     if event_type.startswith(RESERVED_EVENT_PREFIXES):
-        return ProtocolError(FORBIDDEN, f"{event_type}: lock.* and presence.* events are the "
-                             "server's own", f.req_id)
+        return ProtocolError(FORBIDDEN, f"{event_type}: lock.*, presence.* and resource.* "
+                             "events are the server's own", f.req_id)
     return Publish(event_type, task_id, project_id, payload, event_id, made_at)

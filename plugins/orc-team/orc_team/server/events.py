@@ -159,17 +159,17 @@ class EventBus:
         return [ack for ack in out if ack is not None]
 
     @staticmethod
-    def announcement(event_type: str, task_id: str, project_id: str | None,
+    def announcement(event_type: str, task_id: str | None, project_id: str | None,
                      payload: Mapping[str, Any], *, user: str | None, user_name: str | None,
                      offset: int | None) -> KeptEvent:
-        """A server event (lock.*), stamped: the store keeps it with the lock change it
+        """A server event (lock.*, resource.*), stamped: the store keeps it with the lock change it
         announces (``offset`` was taken there), then :meth:`send` fans it out."""
         return KeptEvent(project_id, offset, {
             "event_type": event_type, "task_id": task_id, "project_id": project_id,
             "user": user, "user_name": user_name, "made_at": None,
             "timestamp": protocol.iso(time.time()), "offset": offset, "payload": payload})
 
-    def send(self, event: KeptEvent, task_id: str, also: Iterable[Connection] = ()) -> None:
+    def send(self, event: KeptEvent, task_id: str | None, also: Iterable[Connection] = ()) -> None:
         targets = self.hub.audience(task_id, event.project_id, also)
         if targets:
             self.hub.deliver(frame(event.data), targets, event.project_id, event.offset)

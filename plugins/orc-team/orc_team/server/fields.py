@@ -14,6 +14,7 @@ from typing import Any, Literal
 from orc_team.protocol import (
     DEFAULT_TTL,
     INVALID_MESSAGE,
+    MAX_RESOURCE_BYTES,
     MAX_TTL,
     MIN_TTL,
     Envelope,
@@ -58,6 +59,33 @@ class Fields:
         value = self.name("task_id", required=True)
         assert value is not None
         return value
+
+    def resource_id(self) -> str:
+        """The task-id rule again: a resource id is safe as a path component and a URL
+        segment."""
+        value = self.name("resource_id", required=True)
+        assert value is not None
+        return value
+
+    def content(self) -> str:
+        value = self.data.get("content")
+        if not isinstance(value, str):
+            raise self.fail("data.content is required: the resource's text, a string")
+        try:
+            size = len(value.encode())
+        except UnicodeEncodeError:  # a lone surrogate (an HTTP body's \ud800)
+            raise self.fail("data.content must be UTF-8 text (it holds a lone UTF-16 "
+                            "surrogate)") from None
+        if size > MAX_RESOURCE_BYTES:
+            raise self.fail(f"data.content may be at most {MAX_RESOURCE_BYTES} bytes of "
+                            f"UTF-8; this is {size}")
+        return value
+
+    def version(self, key: str, *, lowest: int) -> int | None:
+        """A resource version: None when absent, else a whole number from ``lowest``."""
+        if self.data.get(key) is None:
+            return None
+        return self.integer(key, 0, lowest, MAX_SINCE)
 
     def integer(self, key: str, default: int, lo: int, hi: int) -> int:
         value = self.data.get(key, default)

@@ -35,19 +35,22 @@ from orc_git.errors import OrcError, StorageError
 from orc_git.text import json_safe
 
 from orc_team import protocol
-from orc_team.protocol import EVENTS_KEPT
+from orc_team.protocol import EVENTS_KEPT, Resource
 from orc_team.server.store import (
     Announce,
+    AnnounceResource,
     ClientInstance,
     Grant,
     KeptEvent,
     LockRecord,
     NewEvent,
+    NoSuchResource,
     ProjectMismatch,
     Recorded,
     Release,
     Stream,
     TaskRecord,
+    VersionConflict,
 )
 
 SCHEMA = """
@@ -66,6 +69,10 @@ CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL UNIQUE, project_id TEXT, pos INTEGER,
     data BLOB NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS events_by_offset ON events (project_id, pos);
+CREATE TABLE IF NOT EXISTS resources (
+    resource_id TEXT NOT NULL, version INTEGER NOT NULL, content TEXT NOT NULL,
+    updated_by TEXT NOT NULL, updated_at REAL NOT NULL, project_id TEXT,
+    PRIMARY KEY (resource_id, version)) WITHOUT ROWID;
 """
 # locks_by_expiry went when expiry moved to the in-memory mirror: every grant and release paid
 # for keeping it.
@@ -82,6 +89,15 @@ _SAVE_OFFSET = ("INSERT INTO projects (project_id, last_offset, epoch) VALUES (?
 _ENSURE_TASK = ("INSERT INTO tasks (task_id, project_id, updated_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (task_id) DO UPDATE SET "
                 "project_id = COALESCE(tasks.project_id, excluded.project_id)")
+
+
+_SELECT_RESOURCE = ("SELECT resource_id, version, content, updated_by, updated_at, project_id "
+                    "FROM resources WHERE resource_id = ?")
+
+
+def _resource(row: tuple[Any, ...]) -> Resource:
+    resource_id, version, content, by, at, project = row
+    return Resource(resource_id, int(version), content, by, protocol.iso(at), project)
 
 
 log = logging.getLogger("orc_team.server")
@@ -491,6 +507,45 @@ class SQLiteStore:
 
     async def last_offset(self, project_id: str) -> int:
         return self._read_offset(project_id)
+
+    async def get_resource(self, resource_id: str, version: int | None = None
+                           ) -> Resource | None:
+        if version is None:
+            row = self.db.execute(_SELECT_RESOURCE + " ORDER BY version DESC LIMIT 1",
+                                  (resource_id,)).fetchone()
+        else:
+            row = self.db.execute(_SELECT_RESOURCE + " AND version = ?",
+                                  (resource_id, version)).fetchone()
+        return _resource(row) if row else None
+
+    async def list_resources(self) -> list[Resource]:
+        rows = self.db.execute(
+            "SELECT resource_id, MAX(version), NULL, updated_by, updated_at, project_id "
+            "FROM resources GROUP BY resource_id ORDER BY resource_id").fetchall()
+        return [_resource(row) for row in rows]  # SQLite: the other columns are MAX's row
+
+    async def put_resource(self, resource_id: str, content: str, expected_version: int,
+                           updated_by: str, now: float, *, project_id: str | None = None,
+                           announce: AnnounceResource | None = None
+                           ) -> tuple[Resource, KeptEvent | None]:
+        with self._tx() as db:
+            row = db.execute(_SELECT_RESOURCE + " ORDER BY version DESC LIMIT 1",
+                             (resource_id,)).fetchone()
+            current = _resource(row) if row else None
+            if current is None and expected_version > 0:
+                raise NoSuchResource(resource_id)
+            if current is not None and current.version != expected_version:
+                raise VersionConflict(current, expected_version)
+            project = project_id or (current.project_id if current else None)
+            made = Resource(resource_id, expected_version + 1, content, updated_by,
+                            protocol.iso(now), project)
+            db.execute("INSERT INTO resources VALUES (?, ?, ?, ?, ?, ?)",
+                       (resource_id, made.version, content, updated_by, now, project))
+            event = None
+            if announce is not None:
+                event = announce(made, self._take_offset(project) if project else None)
+                self._keep_all(db, [event])
+        return made, event
 
     async def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):

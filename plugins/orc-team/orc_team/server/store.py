@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from orc_team.protocol import encode
+from orc_team.protocol import Resource, encode
 
 Outcome = Literal["acquired", "extended", "stolen", "held"]
 
@@ -166,6 +166,27 @@ class ProjectMismatch(Exception):
         self.project_id = project_id
 
 
+class VersionConflict(Exception):
+    """A resource put against a version that is not the current one (or a create, version 0,
+    of a resource that exists): nothing was written.  ``current`` is the whole current
+    version."""
+
+    def __init__(self, current: Resource, expected: int) -> None:
+        super().__init__(f"{current.resource_id} is at version {current.version}, not "
+                         f"{expected}")
+        self.current = current
+        self.expected = expected
+
+
+class NoSuchResource(Exception):
+    """A put with ``expected_version`` above 0 for a resource that has no version at all."""
+
+
+AnnounceResource = Callable[[Resource, int | None], KeptEvent]
+"""Builds the ``resource.updated`` event for a new version and its project offset (None
+without a project); the store keeps it in the put's transaction."""
+
+
 class Store(Protocol):
     domain: str
     """The store's lock domain: a random id made once when the store is created and kept with
@@ -232,5 +253,25 @@ class Store(Protocol):
     async def next_offset(self, project_id: str) -> int: ...
 
     async def last_offset(self, project_id: str) -> int: ...
+
+    async def get_resource(self, resource_id: str, version: int | None = None
+                           ) -> Resource | None:
+        """A version of a resource (the latest when ``version`` is None), or None."""
+        ...
+
+    async def list_resources(self) -> list[Resource]:
+        """The latest version of every resource, by id, without content."""
+        ...
+
+    async def put_resource(self, resource_id: str, content: str, expected_version: int,
+                           updated_by: str, now: float, *, project_id: str | None = None,
+                           announce: AnnounceResource | None = None
+                           ) -> tuple[Resource, KeptEvent | None]:
+        """Compare-and-set in one transaction: when the current version is
+        ``expected_version`` (0: there is none), keep version ``expected_version + 1`` (every
+        version is kept: a merge needs its base) with the event ``announce`` builds; else raise
+        VersionConflict (or NoSuchResource).  ``project_id`` None keeps the current version's
+        project."""
+        ...
 
     async def close(self) -> None: ...
