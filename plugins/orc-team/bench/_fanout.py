@@ -16,7 +16,7 @@ from _procs import SECRET, TeamServer, percentile
 
 from orc_team.client.settings import ClientSettings
 from orc_team.client.wsclient import WSClient
-from orc_team.server.auth import mint_token
+from orc_team.tokens import mint_token
 
 HERE = Path(__file__).resolve().parent
 ms = 1000.0

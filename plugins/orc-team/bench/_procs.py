@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from orc_team.client.settings import ClientSettings
-from orc_team.server.auth import mint_token
+from orc_team.tokens import mint_token
 
 SECRET = "bench-secret-" + "0123456789abcdef" * 3
 _LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")

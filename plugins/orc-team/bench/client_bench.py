@@ -28,7 +28,7 @@ from _procs import SECRET, EchoServer, TeamServer, percentile, settings
 
 from orc_team.client.locker import WebSocketLocker
 from orc_team.client.wsclient import WSClient
-from orc_team.server.auth import mint_token
+from orc_team.tokens import mint_token
 
 us = 1e6
 PER_ROUND = 1000

@@ -32,7 +32,7 @@ from orc_team.client.outbox import Outbox
 from orc_team.client.sender import Connections, Drainer, Sender
 from orc_team.client.settings import ClientSettings
 from orc_team.client.sink import OutboxSink, wire_data
-from orc_team.server.auth import mint_token
+from orc_team.tokens import mint_token
 
 us = 1e6
 TOKEN = mint_token(SECRET, "bench", expires_in=3600)

@@ -24,7 +24,7 @@ from _procs import SECRET, EchoServer, TeamServer
 from websockets.sync.client import ClientConnection, connect
 
 from orc_team.protocol import MAX_BATCH_EVENTS
-from orc_team.server.auth import mint_token
+from orc_team.tokens import mint_token
 
 PROJECT = "bench"
 LINE = "compiling src/module_%05d.c ... ok" + " " * 40

@@ -21,7 +21,7 @@ from _procs import SECRET, TeamServer, percentile, stop
 from websockets.sync.client import ClientConnection, connect
 
 from orc_team.protocol import MAX_RESOURCE_BYTES
-from orc_team.server.auth import mint_token
+from orc_team.tokens import mint_token
 
 
 def _open(url: str, user: str) -> ClientConnection:

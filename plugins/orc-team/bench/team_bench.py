@@ -49,7 +49,7 @@ from _server_side import part_server_side
 
 from orc_team.client.locker import WebSocketLocker
 from orc_team.client.wsclient import WSClient
-from orc_team.server.auth import mint_token
+from orc_team.tokens import mint_token
 
 logging.getLogger("orc_git").addHandler(logging.NullHandler())  # fallback warnings: expected
 HERE = Path(__file__).resolve().parent

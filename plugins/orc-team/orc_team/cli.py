@@ -20,14 +20,14 @@ from orc_git.errors import OrcError, UsageError
 
 from orc_team import cli_auth
 from orc_team.protocol import EVENTS_KEPT, MAX_REPLAY
-from orc_team.server.auth import (
+from orc_team.spin import SPIN
+from orc_team.tokens import (
     MAX_LIFETIME,
     ROLES,
     email_problem,
     name_problem,
     user_problem,
 )
-from orc_team.spin import SPIN
 
 log = logging.getLogger("orc_team")
 
@@ -237,7 +237,7 @@ def _secret(out: Any) -> str:
 
 
 def cmd_token(args: argparse.Namespace, out: Any) -> int:
-    from orc_team.server.auth import mint_token
+    from orc_team.tokens import mint_token
 
     token = mint_token(_secret(out), args.user, name=args.name, email=args.email,
                        role=args.role, expires_in=args.expires)

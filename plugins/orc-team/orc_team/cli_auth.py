@@ -35,7 +35,7 @@ def add_parsers(actions: argparse._SubParsersAction[Any], number: Any, claim: An
                 lifetime: float) -> None:
     """``number`` and ``claim`` are :mod:`orc_team.cli`'s argparse types (bounds, auth's
     checks), so invite refuses exactly what ``orc team token`` and the server refuse."""
-    from orc_team.server.auth import ROLES, email_problem, name_problem, user_problem
+    from orc_team.tokens import ROLES, email_problem, name_problem, user_problem
 
     p = actions.add_parser("invite", help="make a member's token and the `orc team login` "
                                           "line to send them (needs ORC_TEAM_SECRET)")
@@ -93,7 +93,7 @@ def _url(text: str) -> str:
 
 def cmd_invite(args: argparse.Namespace, out: Output) -> int:
     from orc_team.cli import _secret
-    from orc_team.server.auth import mint_token
+    from orc_team.tokens import mint_token
 
     secret = _secret(out)
     configured = _config().get("team.server_url")

@@ -33,7 +33,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from orc_team.client.locker import WebSocketLocker
 from orc_team.client.settings import ClientSettings
 from orc_team.client.team import TeamLocker
-from orc_team.server.auth import mint_token
+from orc_team.tokens import mint_token
 
 SECRET = "test-secret-" + "0123456789abcdef" * 3
 WAIT = 5.0  # seconds any single expected message may take

@@ -64,3 +64,14 @@ def test_orc_team_help(tmp_path: Path) -> None:
     assert done.returncode == 0
     for option in ("--host", "--port", "--store", "--away-after"):
         assert option in done.stdout
+
+
+def test_the_team_commands_do_not_load_the_server_stack() -> None:
+    """Every ``orc`` command that builds the plugin's parsers imports ``orc_team.cli``: the
+    server's HTTP stack (aiohttp) would cost each of them a third of a second."""
+    code = ("import sys, orc_team.cli, orc_team.plugin; "
+            "print(sorted(m for m in ('aiohttp', 'websockets', 'orc_team.server.app') "
+            "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]"

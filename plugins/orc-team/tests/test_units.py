@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from orc_team import protocol
-from orc_team.server.auth import Claims
 from orc_team.server.busypoll import SpinningSelector
 from orc_team.server.config import ServerConfig
 from orc_team.server.dispatch import Dispatcher
@@ -25,6 +24,7 @@ from orc_team.server.ratelimit import TokenBucket
 from orc_team.server.replay import start_after
 from orc_team.server.sqlite_store import SQLiteStore, StoreInUse
 from orc_team.server.store import ClientInstance, NewEvent, Recorded
+from orc_team.tokens import Claims
 
 from conftest import unique
 

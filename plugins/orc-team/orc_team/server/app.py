@@ -22,13 +22,7 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
 from orc_team import __version__, protocol
-from orc_team.server.auth import (
-    AuthError,
-    Claims,
-    authenticate,
-    client_instance,
-    origin_allowed,
-)
+from orc_team.server.auth import authenticate, client_instance, origin_allowed
 from orc_team.server.config import ServerConfig
 from orc_team.server.connection import CLOSE_POLICY, EXPIRED, Connection
 from orc_team.server.dispatch import Dispatcher
@@ -41,6 +35,7 @@ from orc_team.server.logtext import BadRequestFilter, Throttle, clean, loop_exce
 from orc_team.server.presence import Presence
 from orc_team.server.replay import start_after
 from orc_team.server.store import ClientInstance, Store
+from orc_team.tokens import AuthError, Claims
 
 log = logging.getLogger("orc_team.server")
 DEFAULT_EVENTS = 100

@@ -9,8 +9,8 @@ from orc_git.errors import UsageError
 from orc_git.home import orc_home
 
 from orc_team.protocol import EVENTS_KEPT, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES
-from orc_team.server.auth import MAX_LIFETIME
 from orc_team.spin import SPIN
+from orc_team.tokens import MAX_LIFETIME
 
 SECRET_ENV = "ORC_TEAM_SECRET"
 MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash

@@ -21,11 +21,11 @@ from aiohttp import WSMsgType, web
 from websockets.frames import Frame, Opcode
 
 from orc_team import protocol
-from orc_team.server.auth import Claims
 from orc_team.server.config import ServerConfig
 from orc_team.server.logtext import clean
 from orc_team.server.ratelimit import TokenBucket
 from orc_team.server.store import ClientInstance
+from orc_team.tokens import Claims
 
 log = logging.getLogger("orc_team.server")
 
