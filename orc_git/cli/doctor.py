@@ -17,9 +17,11 @@ from orc_git.repo import find_repo
 
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
-    p = sub.add_parser("doctor", help="check this setup: mode, config files, identity, hooks, "
-                                      "plugins and (team mode) the server, token and outbox",
-                       description="Exit 0 when every check passes, 1 when one fails.")
+    p = sub.add_parser("doctor", help="check this setup (mode, config, hooks, server, token)",
+                       description="Checks the mode and why, the config files in force, the "
+                                   "identity, the git hooks, the plugins and, in team mode, the "
+                                   "server, the token and the outbox. Exit 0 when every check "
+                                   "passes, 1 when one fails.")
     p.add_argument("--json", action="store_true",
                    help='one JSON object: {"ok", "checks": [{name, ok, detail, hint, data}]}')
     p.set_defaults(func=cmd_doctor)

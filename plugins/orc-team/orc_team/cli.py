@@ -161,29 +161,29 @@ def add_resource_parser(sub: argparse._SubParsersAction[Any]) -> None:
                                       required=True)
     rid = _claim(resource_problem)
     listing = actions.add_parser("list", help="every resource: id, version, who, when, project")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--json", action="store_true", help="one JSON object on stdout")
     listing.set_defaults(func=_command("cmd_list"))
     get = actions.add_parser("get", help="print a resource's content (the latest version)")
-    get.add_argument("resource_id", type=rid, metavar="ID")
+    get.add_argument("resource_id", type=rid, metavar="ID", help="the resource's id")
     get.add_argument("--version", type=_number(1, 2**53 - 1, int), metavar="N",
                      help="this version instead of the latest (every version is kept)")
-    get.add_argument("--json", action="store_true")
+    get.add_argument("--json", action="store_true", help="one JSON object on stdout")
     get.set_defaults(func=_command("cmd_get"))
     put = actions.add_parser("put", help="save FILE as the version after N (0 creates)")
-    put.add_argument("resource_id", type=rid, metavar="ID")
+    put.add_argument("resource_id", type=rid, metavar="ID", help="the resource's id")
     put.add_argument("file", metavar="FILE", help="UTF-8 text, at most 64 KiB ('-': stdin)")
     put.add_argument("--version", type=_number(0, 2**53 - 1, int), metavar="N", required=True,
                      help="the version FILE was made from (0 creates the resource)")
     put.add_argument("--project", type=_claim(project_problem), metavar="P",
                      help="the project told of the change (default: the resource's)")
-    put.add_argument("--json", action="store_true")
+    put.add_argument("--json", action="store_true", help="one JSON object on stdout")
     put.set_defaults(func=_command("cmd_put"))
     edit = actions.add_parser("edit", help="edit in $VISUAL / $EDITOR and save; a conflict "
                                            "offers diff / theirs / mine / merge")
-    edit.add_argument("resource_id", type=rid, metavar="ID")
+    edit.add_argument("resource_id", type=rid, metavar="ID", help="the resource's id")
     edit.add_argument("--project", type=_claim(project_problem), metavar="P",
                       help="the project told of the change (default: the resource's)")
-    edit.add_argument("--json", action="store_true")
+    edit.add_argument("--json", action="store_true", help="one JSON object on stdout")
     edit.set_defaults(func=_command("cmd_edit"))
 
 
