@@ -17,12 +17,13 @@ import time
 from typing import Any
 
 from orc_git.cli import prompt
+from orc_git.cli.answer import answered, fallback_note, granted_how, source_line
 from orc_git.cli.output import LIST_HEADER, Output, describe, list_row
 from orc_git.config import MAX_TTL
 from orc_git.context import Context
 from orc_git.errors import Cancelled, CommandNotRunnable, LockHeld, TimedOut, UsageError
 from orc_git.lease import Lease, acquire_waiting
-from orc_git.locking.base import can_force
+from orc_git.locking.base import Locker, can_force
 from orc_git.locking.heartbeat import shared_heartbeater
 from orc_git.locking.info import LockInfo
 from orc_git.locking.wait import wait_free
@@ -96,25 +97,28 @@ def _context(out: Output) -> Context:
     return ctx
 
 
-def _progress(out: Output, task: str) -> Any:
-    return prompt.waiting_lines(out, task)
+def _progress(out: Output, task: str, locker: Locker | None = None) -> Any:
+    return prompt.waiting_lines(out, task, locker)
 
 
 def _acquire(ctx: Context, out: Output, args: argparse.Namespace, pid: int | None,
-             force: bool = False) -> LockInfo:
-    locker = ctx.locker(pid)
+             force: bool = False, locker: Locker | None = None) -> LockInfo:
+    locker = locker or ctx.locker(pid)
     wait = bool(args.wait or args.timeout is not None)
     task = args.task
     try:
         return acquire_waiting(locker, task, ttl=args.ttl, wait=wait, timeout=args.timeout,
-                               force=force, progress=_progress(out, task))
+                               force=force, progress=_progress(out, task, locker))
     except LockHeld as exc:
+        # A refusal says where it was decided too (a fallback cannot see the server's holder).
+        args.failure_fields = {**(getattr(args, "failure_fields", None) or {}),
+                               **answered(out, locker)}
         if out.json or not sys.stdin.isatty() or exc.lock is None:
             raise
         choice = prompt.ask(exc.lock, can_force(locker, task) is not False)
         if choice == prompt.WAIT:
             return acquire_waiting(locker, task, ttl=args.ttl, wait=True, timeout=None,
-                                   progress=_progress(out, task))
+                                   progress=_progress(out, task, locker))
         if choice == prompt.FORCE:
             return locker.acquire(task, ttl=args.ttl, force=True)
         raise Cancelled(f"cancelled: {task} stays locked by {exc.lock.who()}",
@@ -125,14 +129,17 @@ def _acquire(ctx: Context, out: Output, args: argparse.Namespace, pid: int | Non
 
 def cmd_acquire(args: argparse.Namespace, out: Output) -> int:
     ctx = _context(out)
-    info = _acquire(ctx, out, args, os.getppid(), force=args.force)
+    locker = ctx.locker(os.getppid())
+    info = _acquire(ctx, out, args, os.getppid(), force=args.force, locker=locker)
+    source = answered(out, locker)
     if ctx.mode == "solo":
         out.say(f"solo mode: {args.task} needs no lock (nothing written)")
     else:
-        out.say(f"acquired {args.task} (token {info.token}, ttl {info.ttl} s); keep it with "
-                f"`orc lock heartbeat {args.task}`, give it up with `orc lock release {args.task}`")
+        out.say(f"acquired {args.task}{granted_how(locker)} (token {info.token}, ttl "
+                f"{info.ttl} s); keep it with `orc lock heartbeat {args.task}`, give it up "
+                f"with `orc lock release {args.task}`")
     out.line(str(info.token) if info.token is not None else "")
-    out.result({"acquired": True, "lock": info.to_json()})
+    out.result({"acquired": True, "lock": info.to_json(), **source})
     return 0
 
 
@@ -146,61 +153,95 @@ def cmd_release(args: argparse.Namespace, out: Output) -> int:
     locker = ctx.locker(os.getppid())
     before = locker.is_locked(args.task)
     released = locker.release(args.task, force=args.force)
+    source = answered(out, locker)
+    was_stale = before.stale_reason if released and before.stale else None
+    if was_stale is not None:
+        out.warn(f"{args.task}: {_stale_because(before)}; released")
     out.say(f"released {args.task}" if released else f"{args.task} was not locked")
-    out.result({"released": released, "lock": before.to_json()})
+    out.result({"released": released, "lock": before.to_json(), "was_stale": was_stale,
+                **source})
     return 0
+
+
+def _stale_because(info: LockInfo) -> str:
+    if info.stale_reason == "expired":
+        return f"the lease had expired at {info.expires_at} (no heartbeat within {info.ttl} s)"
+    if info.stale_reason == "holder-dead":
+        return f"its holder process had ended ({info.who()})"
+    return f"the lease was unreadable ({info.problem})"
 
 
 def cmd_heartbeat(args: argparse.Namespace, out: Output) -> int:
     ctx = _context(out)
-    info = ctx.locker(os.getppid()).heartbeat(args.task)
+    locker = ctx.locker(os.getppid())
+    before = locker.is_locked(args.task)
+    info = locker.heartbeat(args.task)
+    source = answered(out, locker)
+    was_stale = before.stale_reason if before.stale else None
+    if was_stale is not None:
+        # Nobody was granted the task meanwhile (a grant would have refused this renewal), so
+        # the fencing token is still the newest: renewing is the truth, said aloud.
+        out.warn(f"{args.task}: {_stale_because(before)}; nobody took it over, so it is renewed "
+                 f"and token {info.token} is still yours")
     out.say(f"renewed {args.task} until {info.expires_at}")
-    out.result({"lock": info.to_json()})
+    out.result({"lock": info.to_json(), "was_stale": was_stale, **source})
     return 0
 
 
 def cmd_status(args: argparse.Namespace, out: Output) -> int:
     ctx = _context(out)
-    info = ctx.locker().is_locked(args.task)
+    locker = ctx.locker()
+    info = locker.is_locked(args.task)
     for line in describe(info):
         out.line(line)
-    out.result({"lock": info.to_json()})
+    where = source_line(locker)
+    if where is not None:
+        out.line(where)
+    out.result({"lock": info.to_json(), **answered(out, locker)})
     return 0
 
 
 def cmd_list(args: argparse.Namespace, out: Output) -> int:
     ctx = _context(out)
-    locks = [i for i in ctx.locker().list_locks() if i.stale or not args.stale]
+    locker = ctx.locker()
+    locks = [i for i in locker.list_locks() if i.stale or not args.stale]
+    source = answered(out, locker)
     if not locks:
         out.say("no stale leases" if args.stale else "no leases")
     out.table(LIST_HEADER, [list_row(i, sys.stdout.isatty()) for i in locks])
-    out.result({"locks": [i.to_json() for i in locks]})
+    out.result({"locks": [i.to_json() for i in locks], **source})
     return 0
 
 
 def cmd_wait(args: argparse.Namespace, out: Output) -> int:
     ctx = _context(out)
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    locker = ctx.locker()
     try:
-        free = wait_free(ctx.locker(), args.task, deadline, _progress(out, args.task))
+        free = wait_free(locker, args.task, deadline, _progress(out, args.task, locker))
     finally:
         out.clear_progress()
     if not free:
+        args.failure_fields = answered(out, locker)
         raise TimedOut(f"timed out after {args.timeout} s waiting for {args.task}")
-    info = ctx.locker().is_locked(args.task)
-    out.say(f"{args.task} is free" if not info.locked else
-            f"{args.task} is stale ({info.stale_reason})")
-    out.result({"lock": info.to_json()})
+    info = locker.is_locked(args.task)
+    source = answered(out, locker)
+    note = fallback_note(locker)
+    out.say(f"{args.task} is free{note}" if not info.locked else
+            f"{args.task} is stale ({info.stale_reason}){note}")
+    out.result({"lock": info.to_json(), **source})
     return 0
 
 
 def cmd_clean(args: argparse.Namespace, out: Output) -> int:
     ctx = _context(out)
-    removed = ctx.locker().clean()
+    locker = ctx.locker()
+    removed = locker.clean()
+    source = answered(out, locker)
     for i in removed:
         out.row(i.task_id, i.stale_reason, i.owner or "-")
     out.say(f"removed {len(removed)} stale lease(s)")
-    out.result({"removed": [i.to_json() for i in removed]})
+    out.result({"removed": [i.to_json() for i in removed], **source})
     return 0
 
 
@@ -217,10 +258,12 @@ def cmd_run(args: argparse.Namespace, out: Output) -> int:
     if ctx.mode != "solo":
         shared_heartbeater().add(lease)
     if out.json:
-        out.result({"acquired": True, "lock": info.to_json()})
+        out.result({"acquired": True, "lock": info.to_json(), **answered(out, lease.locker)})
         out.json = False  # stdout is CMD's from here: a failure to start it is said on stderr
     elif ctx.mode != "solo":
-        out.say(f"holding {args.task} (token {info.token}) while `{shlex.join(argv)}` runs")
+        answered(out, lease.locker)
+        out.say(f"holding {args.task}{granted_how(lease.locker)} (token {info.token}) while "
+                f"`{shlex.join(argv)}` runs")
     try:
         return _run_child(argv)
     finally:

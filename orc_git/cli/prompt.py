@@ -12,7 +12,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+from orc_git.cli.answer import fallback_note
 from orc_git.cli.output import Output, ago, describe, paint
+from orc_git.locking.base import Locker
 from orc_git.locking.info import LockInfo, readable_time
 from orc_git.text import printable
 
@@ -47,20 +49,23 @@ def ask(info: LockInfo, force_allowed: bool) -> str:
             return answer
 
 
-def waiting_lines(out: Output, task: str) -> Callable[[LockInfo, float], None]:
+def waiting_lines(out: Output, task: str, locker: Locker | None = None
+                  ) -> Callable[[LockInfo, float], None]:
     """What a waiter shows: a progress line redrawn in place on a terminal; otherwise (a script,
-    a log) one line on stderr naming the holder, and another only when the holder changes."""
+    a log) one line on stderr naming the holder, and another only when the holder changes.
+    Both say when the answer comes from the file leases only (``locker`` in fallback)."""
     shown: list[object] = [None]
 
     def show(info: LockInfo, waited: float) -> None:
+        note = fallback_note(locker) if locker is not None else ""
         if sys.stderr.isatty():
             out.progress(f"waiting for {task}: held by {info.who()}, last activity "
-                         f"{ago(info.heartbeat_at)} ({waited:.0f} s)")
+                         f"{ago(info.heartbeat_at)} ({waited:.0f} s){note}")
             return
         holder = (info.owner, info.pid, info.token)
         if holder != shown[0]:
             shown[0] = holder
             out.warn(f"waiting for {task}: held by {info.who()} (token {info.token}) since "
-                     f"{readable_time(info.acquired_at)}")
+                     f"{readable_time(info.acquired_at)}{note}")
 
     return show

@@ -14,6 +14,7 @@ import shlex
 import sys
 from typing import Any
 
+from orc_git.cli.answer import answered, granted_how
 from orc_git.cli.lock import _acquire, _context, _seconds, _ttl
 from orc_git.cli.output import Output
 from orc_git.errors import CommandNotRunnable, UsageError
@@ -63,7 +64,9 @@ def cmd_run(args: argparse.Namespace, out: Output) -> int:
         session = RunSession(ctx, lease, args.project)
         command = shlex.join(argv)
         if ctx.mode != "solo":
-            out.say(f"holding {args.task} (token {info.token}) while `{command}` runs")
+            answered(out, lease.locker)
+            out.say(f"holding {args.task}{granted_how(lease.locker)} (token {info.token}) "
+                    f"while `{command}` runs")
         session.begin()
         sys.stdout.flush()
         sys.stderr.flush()

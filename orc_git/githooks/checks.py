@@ -40,6 +40,15 @@ def _locked_by_others(ctx: Context, tasks: set[str]) -> list[LockInfo]:
     return out
 
 
+def _sourced(ctx: Context, verdict: tuple[int, list[str]]) -> tuple[int, list[str]]:
+    """The verdict, plus what its lock answers could not see (team mode's fallback to the file
+    leases: a lock held on the team server is not checked while it is unreachable)."""
+    from orc_git.locking.base import answer_of
+
+    code, lines = verdict
+    return code, [*lines, *(f"warning: {w}" for w in answer_of(ctx.locker()).warnings)]
+
+
 def _refusal(what: str, locked: list[LockInfo], override_cmd: str) -> list[str]:
     lines = [f"{what} changes the state of {len(locked)} task(s) locked by someone else:"]
     lines += [f"  {i.task_id}: locked by {i.who()} since {readable_time(i.acquired_at)}"
@@ -62,7 +71,8 @@ def pre_commit(ctx: Context) -> tuple[int, list[str]]:
     if not tasks or _overridden():
         return 0, []
     locked = _locked_by_others(ctx, tasks)
-    return (1, _refusal("this commit", locked, "git commit …")) if locked else (0, [])
+    return _sourced(ctx, (1, _refusal("this commit", locked, "git commit …")) if locked
+                    else (0, []))
 
 
 def pre_push(ctx: Context, args: list[str], stdin: TextIO) -> tuple[int, list[str]]:
@@ -87,7 +97,8 @@ def pre_push(ctx: Context, args: list[str], stdin: TextIO) -> tuple[int, list[st
     if not tasks:
         return 0, []
     locked = _locked_by_others(ctx, tasks)
-    return (1, _refusal("this push", locked, "git push …")) if locked else (0, [])
+    return _sourced(ctx, (1, _refusal("this push", locked, "git push …")) if locked
+                    else (0, []))
 
 
 def pre_run(ctx: Context, args: list[str]) -> tuple[int, list[str]]:
@@ -112,8 +123,8 @@ def pre_run(ctx: Context, args: list[str]) -> tuple[int, list[str]]:
             problems.append(f"{task}: state says running by {state.updated_by}@{state.host}, "
                             "but no lease is held here: check with them before running it")
     if problems:
-        return 1, problems
-    return 0, [f"{task}: ready to run"]
+        return _sourced(ctx, (1, problems))
+    return _sourced(ctx, (0, [f"{task}: ready to run"]))
 
 
 def run(hook: str, args: list[str], stdin: TextIO) -> tuple[int, list[str]]:

@@ -105,7 +105,9 @@ def post_hook_report(hook: str, args: list[str], stdin: TextIO) -> list[str]:
     if os.path.isdir(ctx.repo.lock_root):
         stale = [i for i in ctx.lock_store().list_locks() if i.stale]
         if stale:
-            lines.append("stale local leases (remove them with `orc lock clean`):")
+            # Team mode: these are file leases left by fallbacks; the server's are not read here.
+            where = " of this clone, not the team server's" if ctx.mode == "team" else ""
+            lines.append(f"stale local leases{where} (remove them with `orc lock clean`):")
             lines += _limit([f"  {i.task_id}: {i.stale_reason}, {i.who()}" for i in stale],
                             "leases")
     for extra in ctx.plugin_report(hook):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from orc_git.errors import LockerUnavailable
-from orc_git.locking.info import LockInfo
+from orc_git.locking.info import Answer, LockInfo
 from orc_git.taskid import check_task_id
 
 log = logging.getLogger("orc_git.lock")
@@ -44,7 +45,23 @@ class PerProcessLocker(Protocol):
     def for_pid(self, pid: int) -> Locker: ...
 
 
-# Optional locker methods (a third-party locker may lack them; these helpers then say None):
+@runtime_checkable
+class ReportsAnswer(Protocol):
+    """A locker that says where its last answer (to the calling thread) came from.  Optional: a
+    locker without it is reported by its ``name`` (:func:`answer_of`)."""
+
+    @property
+    def answer(self) -> Answer: ...
+
+
+def answer_of(locker: Locker) -> Answer:
+    """Where ``locker``'s last answer came from (what read commands print beside it)."""
+    answer = getattr(locker, "answer", None)
+    return answer if isinstance(answer, Answer) else Answer(locker.name)
+
+
+# Optional locker members (a third-party locker may lack them; these helpers then say None):
+#   answer -> Answer: where its last answer came from (ReportsAnswer above; answer_of reads it)
 #   lock_domain(task_id) -> str | None: where the tokens of this locker's leases of the task count
 #   tokens_granted(task_id, lock_domain) -> int | None: how many tokens that domain has granted
 #     for the task, when this locker can tell (the file lease: its fence).
@@ -75,6 +92,7 @@ class NoOpLocker:
     """Solo mode: every acquire succeeds, nothing is written, nothing heavy is imported."""
 
     name = "noop"
+    answer = Answer("none")
 
     def acquire(self, task_id: str, *, ttl: int | None = None, force: bool = False) -> LockInfo:
         return LockInfo(check_task_id(task_id), mine=True)
@@ -105,22 +123,46 @@ class CompositeLocker:
     go to whichever locker granted the lease."""
 
     name = "composite"
+    primary_label = "the lock server"
+    """How warnings name the primary (the team locker: "the team server")."""
 
     def __init__(self, primary: Locker, fallback: Locker) -> None:
         self.primary = primary
         self.fallback = fallback
         self._granted_by: dict[str, Locker] = {}
+        self._answers = threading.local()  # the heartbeat thread's answers are not the CLI's
+
+    # -- where answers come from ---------------------------------------------------------
+
+    @property
+    def answer(self) -> Answer:
+        answer = getattr(self._answers, "last", None)
+        return answer if isinstance(answer, Answer) else answer_of(self.primary)
+
+    def _from(self, locker: Locker) -> None:
+        """The next answer is ``locker``'s (the fallback's: a lease it granted, not a guess)."""
+        self._answers.last = (Answer("file-fallback") if locker is self.fallback
+                              else answer_of(locker))
+
+    def _fell_back(self, exc: LockerUnavailable, what: str = "this answer comes from") -> None:
+        """Say (in :attr:`answer`) that the next answer is the fallback's, and what it misses."""
+        self._answers.last = Answer("file-fallback", (
+            f"{self.primary_label} is unreachable ({exc.message}): {what} this clone's file "
+            f"leases only; locks held on {self.primary_label} cannot be seen while it is "
+            "unreachable",))
 
     def _route(self, task_id: str) -> Locker:
         return self._granted_by.get(task_id, self.primary)
 
     def acquire(self, task_id: str, *, ttl: int | None = None, force: bool = False) -> LockInfo:
         try:
+            self._from(self.primary)
             info = self.primary.acquire(task_id, ttl=ttl, force=force)
             self._granted_by[task_id] = self.primary
         except LockerUnavailable as exc:
             log.warning("%s: lock server unavailable (%s); using the file lease", task_id,
                         exc.message)
+            self._fell_back(exc, "granted or refused by")
             info = self.fallback.acquire(task_id, ttl=ttl, force=force)
             self._granted_by[task_id] = self.fallback
         return info
@@ -128,14 +170,19 @@ class CompositeLocker:
     def release(self, task_id: str, *, force: bool = False) -> bool:
         locker = self._granted_by.pop(task_id, None)
         if locker is not None:
+            self._from(locker)
             return locker.release(task_id, force=force)
         try:
+            self._from(self.primary)
             return self.primary.release(task_id, force=force)
-        except LockerUnavailable:
+        except LockerUnavailable as exc:
+            self._fell_back(exc, "released from")
             return self.fallback.release(task_id, force=force)
 
     def heartbeat(self, task_id: str) -> LockInfo:
-        return self._route(task_id).heartbeat(task_id)
+        locker = self._route(task_id)
+        self._from(locker)
+        return locker.heartbeat(task_id)
 
     def lock_domain(self, task_id: str) -> str | None:
         """The domain of whichever locker holds this process's lease, else the primary's (the
@@ -159,17 +206,17 @@ class CompositeLocker:
         return None
 
     def _read(self, call: Callable[[Locker], list[LockInfo]]) -> list[LockInfo]:
+        """A read from the primary, else the fallback's; :attr:`answer` says which (the CLI
+        prints its warning: a waiter polling is_locked must not log one line per poll)."""
         try:
+            self._from(self.primary)
             return call(self.primary)
         except LockerUnavailable as exc:
-            log.warning("lock server unavailable (%s); showing file leases", exc.message)
+            self._fell_back(exc)
             return call(self.fallback)
 
     def is_locked(self, task_id: str) -> LockInfo:
-        try:
-            return self.primary.is_locked(task_id)
-        except LockerUnavailable:
-            return self.fallback.is_locked(task_id)
+        return self._read(lambda locker: [locker.is_locked(task_id)])[0]
 
     def list_locks(self) -> list[LockInfo]:
         return self._read(lambda locker: locker.list_locks())

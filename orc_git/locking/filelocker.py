@@ -27,11 +27,11 @@ from orc_git.identity import Holder
 from orc_git.locking import lockio, lockyaml
 from orc_git.locking.filestore import EventSink, FileLockStore, warn
 from orc_git.locking.guard import next_token
-from orc_git.locking.info import LockInfo, rfc3339
+from orc_git.locking.info import LockInfo, parse_rfc3339, rfc3339
 from orc_git.taskid import check_task_id
 
 _HOLDER_FIELDS = ("owner", "user", "host", "host_id", "pid", "pid_started", "display_name",
-                  "email")
+                  "email", "held_by")
 
 
 class _Held:
@@ -53,6 +53,18 @@ def _now_text(second: int) -> str:
     return rfc3339(second)
 
 
+def _say_if_overdue(info: LockInfo, now: float) -> None:
+    """A renewal later than the TTL (this process was stopped or starved): the lease had
+    expired, yet nobody took it (that would have failed :meth:`FileLocker._still_mine`), so the
+    renewal is good and the token still the newest; it is said, not hidden.  ``heartbeat_at``
+    has whole seconds: a second of slack keeps a punctual renewal from being reported."""
+    beat = parse_rfc3339(info.heartbeat_at) if info.heartbeat_at else None
+    if beat is not None and info.ttl is not None and now - beat > info.ttl + 1:
+        warn("%s: the lease had expired at %s (not renewed for %.0f s, ttl %s s); nobody took "
+             "it over, so it is renewed and token %s is still this holder's", info.task_id,
+             rfc3339(beat + info.ttl), now - beat, info.ttl, info.token)
+
+
 class FileLocker(FileLockStore):
     """The p2p locker: a :class:`FileLockStore` that grants leases to its holder and keeps the
     ones it granted open, for a renewal and release that need no parse."""
@@ -72,7 +84,7 @@ class FileLocker(FileLockStore):
         return LockInfo(task_id="", locked=True, owner=ident.owner, user=ident.user,
                         host=ident.host, pid=holder.pid, pid_started=holder.pid_started,
                         host_id=holder.host_id, display_name=ident.display_name,
-                        email=ident.email, mine=True)
+                        email=ident.email, mine=True, held_by=self.held_by)
 
     @functools.cached_property
     def _me_bytes(self) -> bytes:
@@ -87,7 +99,7 @@ class FileLocker(FileLockStore):
         me = self._me
         info = LockInfo(task_id, True, False, None, me.owner, me.user, me.host, me.pid, now,
                         now, ttl, token, True, me.pid_started, me.host_id, me.display_name,
-                        me.email, stolen_from, None, None, self.domain)
+                        me.email, stolen_from, None, None, self.domain, me.held_by)
         if into is not None:
             into.append(info)
         return lockyaml.grant_head(task_id, now, ttl, token, stolen_from) + self._me_bytes
@@ -246,7 +258,9 @@ class FileLocker(FileLockStore):
             task_dir = f"{self._root}/{task_id}"
             try:
                 current = self._still_mine(task_dir, held) or held.info
-                info = current.with_(heartbeat_at=rfc3339(time.time()), mine=True,
+                now = time.time()
+                _say_if_overdue(current, now)
+                info = current.with_(heartbeat_at=rfc3339(now), mine=True,
                                      lock_domain=self.domain)
                 kept = lockio.replace(task_dir, lockyaml.render(info), keep=True)
                 assert kept is not None

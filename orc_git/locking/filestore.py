@@ -20,7 +20,7 @@ from orc_git.errors import LockHeld, NotOwner, StorageError, UnsafePath
 from orc_git.identity import Holder
 from orc_git.locking import domain, lockio, lockyaml, stale
 from orc_git.locking.guard import Guards
-from orc_git.locking.info import LockInfo, rfc3339
+from orc_git.locking.info import Answer, LockInfo, rfc3339
 from orc_git.safefs import real_dir_problem
 from orc_git.taskid import check_task_id
 
@@ -48,13 +48,17 @@ def _check_root(root: str) -> None:
 
 class FileLockStore:
     name = "file"
+    answer = Answer("file")
 
     def __init__(self, root: Path, holder: Holder, *, ttl: int = 60,
                  events: EventSink | None = None, mode: str = "p2p",
                  user_owns: bool = False, domain_dir: Path | None = None) -> None:
         """``user_owns``: leases this locker did not grant itself may be renewed and released by
-        the same user on the same host (the CLI's rule); otherwise only by the same process.
-        ``domain_dir`` keeps the clone's lock domain id (default: ``.orc/local`` beside
+        the same user on the same host (the CLI's rule), unless their holder process renews them
+        itself (``held_by: process``); otherwise only by the same process.  It also says how
+        the leases this locker grants are held: for another process (``held_by: shell``, the
+        CLI's ``orc lock acquire``) or by this one (``process``).  ``domain_dir`` keeps the
+        clone's lock domain id (default: ``.orc/local`` beside
         ``root``)."""
         self.root = root
         self._root = os.fspath(root)
@@ -62,6 +66,7 @@ class FileLockStore:
         self._domain_dir = os.fspath(domain_dir if domain_dir is not None
                                      else root.parent / "local")
         self.user_owns = user_owns
+        self.held_by = "shell" if user_owns else "process"
         self.holder = holder
         self.ttl = ttl
         self.mode = mode
@@ -109,13 +114,33 @@ class FileLockStore:
         return stale.fs_clock(self._root)
 
     def _same_process(self, info: LockInfo) -> bool:
-        return (info.host_id == self.holder.host_id and info.pid == self.holder.pid
+        """The same holder: this process (or the one acted for) *and* this user; two users'
+        commands run from one parent process are two holders."""
+        return (info.pid == self.holder.pid and info.user == self._user
+                and info.host_id == self.holder.host_id
                 and abs((info.pid_started or 0.0) - self.holder.pid_started) < 1.0)
 
-    def _may_touch(self, info: LockInfo) -> bool:
+    def _may_touch(self, info: LockInfo, releasing: bool = False) -> bool:
+        """May this locker renew (or release) ``info`` without force?  Its own holder may; the
+        same user on the same host (``user_owns``) may too, unless the lease's process holds it
+        itself and lives: then only its stale remains may be released."""
         if info.stale_reason == "unreadable":
             return False
-        return (self.user_owns and info.mine) or self._same_process(info)
+        if self._same_process(info):
+            return True
+        if not (self.user_owns and info.mine):
+            return False
+        if info.held_by in (None, "shell"):
+            return True
+        return releasing and self._judge(info, self._clock()).stale
+
+    def _refusal(self, info: LockInfo, force_hint: str) -> NotOwner:
+        if info.mine and info.held_by not in (None, "shell"):
+            return NotOwner(f"{info.task_id} is held by the running process {info.who()} "
+                            "(`orc lock run`, `orc run` or hold()), which renews and releases "
+                            f"it itself; {force_hint}", info)
+        return NotOwner(f"{info.task_id} is locked by {info.who()}, not by you; {force_hint}",
+                        info)
 
     def _emit(self, kind: str, task_id: str, info: LockInfo | None,
               previous: LockInfo | None = None) -> None:
@@ -130,9 +155,8 @@ class FileLockStore:
             current = self._read(task_dir, task_id)
             if current is None:
                 return False
-            if not force and not self._may_touch(current):
-                raise NotOwner(f"{task_id} is locked by {current.who()}, not by you; "
-                               "use --force to release it anyway", current)
+            if not force and not self._may_touch(current, releasing=True):
+                raise self._refusal(current, "use --force to release it anyway")
             lockio.remove(task_dir)
         self._emit("released", task_id, None, current)
         return True
@@ -143,7 +167,7 @@ class FileLockStore:
             if current is None:
                 raise NotOwner(f"{task_id} is not locked; nothing to renew")
             if not self._may_touch(current):
-                raise NotOwner(f"{task_id} is locked by {current.who()}, not by you", current)
+                raise self._refusal(current, "only its holder renews it")
             info = current.with_(heartbeat_at=rfc3339(time.time()), lock_domain=self.domain)
             lockio.replace(task_dir, lockyaml.render(info))
             return info

@@ -69,10 +69,10 @@ class LockInfo:
     (``docs/benchmarks.md``).
     """
 
-    __slots__ = ("acquired_at", "display_name", "email", "heartbeat_at", "host", "host_id",
-                 "lock_domain", "locked", "mine", "mtime", "owner", "pid", "pid_started",
-                 "problem", "stale", "stale_reason", "stolen_from", "task_id", "token", "ttl",
-                 "user")
+    __slots__ = ("acquired_at", "display_name", "email", "heartbeat_at", "held_by", "host",
+                 "host_id", "lock_domain", "locked", "mine", "mtime", "owner", "pid",
+                 "pid_started", "problem", "stale", "stale_reason", "stolen_from", "task_id",
+                 "token", "ttl", "user")
 
     def __init__(self, task_id: str, locked: bool = False, stale: bool = False,
                  stale_reason: str | None = None, owner: str | None = None,
@@ -82,7 +82,8 @@ class LockInfo:
                  pid_started: float | None = None, host_id: str | None = None,
                  display_name: str | None = None, email: str | None = None,
                  stolen_from: str | None = None, problem: str | None = None,
-                 mtime: float | None = None, lock_domain: str | None = None) -> None:
+                 mtime: float | None = None, lock_domain: str | None = None,
+                 held_by: str | None = None) -> None:
         self.task_id = task_id
         self.locked = locked
         self.stale = stale
@@ -104,6 +105,10 @@ class LockInfo:
         self.problem = problem  # why an unreadable lease could not be read
         self.mtime = mtime
         self.lock_domain = lock_domain  # where ``token`` counts (see orc_git.locking.domain)
+        # How the lease was taken: "process" (the holder process renews and releases it itself:
+        # `orc lock run`, `orc run`, hold()), "shell" (`orc lock acquire`, for its parent), or
+        # None (a lease written before orc-git recorded it: treated as "shell").
+        self.held_by = held_by
 
     def __repr__(self) -> str:
         return (f"LockInfo({self.task_id!r}, locked={self.locked}, stale={self.stale_reason!r}, "
@@ -147,6 +152,17 @@ class LockInfo:
             return "an unreadable lease"
         name = f"{self.display_name} ({self.owner})" if self.display_name else str(self.owner)
         return f"{name}, pid {self.pid}"
+
+
+class Answer(NamedTuple):
+    """Where a locker's last answer came from, for the user to see (``"source"`` in ``--json``).
+
+    ``source`` is ``team`` (the team server), ``file-fallback`` (this clone's file leases, because
+    the team server could not be reached), ``file`` (p2p's file leases) or ``none`` (solo: nothing
+    was consulted).  ``warnings`` says what that answer cannot know (empty when it is whole)."""
+
+    source: str
+    warnings: tuple[str, ...] = ()
 
 
 class LockEvent(NamedTuple):

@@ -33,7 +33,7 @@ _FIELDS: dict[str, tuple[str, bool]] = {
     "host": ("str", True), "pid": ("pid", True), "pid_started": ("num", True),
     "acquired_at": ("time", True), "heartbeat_at": ("time", True), "ttl": ("ttl", True),
     "token": ("count", True), "host_id": ("str", False), "display_name": ("str", False),
-    "email": ("str", False), "stolen_from": ("str", False),
+    "email": ("str", False), "stolen_from": ("str", False), "held_by": ("str", False),
 }
 
 

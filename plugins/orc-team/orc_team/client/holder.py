@@ -48,6 +48,21 @@ def client_id(pid: int | None = None) -> str:
     return f"{safe_host()}:{pid}:{process_tag(pid)}"
 
 
+SELF_HELD = ".self"
+"""Marks the id of a process that holds its leases itself (``orc lock run``, ``orc run``,
+``hold()``), as opposed to ``orc lock acquire`` holding for its parent shell: the same user's
+other shells may release the latter, the former only with ``--force`` while it lives."""
+
+
+def self_holder_id() -> str:
+    """The instance id of this process as a holder of its own leases."""
+    return client_id() + SELF_HELD
+
+
+def holds_itself(client: str) -> bool:
+    return client.endswith(SELF_HELD)
+
+
 def parse_client_id(client: str | None) -> tuple[str | None, int | None]:
     """``(host, pid)`` from an id made by :func:`client_id`; ``(None, None)`` for other ids
     (browsers, other tools)."""

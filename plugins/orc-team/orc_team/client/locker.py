@@ -20,12 +20,13 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from orc_git.errors import LeaseLost, LockerUnavailable, LockHeld, NotOwner, OrcError
-from orc_git.locking.info import LockInfo
+from orc_git.identity import process_start_time
+from orc_git.locking.info import Answer, LockInfo
 from orc_git.taskid import check_task_id
 
 from orc_team import protocol
 from orc_team.client.convert import held_by, lock_info, refusal, same_person_here
-from orc_team.client.holder import parse_client_id, safe_host
+from orc_team.client.holder import holds_itself, parse_client_id, safe_host
 from orc_team.client.http import HttpReader
 from orc_team.client.renewal import Held, judge
 from orc_team.client.replies import ServerError
@@ -40,6 +41,7 @@ EventSink = Callable[[str, str, LockInfo | None, LockInfo | None, str], None]
 
 class WebSocketLocker:
     name = "websocket"
+    answer = Answer("team")
 
     def __init__(self, settings: ClientSettings, client_id: str, *, ttl: int = 60,
                  events: EventSink | None = None, user_owns: bool = False) -> None:
@@ -154,7 +156,7 @@ class WebSocketLocker:
         if not isinstance(lock, dict):
             raise NotOwner(f"{task_id} is not locked; nothing to renew")
         if not held_by(lock, self.user, self.client_id):
-            other = self._adoptable(lock)
+            other = self._adoptable(lock, renewing=True)
             if other is not None:
                 return self._as_holder(other, lambda proxy: proxy.heartbeat(task_id))
             seen = self._seen(lock)
@@ -181,10 +183,16 @@ class WebSocketLocker:
                             task_id, exc.server_message)
                 return False
             lock = self._current(task_id)
-            not_owner = exc.server_code == protocol.NOT_LOCK_OWNER
-            other = self._adoptable(lock) if lock and not_owner else None
+            # FORBIDDEN: a member's --force; for the same user's own other process it adopts
+            not_owner = exc.server_code in (protocol.NOT_LOCK_OWNER, protocol.FORBIDDEN)
+            other = self._adoptable(lock, force=force) if lock and not_owner else None
             if other is not None:
                 return self._as_holder(other, lambda proxy: proxy.release(task_id))
+            if lock and not_owner and self._mine_elsewhere(lock):
+                seen = self._seen(lock)
+                raise NotOwner(f"{task_id} is held by the running process {seen.who()} (`orc "
+                               "lock run`, `orc run` or hold()), which renews and releases it "
+                               "itself; use --force to release it anyway", seen) from None
             raise refusal(exc, task_id, self._seen(lock) if lock else None) from None
         released = bool((reply.get("data") or {}).get("released"))
         if released:
@@ -210,14 +218,29 @@ class WebSocketLocker:
             return None
         return lock if isinstance(lock, dict) else None
 
-    def _adoptable(self, lock: dict[str, Any]) -> str | None:
-        """The client id to act as, for a lease of this user taken by another process on this
-        host, when this locker may (``user_owns``); else None."""
+    def _mine_elsewhere(self, lock: dict[str, Any]) -> bool:
+        """A lease of this user taken by another process on this host, and this locker may act
+        for such (``user_owns``: the CLI's rule, as on file leases)."""
         client = lock.get("client")
-        if (self.user_owns and isinstance(client, str) and client != self.client_id
-                and lock.get("owner") == self.user and parse_client_id(client)[0] == self.host):
-            return client
-        return None
+        return (self.user_owns and isinstance(client, str) and client != self.client_id
+                and lock.get("owner") == self.user and parse_client_id(client)[0] == self.host)
+
+    def _adoptable(self, lock: dict[str, Any], *, renewing: bool = False,
+                   force: bool = False) -> str | None:
+        """The client id to act as for :meth:`_mine_elsewhere` leases, else None.  A process
+        holding its lease itself (:func:`~orc_team.client.holder.holds_itself`) is never
+        renewed for, and released for only with ``force`` or once that process has ended."""
+        if not self._mine_elsewhere(lock):
+            return None
+        client: str = lock["client"]
+        if holds_itself(client) and (renewing or not (force or self._ended(client))):
+            return None
+        return client
+
+    @staticmethod
+    def _ended(client: str) -> bool:
+        pid = parse_client_id(client)[1]
+        return pid is not None and process_start_time(pid) is None
 
     def _as_holder(self, client_id: str, act: Callable[[WebSocketLocker], T]) -> T:
         """Run ``act`` on a short-lived locker speaking as holder ``client_id``."""

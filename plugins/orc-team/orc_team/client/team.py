@@ -51,6 +51,7 @@ class _Fallback:
 
 class TeamLocker(CompositeLocker):
     name = "team"
+    primary_label = "the team server"
 
     def __init__(self, primary: WebSocketLocker, fallback: FileLocker,
                  factory: Callable[[int], TeamLocker] | None = None) -> None:
@@ -97,10 +98,13 @@ class TeamLocker(CompositeLocker):
             if route is None:
                 return self._heartbeat_foreign(task_id)
             if route is self.file:
+                self._from(self.file)
                 return self._heartbeat_fallback(task_id)
             try:
+                self._from(self.server)
                 return self.server.heartbeat(task_id)
             except LockerUnavailable as exc:
+                self._fell_back(exc, "the lease is now held by")
                 return self._fall_back(task_id, exc)
             except LeaseLost:
                 self._granted_by.pop(task_id, None)
@@ -162,10 +166,12 @@ class TeamLocker(CompositeLocker):
     def _heartbeat_foreign(self, task_id: str) -> LockInfo:
         """``orc lock heartbeat`` from a new process, for a lease taken by an earlier one."""
         try:
+            self._from(self.server)
             return self.server.heartbeat(task_id)
         except LockerUnavailable as exc:
             log.warning("%s: lock server unavailable (%s); renewing the file lease", task_id,
                         exc.message)
+            self._fell_back(exc, "renewed in")
             return self.file.heartbeat(task_id)
         except NotOwner:
             mine = self.file.is_locked(task_id)
@@ -191,6 +197,8 @@ class TeamLocker(CompositeLocker):
         with self._task(task_id):
             route = self._granted_by.pop(task_id, None)
             self._fallen.pop(task_id, None)
+            if route is not None:
+                self._from(route)
             if route is self.file:
                 released = self.file.release(task_id, force=force)
                 self._release_server_quietly(task_id)
@@ -210,10 +218,12 @@ class TeamLocker(CompositeLocker):
         refused: NotOwner | None = None
         released = False
         try:
+            self._from(self.server)
             released = self.server.release(task_id, force=force)
         except LockerUnavailable as exc:
             log.warning("%s: lock server unavailable (%s); releasing the file lease", task_id,
                         exc.message)
+            self._fell_back(exc, "released from")
             return self.file.release(task_id, force=force)
         except NotOwner as exc:
             refused = exc
@@ -253,6 +263,7 @@ class TeamLocker(CompositeLocker):
 
     def clean(self) -> list[LockInfo]:
         """The server expires its own leases; stale file leases left by fallbacks are cleaned."""
+        self._from(self.server)
         return self.server.clean() + self.file.clean()
 
     def close(self) -> None:
@@ -263,11 +274,12 @@ def team_locker(context: LockerContext, pid: int | None = None) -> TeamLocker:
     """Team mode's locker for holder process ``pid`` (default: this process).  Cheap: nothing
     connects until the first lock operation."""
     from orc_team.client.autosync import deliver_after
-    from orc_team.client.holder import client_id
+    from orc_team.client.holder import client_id, self_holder_id
     from orc_team.client.settings import settings_from_config
 
     settings = settings_from_config(context.config)
-    primary = WebSocketLocker(settings, client_id(pid), ttl=context.ttl, events=context.emit,
+    cid = self_holder_id() if pid is None else client_id(pid)
+    primary = WebSocketLocker(settings, cid, ttl=context.ttl, events=context.emit,
                               user_owns=pid is not None)
     deliver_after(context, primary.client)  # a backlog in the outbox goes once we connect
     return TeamLocker(primary, context.file_locker(pid),
