@@ -59,9 +59,10 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     p.add_argument("--port", type=_number(0, 65535, int), default=8765,
                    help="port to listen on (8765; 0 picks a free one)")
-    p.add_argument("--store", default="", metavar="PATH",
+    p.add_argument("--store", default="", metavar="PATH|URL",
                    help="SQLite file keeping locks and fencing counters "
-                        "($ORC_HOME/team.sqlite3)")
+                        "($ORC_HOME/team.sqlite3), or redis://HOST:PORT[/DB] shared by "
+                        "several servers")
     p.add_argument("--away-after", type=_number(0.1, 1e7), default=300.0, metavar="S",
                    help="seconds without activity before a user shows as away (300)")
     p.add_argument("--keepalive", type=_number(0, 3600), default=20.0, metavar="S",
@@ -296,13 +297,23 @@ def _configure_logging(level: str) -> None:
         logger.propagate = False
 
 
+def open_store(where: str, events_kept: int) -> Any:
+    """A ``redis://`` URL is the Redis store (several servers may share it), anything else a
+    SQLite file (one server)."""
+    if where.startswith("redis://"):
+        from orc_team.server.redis_store import RedisStore
+
+        return RedisStore(where, events_kept)
+    if "://" in where:
+        raise UsageError(f"--store {where}: give a SQLite file path or redis://HOST:PORT[/DB]")
+    from orc_team.server.sqlite_store import SQLiteStore
+
+    return SQLiteStore(where, events_kept)
+
+
 def cmd_serve(args: argparse.Namespace, out: Any) -> int:
     from orc_team.server.app import run
     from orc_team.server.config import ServerConfig
-    from orc_team.server.sqlite_store import SQLiteStore
-
-    if args.store.startswith("redis://"):
-        raise UsageError("the Redis store is not built yet: give --store a SQLite file path")
     config = ServerConfig(secret=_secret(out), host=args.host, port=args.port, store=args.store,
                           away_after=args.away_after, keepalive=args.keepalive,
                           allowed_origins=frozenset(args.allow_origin), rate=args.rate,
@@ -312,7 +323,7 @@ def cmd_serve(args: argparse.Namespace, out: Any) -> int:
                           max_token_lifetime=args.max_token_lifetime,
                           events_kept=args.events_kept)
     _configure_logging(args.log_level)
-    store = SQLiteStore(config.store, config.events_kept)
+    store = open_store(config.store, config.events_kept)
     try:
         run(config, store)
     except OSError as exc:

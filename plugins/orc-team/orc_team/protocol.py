@@ -90,6 +90,8 @@ MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"
 RATE_LIMITED = "RATE_LIMITED"
 UNAUTHORIZED = "UNAUTHORIZED"
 INTERNAL = "INTERNAL"
+UNAVAILABLE = "UNAVAILABLE"
+"""The server's store (a Redis store's Redis) cannot be reached right now; retry later."""
 CONFLICT = "CONFLICT"
 """A versioned write (``resource_put``) against a version that is not the current one; the
 error's ``data`` also holds ``current`` (the whole current version) and ``expected_version``."""
@@ -303,7 +305,8 @@ class AckData(TypedDict, total=False):
     server already had this ``event_id`` (the stamps are the stored ones).  ``epoch``: the
     project stream's epoch (an id that changes whenever its offsets restart).  In an ``acks``
     an event that was refused has ``event_id`` and ``error: {code, message}`` instead; a
-    refusal is final (re-sending it cannot succeed), except ``RATE_LIMITED`` and ``INTERNAL``."""
+    refusal is final (re-sending it cannot succeed), except ``RATE_LIMITED``, ``INTERNAL`` and
+    ``UNAVAILABLE``."""
 
     event_id: str
     task_id: str

@@ -14,6 +14,7 @@ import json
 import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -43,7 +44,7 @@ _LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
 class ServerProc:
     """One ``orc team serve`` process; its stderr is collected for assertions on the log."""
 
-    def __init__(self, store: Path, home: Path, args: list[str], port: int = 0) -> None:
+    def __init__(self, store: Path | str, home: Path, args: list[str], port: int = 0) -> None:
         self.store, self.home, self.args = store, home, args
         self.port = port
         self.lines: list[str] = []
@@ -372,3 +373,68 @@ class Lines:
                 self.seen.append(self._queue.get_nowait())
             except queue.Empty:
                 return "".join(self.seen)
+
+
+# -- redis-server -------------------------------------------------------------------------------
+
+
+class RedisProc:
+    """A real redis-server on a free loopback port with its AOF in ``workdir``; ready once it
+    logs "Ready to accept connections".  ``kill()`` is kill -9; ``start()`` again on the same
+    port and directory replays the AOF."""
+
+    def __init__(self, workdir: Path, *, appendonly: bool = True) -> None:
+        self.workdir = workdir
+        self.appendonly = appendonly
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port: int = s.getsockname()[1]
+        self.proc: subprocess.Popen[str] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+             "--appendonly", "yes" if self.appendonly else "no", "--dir", str(self.workdir),
+             "--daemonize", "no", "--loglevel", "notice"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            text=True)
+        lines = Lines(self.proc.stdout)
+        lines.wait_for("Ready to accept connections", timeout=15)
+
+    def kill(self) -> None:
+        """kill -9: what it wrote to its AOF is all that survives."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=15)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=15)
+
+    def flush(self) -> None:
+        import redis
+
+        client = redis.Redis(port=self.port)
+        client.flushall()
+        client.close()
+
+
+REDIS_MISSING = shutil.which("redis-server") is None
+needs_redis = pytest.mark.skipif(REDIS_MISSING, reason="redis-server is not installed "
+                                 "(apt-get install -y redis-server)")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc]:
+    """One redis-server (AOF on) for the session; tests keep apart by unique ids or flush."""
+    if REDIS_MISSING:
+        pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
+    server = RedisProc(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()

@@ -6,8 +6,9 @@ one repository must not both send the same rows), reads the oldest pending rows,
 one ``events`` message (at most MAX_BATCH_EVENTS and under the message size limit, all made by
 one client instance, since the server takes a locked task's events only from its holder), and
 settles the ``acks``: delivered (``duplicate`` too) rows are deleted, refused ones are rejected
-with their error, RATE_LIMITED and INTERNAL stay pending for a later try.  A connection cut or a
-batch that got no answer is sent again: the server drops an ``event_id`` it already has.
+with their error, RATE_LIMITED, INTERNAL and UNAVAILABLE stay pending for a later try.  A
+connection cut or a batch that got no answer is sent again: the server drops an ``event_id`` it
+already has.
 
 :class:`Sender` is the publisher's side: a daemon thread woken by each publish, which drains,
 backs off while the server is away, and sends presence.  Nothing the publisher calls waits on it;
@@ -35,7 +36,7 @@ from orc_team.client.wsclient import WSClient
 
 log = logging.getLogger("orc_team.client")
 
-RETRYABLE = frozenset({protocol.RATE_LIMITED, protocol.INTERNAL})
+RETRYABLE = frozenset({protocol.RATE_LIMITED, protocol.INTERNAL, protocol.UNAVAILABLE})
 BATCH_TIMEOUT = 5.0
 """Seconds a batch may wait for its ``acks`` (a server storing 200 events is slower than a lock
 round trip); never past the caller's deadline."""

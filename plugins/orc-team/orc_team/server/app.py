@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import WSMsgType, web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.typedefs import Handler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
@@ -34,7 +35,7 @@ from orc_team.server.locks import LockService, lock_json
 from orc_team.server.logtext import BadRequestFilter, Throttle, clean, loop_exception_handler
 from orc_team.server.presence import Presence
 from orc_team.server.replay import start_after
-from orc_team.server.store import ClientInstance, Store
+from orc_team.server.store import ClientInstance, Store, StoreUnavailable
 from orc_team.tokens import AuthError, Claims
 
 log = logging.getLogger("orc_team.server")
@@ -167,7 +168,23 @@ async def _serve_ws(request: web.Request, server: Server, claims: Claims,
 
 
 async def health(request: web.Request) -> web.Response:
+    """``{"status": "ok"}``, or 503 when the store cannot be reached (a Redis store's Redis)."""
+    check = getattr(request.app[SERVER].store, "health", None)
+    problem = await check() if check is not None else None
+    if problem is not None:
+        return web.json_response({"status": "unavailable", "store": problem}, status=503)
     return web.json_response({"status": "ok"})
+
+
+@web.middleware
+async def store_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A store that cannot be reached answers 503 UNAVAILABLE (the store logs the outage)."""
+    try:
+        return await handler(request)
+    except StoreUnavailable as exc:
+        body = protocol.encode(protocol.http_error(protocol.UNAVAILABLE, str(exc)))
+        raise web.HTTPServiceUnavailable(body=body, content_type="application/json",
+                                         headers={"Retry-After": "1"}) from None
 
 
 async def locks_view(request: web.Request) -> web.Response:
@@ -358,6 +375,9 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     server = app[SERVER]
     tasks = [asyncio.create_task(server.locks.run_sweeper(server.config.sweep_interval)),
              asyncio.create_task(server.presence.run_sweeper())]
+    share = getattr(server.store, "share", None)  # a store shared by several processes
+    if share is not None:
+        tasks.append(asyncio.create_task(share(server)))
     yield
     for task in tasks:
         task.cancel()
@@ -373,7 +393,7 @@ async def _close_connections(app: web.Application) -> None:
 
 def build_app(config: ServerConfig, store: Store) -> web.Application:
     app = web.Application(client_max_size=protocol.MAX_RESOURCE_MESSAGE_BYTES,
-                          middlewares=[admit])
+                          middlewares=[admit, store_errors])
     app[SERVER] = Server(config, store)
     app.router.add_get("/", index)
     app.router.add_get("/api/health", health)

@@ -26,6 +26,7 @@ from orc_team.protocol import (
     RATE_LIMITED,
     REPLY_TYPES,
     RESERVED_EVENT_PREFIXES,
+    UNAVAILABLE,
     Envelope,
     Id,
     InvalidText,
@@ -40,7 +41,7 @@ from orc_team.server.locks import LockService, lock_json
 from orc_team.server.presence import Presence
 from orc_team.server.replay import replay, start_after
 from orc_team.server.resources import ResourceService
-from orc_team.server.store import Store
+from orc_team.server.store import Store, StoreUnavailable
 
 log = logging.getLogger("orc_team.server")
 
@@ -110,6 +111,9 @@ class Dispatcher:
             if req is None or not req.replied:
                 conn.send(protocol.error(req_id if exc.req_id is None else exc.req_id,
                                          exc.code, exc.message, exc.extra))
+        except StoreUnavailable as exc:  # logged once per outage by the store
+            if req is None or not req.replied:
+                conn.send(protocol.error(req_id, UNAVAILABLE, str(exc)))
         except Exception:
             log.exception("%r: failed to handle a message", conn)
             if req is None or not req.replied:

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from orc_team import protocol
 from orc_team.protocol import FORBIDDEN, ProtocolError
@@ -101,10 +101,20 @@ def refusal(event_id: str | None, exc: ProtocolError) -> dict[str, Any]:
     return {"event_id": event_id, "error": {"code": exc.code, "message": exc.message}}
 
 
+class Relay(Protocol):
+    """Fan-out through a store shared by several server processes (:mod:`.shared`)."""
+
+    def relay(self, data: bytes, task_id: str | None, project_id: str | None,
+              offset: int | None, *, published: bool) -> bool:
+        """True when the relay delivers the event, to this process's connections too."""
+        ...
+
+
 class EventBus:
     def __init__(self, hub: Hub, store: Store) -> None:
         self.hub = hub
         self.store = store
+        self.relay: Relay | None = None
 
     async def publish(self, items: Sequence[Publish], *,
                       sender: ClientInstance, admin: bool) -> list[dict[str, Any]]:
@@ -170,11 +180,18 @@ class EventBus:
             "timestamp": protocol.iso(time.time()), "offset": offset, "payload": payload})
 
     def send(self, event: KeptEvent, task_id: str | None, also: Iterable[Connection] = ()) -> None:
+        if self.relay is not None and self.relay.relay(
+                event.data, task_id, event.project_id, event.offset,
+                published=event.offset is not None):
+            return
         targets = self.hub.audience(task_id, event.project_id, also)
         if targets:
             self.hub.deliver(frame(event.data), targets, event.project_id, event.offset)
 
     def _deliver(self, result: Recorded, task_id: str) -> None:
+        if self.relay is not None and self.relay.relay(
+                result.data, task_id, result.project_id, result.offset, published=True):
+            return
         targets = self.hub.audience(task_id, result.project_id)
         if targets:
             self.hub.deliver(frame(result.data), targets, result.project_id, result.offset)

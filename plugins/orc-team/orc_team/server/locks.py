@@ -34,7 +34,7 @@ from orc_team.protocol import (
 from orc_team.server.connection import Connection
 from orc_team.server.events import EventBus
 from orc_team.server.hub import Hub
-from orc_team.server.store import Grant, KeptEvent, LockRecord, Release, Store
+from orc_team.server.store import Grant, KeptEvent, LockRecord, Release, Store, StoreUnavailable
 
 log = logging.getLogger("orc_team.server")
 
@@ -74,6 +74,7 @@ class LockService:
         made: list[tuple[KeptEvent, set[Connection]]] = []
 
         def announce(grant: Grant) -> list[KeptEvent]:
+            made.clear()  # a store may decide again (another process changed the lock)
             if grant.expired is not None:
                 made.append(self._expired(grant.expired, grant.expired_offset))
             made.append(self._granted(conn, grant))
@@ -124,6 +125,7 @@ class LockService:
         made: list[tuple[KeptEvent, set[Connection]]] = []
 
         def announce(done: Release) -> list[KeptEvent]:
+            made.clear()
             made.append(self._released(conn, done))
             return [made[0][0]]
 
@@ -196,6 +198,8 @@ class LockService:
         while True:
             try:
                 await self.sweep()
+            except StoreUnavailable:
+                pass  # the store logs its outage once
             except Exception:  # a failing sweep must not end sweeping
                 log.exception("lock expiry sweep failed")
             await asyncio.sleep(interval)

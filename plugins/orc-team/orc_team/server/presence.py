@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from orc_team import protocol
 from orc_team.protocol import PRESENCE_IDLE, PRESENCE_OFFLINE, PRESENCE_ONLINE, PresenceData
@@ -42,6 +43,14 @@ class UserPresence:
                 "last_seen": protocol.iso(self.last_seen), "connections": len(self.connections)}
 
 
+class Shared(Protocol):
+    """Presence merged across server processes (:mod:`orc_team.server.shared`)."""
+
+    def local_changed(self, p: UserPresence) -> None: ...
+
+    def snapshot(self) -> list[PresenceData]: ...
+
+
 def _transition(before: str, after: str) -> str:
     if after == "online" and before == "active":
         return PRESENCE_IDLE
@@ -53,6 +62,7 @@ class Presence:
         self.hub = hub
         self.away_after = away_after
         self.users: dict[str, UserPresence] = {}
+        self.shared: Shared | None = None
 
     def _status(self, p: UserPresence, now: float) -> str:
         if p.said_away:
@@ -69,6 +79,9 @@ class Presence:
             self._broadcast(p, event)
 
     def _broadcast(self, p: UserPresence, event_type: str) -> None:
+        if self.shared is not None:  # it tells everyone once the processes' view changes
+            self.shared.local_changed(p)
+            return
         data = {**p.json(), "event_type": event_type}
         self.hub.broadcast(protocol.encode(protocol.message(protocol.PRESENCE, data=data)))
 
@@ -125,6 +138,8 @@ class Presence:
             self._settle(p, now)
 
     def snapshot(self) -> list[PresenceData]:
+        if self.shared is not None:
+            return self.shared.snapshot()
         return [p.json() for p in sorted(self.users.values(), key=lambda p: p.user_id)]
 
     async def run_sweeper(self) -> None:

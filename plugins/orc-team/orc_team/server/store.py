@@ -114,7 +114,9 @@ class KeptEvent:
 Announce = Callable[[Any], Sequence[KeptEvent]]
 """Called by the store with the :class:`Grant` or :class:`Release` it is about to commit (a
 grant, steal or release, not an extension or a refusal): the events announcing it, which the
-store keeps in that transaction.  The caller sends them once the store has returned."""
+store keeps in that transaction.  The caller sends them once the store has returned.  A store
+shared by several processes may call it again when the decision changed before it could commit:
+only the last call's events count."""
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,11 @@ class VersionConflict(Exception):
                          f"{expected}")
         self.current = current
         self.expected = expected
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached (a Redis store whose Redis is down): the request is answered
+    UNAVAILABLE, never INTERNAL, and the server carries on until the store answers again."""
 
 
 class NoSuchResource(Exception):

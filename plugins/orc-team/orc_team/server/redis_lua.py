@@ -1,0 +1,350 @@
+"""The Redis store's Lua scripts: every decision the store makes runs in one of them, so it is
+atomic across every server process on the Redis (never a read in one round trip and a write in
+another).  Redis runs scripts one at a time and replicates (and writes to its AOF) what each
+did as one unit.
+
+Every script starts with the same ARGV header (:data:`HEADER`), read by :data:`PRELUDE`: the key
+prefix, this server process's id (fan-out messages carry it), how many events a project keeps,
+a fresh stream epoch (used only if a project has none yet), how long an event id is remembered
+for dedupe, the highest lock epoch this process has seen, and the store's lock domain.  Keys are built in the scripts from
+the prefix: the store is for one Redis (or a Sentinel-managed primary), not Redis Cluster.
+"""
+
+from __future__ import annotations
+
+HEADER = 7
+"""ARGV entries every script starts with; a script's own arguments follow."""
+
+PRELUDE = r"""
+local P = ARGV[1]
+local ORIGIN = ARGV[2]
+local KEPT = ARGV[3]
+local NEW_EPOCH = ARGV[4]
+local DEDUPE_TTL = ARGV[5]
+local FLOOR = tonumber(ARGV[6])
+local DOMAIN = ARGV[7]
+local A = 7
+
+-- The lock epoch: the high part of every fencing token.  Bumped the first time a grant runs
+-- on a Redis that was (re)started since the last bump (its run_id changed: a restart, or a
+-- failover to a replica), to at least the Redis clock in ms since 2026-01-01 and above every
+-- epoch before: whatever writes a restart lost, no token given out before can come again.
+local function num(x)
+  if type(x) == 'number' then return string.format('%.0f', x) end
+  return x
+end
+local SHIFT = 1024
+local ORIGIN_MS = 1767225600000
+local function lock_epoch()
+  local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
+  local meta = redis.call('HMGET', P .. 'meta', 'boot', 'epoch')
+  local epoch = tonumber(meta[2] or '0')
+  if meta[1] ~= run then
+    local t = redis.call('TIME')
+    local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - ORIGIN_MS
+    epoch = math.max(epoch + 1, ms, FLOOR + 1)
+    redis.call('HSET', P .. 'meta', 'boot', run, 'epoch', num(epoch))
+    redis.call('HSETNX', P .. 'meta', 'domain', DOMAIN)  -- a Redis that lost it all
+  end
+  return epoch
+end
+
+-- A project's next offset and its kept event: the stream entry's id is the offset, so replay
+-- is XRANGE by offset, and a fan-out message goes to every server process in offset order.
+local function keep(project, event_id, data_with, task_id)
+  local pk = P .. 'proj:' .. project
+  local offset = redis.call('HINCRBY', pk, 'last', 1)
+  redis.call('HSETNX', pk, 'epoch', NEW_EPOCH)
+  local data = data_with(num(offset))
+  redis.call('XADD', P .. 'events:' .. project, 'MAXLEN', '~', KEPT, num(offset) .. '-0',
+             'd', data, 'i', event_id)
+  redis.call('SET', P .. 'ev:' .. event_id, 'P' .. num(offset) .. ' ' .. project, 'EX', DEDUPE_TTL)
+  redis.call('PUBLISH', P .. 'fanout',
+             ORIGIN .. '\n' .. task_id .. '\n' .. project .. '\n' .. num(offset) .. '\n' .. data)
+  return offset
+end
+
+-- The lock events ARGV carries from index i: a count, then (event id, head, tail) each, the
+-- offset going between head and tail.  Returns their offsets, in order.
+local function keep_all(project, i, task_id)
+  local offsets = {}
+  local n = tonumber(ARGV[i])
+  for e = 0, n - 1 do
+    local head, tail = ARGV[i + 2 + 3 * e], ARGV[i + 3 + 3 * e]
+    offsets[#offsets + 1] = keep(project, ARGV[i + 1 + 3 * e],
+                                 function(offset) return head .. offset .. tail end, task_id)
+  end
+  return offsets
+end
+
+local LOCK_FIELDS = {'k', 'h', 'token', 'ttl', 'acq', 'beat', 'exp'}
+local function read_lock(task_id)
+  local f = redis.call('HMGET', P .. 'lock:' .. task_id, unpack(LOCK_FIELDS))
+  if not f[1] then return nil end
+  return f
+end
+
+local function project_of(task_id)
+  return redis.call('HGET', P .. 'task:' .. task_id, 'project') or ''
+end
+
+local function learn_project(task_id, project)
+  redis.call('HSET', P .. 'task:' .. task_id, 'project', project)
+  redis.call('SADD', P .. 'ptasks:' .. project, task_id)
+end
+
+local function drop_lock(task_id)
+  redis.call('DEL', P .. 'lock:' .. task_id)
+  redis.call('ZREM', P .. 'locks', task_id)
+end
+
+local function answer(outcome, lock, project, extra)
+  local out = {outcome, project}
+  for j = 1, 7 do out[#out + 1] = lock and lock[j] or '' end
+  for _, v in ipairs(extra or {}) do out[#out + 1] = num(v) end
+  return out
+end
+"""
+
+ACQUIRE = PRELUDE + r"""
+-- ARGV after the header: task, now, ttl, expires, steal, holder key, holder json, project
+-- wanted, expected decision ('' in the first call), then the announcing events.
+local task_id, now, ttl, expires = ARGV[A + 1], tonumber(ARGV[A + 2]), ARGV[A + 3], ARGV[A + 4]
+local steal, key, holder = ARGV[A + 5] == '1', ARGV[A + 6], ARGV[A + 7]
+local wanted, expected = ARGV[A + 8], ARGV[A + 9]
+local cur = read_lock(task_id)
+local live = cur and tonumber(cur[7]) > now
+local project = project_of(task_id)
+if live and not (steal and cur[1] ~= key) then
+  if wanted ~= '' and project == '' then
+    learn_project(task_id, wanted)
+    project = wanted
+  end
+  if cur[1] ~= key then return answer('held', cur, project) end
+  redis.call('HSET', P .. 'lock:' .. task_id, 'h', holder, 'ttl', ttl, 'beat', ARGV[A + 2],
+             'exp', expires)
+  redis.call('ZADD', P .. 'locks', expires, task_id)
+  cur[2], cur[4], cur[6], cur[7] = holder, ttl, ARGV[A + 2], expires
+  return answer('extended', cur, project)
+end
+if project == '' then project = wanted end
+local tk = P .. 'task:' .. task_id
+local fence = tonumber(redis.call('HGET', tk, 'fence') or '0')
+local token = math.max(fence + 1, lock_epoch() * SHIFT + 1)
+local outcome = live and 'stolen' or 'acquired'
+local decision = outcome .. ':' .. num(token)
+if project ~= '' and expected ~= decision then
+  return answer('announce:' .. outcome, cur, project, {token})  -- nothing changed yet
+end
+redis.call('HSET', tk, 'fence', num(token))
+if project ~= '' then learn_project(task_id, project) end
+redis.call('DEL', P .. 'lock:' .. task_id)
+redis.call('HSET', P .. 'lock:' .. task_id, 'k', key, 'h', holder, 'token', num(token), 'ttl', ttl,
+           'acq', ARGV[A + 2], 'beat', ARGV[A + 2], 'exp', expires)
+redis.call('ZADD', P .. 'locks', expires, task_id)
+local extra = {token}
+if project ~= '' then
+  for _, offset in ipairs(keep_all(project, A + 10, task_id)) do extra[#extra + 1] = offset end
+end
+return answer(outcome, cur, project, extra)
+"""
+
+RELEASE = PRELUDE + r"""
+-- ARGV after the header: task, now, holder key ('' for a forced release), the token expected
+-- ('' in the first call), then the announcing events.
+local task_id, now, key, expected = ARGV[A + 1], tonumber(ARGV[A + 2]), ARGV[A + 3], ARGV[A + 4]
+local cur = read_lock(task_id)
+if not cur then return answer('none', nil, '') end
+local project = project_of(task_id)
+if tonumber(cur[7]) <= now then
+  drop_lock(task_id)  -- claimed here: only this caller announces its expiry
+  return answer('expired', cur, project)
+end
+if key ~= '' and cur[1] ~= key then return answer('other', cur, project) end
+if project ~= '' and expected ~= cur[3] then return answer('announce', cur, project) end
+drop_lock(task_id)
+local extra = {}
+if project ~= '' then extra = keep_all(project, A + 5, task_id) end
+return answer('released', cur, project, extra)
+"""
+
+EXPIRE = PRELUDE + r"""
+-- ARGV after the header: now.  Each expired lease is removed by exactly one caller.
+local now = ARGV[A + 1]
+local out = {}
+for _, task_id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'locks', '-inf', now, 'LIMIT', 0, 500)) do
+  local cur = read_lock(task_id)
+  if cur and tonumber(cur[7]) <= tonumber(now) then
+    drop_lock(task_id)
+    out[#out + 1] = task_id
+    out[#out + 1] = answer('expired', cur, project_of(task_id))
+  elseif cur then
+    redis.call('ZADD', P .. 'locks', cur[7], task_id)
+  else
+    redis.call('ZREM', P .. 'locks', task_id)
+  end
+end
+return out
+"""
+
+READ_LOCKS = PRELUDE + r"""
+-- ARGV after the header: now, then task ids ('' for every live lock).
+local now = tonumber(ARGV[A + 1])
+local tasks = {}
+if ARGV[A + 2] == '' then
+  tasks = redis.call('ZRANGEBYSCORE', P .. 'locks', '(' .. ARGV[A + 1], '+inf')
+else
+  for i = A + 2, #ARGV do tasks[#tasks + 1] = ARGV[i] end
+end
+local out = {}
+for _, task_id in ipairs(tasks) do
+  local cur = read_lock(task_id)
+  if cur and tonumber(cur[7]) > now then
+    out[#out + 1] = task_id
+    out[#out + 1] = answer('live', cur, project_of(task_id))
+  end
+end
+return out
+"""
+
+KEEP_EVENT = PRELUDE + r"""
+-- ARGV after the header: project, task ('' for none), event id, head, tail.
+local head, tail = ARGV[A + 4], ARGV[A + 5]
+return keep(ARGV[A + 1], ARGV[A + 3], function(offset) return head .. offset .. tail end,
+            ARGV[A + 2])
+"""
+
+FIND = PRELUDE + r"""
+-- Kept events by id: the ids found, each with its project, offset, data and stream epoch.
+local function find(event_id)
+  local at = redis.call('GET', P .. 'ev:' .. event_id)
+  if not at then return nil end
+  if string.sub(at, 1, 1) == 'N' then return {event_id, '', '', string.sub(at, 2), ''} end
+  local offset, project = string.match(at, '^P(%d+) (.*)$')
+  local found = redis.call('XRANGE', P .. 'events:' .. project, offset .. '-0', offset .. '-0')
+  if #found == 0 then return nil end  -- trimmed: forgotten, as the SQLite store forgets it
+  local epoch = redis.call('HGET', P .. 'proj:' .. project, 'epoch') or ''
+  return {event_id, project, offset, found[1][2][2], epoch}
+end
+"""
+
+FIND_EVENTS = FIND + r"""
+local out = {}
+for i = A + 1, #ARGV do
+  local found = find(ARGV[i])
+  if found then out[#out + 1] = found end
+end
+return out
+"""
+
+RECORD_EVENTS = FIND + r"""
+-- ARGV after the header: a count, then per event: id, task, project ('' for the task's own),
+-- the number of state fields, those fields and values, and the stamped event in three parts
+-- (the project goes between the first two, the offset between the last two).  Per event the
+-- answer is {kind, project, offset, data, epoch}: 'new', 'duplicate' or 'mismatch'.
+local out = {}
+local i = A + 2
+for _ = 1, tonumber(ARGV[A + 1]) do
+  local event_id, task_id, wanted = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local nstate = tonumber(ARGV[i + 3])
+  local state_at = i + 4
+  local a, b, c = ARGV[state_at + 2 * nstate], ARGV[state_at + 2 * nstate + 1],
+                  ARGV[state_at + 2 * nstate + 2]
+  i = state_at + 2 * nstate + 3
+  local found = find(event_id)
+  if found then
+    out[#out + 1] = {'duplicate', found[2], found[3], found[4], found[5]}
+  else
+    local tk = P .. 'task:' .. task_id
+    local known = redis.call('HGET', tk, 'project')
+    local project = known or ''
+    if project == '' then project = wanted end
+    if wanted ~= '' and project ~= wanted then
+      out[#out + 1] = {'mismatch', project, '', '', ''}
+    else
+      if project ~= '' and (known or '') == '' then learn_project(task_id, project) end
+      redis.call('HSETNX', tk, 'fence', 0)
+      if nstate > 0 then
+        local fields = {}
+        for s = 0, 2 * nstate - 1 do fields[#fields + 1] = ARGV[state_at + s] end
+        redis.call('HSET', P .. 'state:' .. task_id, unpack(fields))
+      end
+      if project == '' then
+        local data = a .. 'null' .. b .. 'null' .. c
+        redis.call('SET', P .. 'ev:' .. event_id, 'N' .. data, 'EX', DEDUPE_TTL)
+        redis.call('PUBLISH', P .. 'fanout',
+                   ORIGIN .. '\n' .. task_id .. '\n\n\n' .. data)
+        out[#out + 1] = {'new', '', '', data, ''}
+      else
+        local quoted = '"' .. project .. '"'
+        local kept = ''
+        local offset = keep(project, event_id, function(offset)
+          kept = a .. quoted .. b .. offset .. c
+          return kept
+        end, task_id)
+        out[#out + 1] = {'new', project, num(offset), kept,
+                         redis.call('HGET', P .. 'proj:' .. project, 'epoch')}
+      end
+    end
+  end
+end
+return out
+"""
+
+STREAM = PRELUDE + r"""
+-- ARGV after the header: project.  {epoch, last offset, oldest kept offset or ''}.
+local pk = P .. 'proj:' .. ARGV[A + 1]
+redis.call('HSETNX', pk, 'epoch', NEW_EPOCH)
+local meta = redis.call('HMGET', pk, 'epoch', 'last')
+local oldest = redis.call('XRANGE', P .. 'events:' .. ARGV[A + 1], '-', '+', 'COUNT', 1)
+local first = ''
+if #oldest > 0 then first = string.match(oldest[1][1], '^(%d+)') end
+return {meta[1], meta[2] or '0', first}
+"""
+
+NEXT_OFFSET = PRELUDE + r"""
+local pk = P .. 'proj:' .. ARGV[A + 1]
+redis.call('HSETNX', pk, 'epoch', NEW_EPOCH)
+return redis.call('HINCRBY', pk, 'last', 1)
+"""
+
+PUT_RESOURCE = PRELUDE + r"""
+-- ARGV after the header: id, content, expected version, by, at, project ('' keeps the
+-- current's), then the announcing event (a count of 0 or 1, id, head, tail).  Compare-and-set:
+-- {'made', version, project, offset or ''}, or {'conflict' | 'missing', current version...}.
+local rk = P .. 'res:' .. ARGV[A + 1]
+local expected = tonumber(ARGV[A + 3])
+local current = tonumber(redis.call('HGET', rk, 'latest') or '0')
+if current == 0 and expected > 0 then return {'missing'} end
+if current ~= expected then
+  local v = tostring(current)
+  local f = redis.call('HMGET', rk, 'c:' .. v, 'b:' .. v, 't:' .. v, 'p:' .. v)
+  return {'conflict', v, f[1], f[2], f[3], f[4]}
+end
+local project = ARGV[A + 6]
+if project == '' and current > 0 then
+  project = redis.call('HGET', rk, 'p:' .. tostring(current)) or ''
+end
+local v = tostring(expected + 1)
+redis.call('HSET', rk, 'latest', v, 'c:' .. v, ARGV[A + 2], 'b:' .. v, ARGV[A + 4],
+           't:' .. v, ARGV[A + 5], 'p:' .. v, project)
+redis.call('SADD', P .. 'resources', ARGV[A + 1])
+local offset = ''
+if project ~= '' and ARGV[A + 7] == '1' then
+  offset = num(keep_all(project, A + 7, '')[1])
+end
+return {'made', v, project, offset}
+"""
+
+LIST_RESOURCES = PRELUDE + r"""
+local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', P .. 'resources')) do
+  local rk = P .. 'res:' .. id
+  local v = redis.call('HGET', rk, 'latest')
+  if v then
+    local f = redis.call('HMGET', rk, 'b:' .. v, 't:' .. v, 'p:' .. v)
+    out[#out + 1] = {id, v, f[1], f[2], f[3]}
+  end
+end
+return out
+"""
