@@ -96,6 +96,7 @@ class Presence:
             return
         p.connections.add(conn.id)
         self.touch(conn)
+        self._count(p)
 
     def disconnect(self, conn: Connection) -> None:
         p = self.users.get(conn.user)
@@ -110,6 +111,12 @@ class Presence:
         if p.active_conn == conn.id:
             p.active_task = p.active_conn = None
         self._settle(p, time.monotonic())
+        self._count(p)
+
+    def _count(self, p: UserPresence) -> None:
+        """Other processes learn this one's count of the user's connections (shown summed)."""
+        if self.shared is not None:
+            self.shared.local_changed(p)
 
     def touch(self, conn: Connection) -> None:
         """A message from the user (anything but a ping): they are not away."""

@@ -6,13 +6,16 @@ did as one unit.
 Every script starts with the same ARGV header (:data:`HEADER`), read by :data:`PRELUDE`: the key
 prefix, this server process's id (fan-out messages carry it), how many events a project keeps,
 a fresh stream epoch (used only if a project has none yet), how long an event id is remembered
-for dedupe, the highest lock epoch this process has seen, and the store's lock domain.  Keys are built in the scripts from
-the prefix: the store is for one Redis (or a Sentinel-managed primary), not Redis Cluster.
+for dedupe, the highest lock epoch this process has seen, and the store's lock domain.  Keys
+are built in the scripts from the prefix: the store is for one Redis (a primary), not Redis
+Cluster.
 """
 
 from __future__ import annotations
 
 HEADER = 7
+SHIFT = 1024
+"""Fencing tokens are ``epoch * SHIFT + n`` (the scripts' ``SHIFT``)."""
 """ARGV entries every script starts with; a script's own arguments follow."""
 
 PRELUDE = r"""
@@ -25,28 +28,30 @@ local FLOOR = tonumber(ARGV[6])
 local DOMAIN = ARGV[7]
 local A = 7
 
--- The lock epoch: the high part of every fencing token.  Bumped the first time a grant runs
--- on a Redis that was (re)started since the last bump (its run_id changed: a restart, or a
--- failover to a replica), to at least the Redis clock in ms since 2026-01-01 and above every
--- epoch before: whatever writes a restart lost, no token given out before can come again.
+-- The lock epoch: the high part of every fencing token.  Bumped (by BOOT) on every new
+-- connection to a Redis whose run_id changed since the last bump (it restarted, or a replica
+-- was promoted: every connection made before is gone, so no grant can run there before the
+-- bump), to at least the Redis clock in ms since 2026-01-01 and above every epoch before:
+-- whatever writes a restart lost, no token given out before can come again.
 local function num(x)
   if type(x) == 'number' then return string.format('%.0f', x) end
   return x
 end
 local SHIFT = 1024
 local ORIGIN_MS = 1767225600000
-local function lock_epoch()
-  local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
-  local meta = redis.call('HMGET', P .. 'meta', 'boot', 'epoch')
-  local epoch = tonumber(meta[2] or '0')
-  if meta[1] ~= run then
-    local t = redis.call('TIME')
-    local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - ORIGIN_MS
-    epoch = math.max(epoch + 1, ms, FLOOR + 1)
-    redis.call('HSET', P .. 'meta', 'boot', run, 'epoch', num(epoch))
-    redis.call('HSETNX', P .. 'meta', 'domain', DOMAIN)  -- a Redis that lost it all
-  end
+local function bump_epoch(run)
+  local epoch = tonumber(redis.call('HGET', P .. 'meta', 'epoch') or '0')
+  local t = redis.call('TIME')
+  local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - ORIGIN_MS
+  epoch = math.max(epoch + 1, ms, FLOOR + 1)
+  redis.call('HSET', P .. 'meta', 'boot', run, 'epoch', num(epoch))
+  redis.call('HSETNX', P .. 'meta', 'domain', DOMAIN)  -- a Redis that lost it all
   return epoch
+end
+local function lock_epoch()
+  local epoch = redis.call('HGET', P .. 'meta', 'epoch')
+  if not epoch then return bump_epoch('') end  -- wiped (FLUSHALL) without a restart
+  return tonumber(epoch)
 end
 
 -- A project's next offset and its kept event: the stream entry's id is the offset, so replay
@@ -347,4 +352,11 @@ for _, id in ipairs(redis.call('SMEMBERS', P .. 'resources')) do
   end
 end
 return out
+"""
+
+BOOT = PRELUDE + r"""
+-- Run on every new connection, before anything else is sent on it.
+local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
+if redis.call('HGET', P .. 'meta', 'boot') ~= run then return bump_epoch(run) end
+return tonumber(redis.call('HGET', P .. 'meta', 'epoch'))
 """

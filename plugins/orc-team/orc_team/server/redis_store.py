@@ -10,8 +10,8 @@ the dedupe mark and the fan-out message are made in the script that takes the of
 project's stream is written in offset order.
 
 Fencing tokens are ``epoch * 1024 + n``: ``n`` counts a task's grants as the SQLite store does;
-the epoch is bumped by the first grant on a Redis whose ``run_id`` changed (restarted, or a
-replica promoted), to at least the Redis clock in milliseconds since 2026-01-01 and above any
+the epoch is bumped by the first connection to a Redis whose ``run_id`` changed (restarted, or
+a replica promoted), to at least the Redis clock in milliseconds since 2026-01-01 and above any
 epoch this process has seen.  So even a restart that lost writes (no AOF, a power cut with
 ``appendfsync everysec``, an unreplicated failover) never hands out a token again: every token
 given out before was below the clock's value then.  docs/team-server.md states the guarantee.
@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import redis.asyncio as aioredis
 import redis.exceptions
 from orc_git.errors import StorageError
+from redis.asyncio.retry import Retry
+from redis.backoff import ConstantBackoff
 
 from orc_team import protocol
 from orc_team.protocol import EVENTS_KEPT, Resource
@@ -169,9 +171,12 @@ class RedisStore:
         self.origin = uuid.uuid4().hex[:16]
         """This server process: fan-out messages name it."""
         self.epoch_floor = 0
+        # One quick retry (a pooled connection Redis closed when it restarted); past that the
+        # request is answered UNAVAILABLE at once rather than after redis-py's backoff.
         self.client = aioredis.Redis(host=self.host, port=self.port, db=self.db,
                                      socket_timeout=2.0, socket_connect_timeout=1.0,
-                                     health_check_interval=0)
+                                     retry=Retry(ConstantBackoff(0.02), 1),
+                                     redis_connect_func=self._on_connect)
         self.down: str | None = None
         """Why Redis is unreachable (None: it answers): logged once per outage."""
         self.domain = self._open()
@@ -196,6 +201,12 @@ class RedisStore:
             raise StorageError(f"cannot use the Redis store {self.url}: {exc}") from None
         finally:
             client.close()
+
+    async def _on_connect(self, conn: Any) -> None:
+        """Every new connection first checks whether Redis restarted (the lock epoch)."""
+        await conn.on_connect()
+        await conn.send_command("EVAL", redis_lua.BOOT, 0, *self._header())
+        self.epoch_floor = max(self.epoch_floor, int(await conn.read_response()))
 
     def describe(self) -> str:
         return f"redis://{self.host}:{self.port}/{self.db}"
@@ -276,7 +287,7 @@ class RedisStore:
         return Grant(kind, lock, expired, stolen, offset, before)  # type: ignore[arg-type]
 
     def _saw(self, token: int) -> None:
-        self.epoch_floor = max(self.epoch_floor, token // 1024)
+        self.epoch_floor = max(self.epoch_floor, token // redis_lua.SHIFT)
 
     async def release(self, task_id: str, holder: ClientInstance | None, now: float, *,
                       announce: Announce | None = None) -> Release:
