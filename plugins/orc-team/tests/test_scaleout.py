@@ -10,11 +10,11 @@ import asyncio
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
-from conftest import WAIT, Client, RedisProc, ServerProc, needs_redis, unique
+from conftest import WAIT, Client, LockerFactory, RedisProc, ServerProc, needs_redis, unique
 
 pytestmark = needs_redis
 
@@ -232,3 +232,51 @@ async def test_redis_unreachable_answers_unavailable_and_recovers(
         assert server.logged("answers again")
     finally:
         redis.kill()
+
+
+def test_serve_refuses_a_malformed_url_and_an_unreachable_redis(tmp_path: Path) -> None:
+    from conftest import SECRET, dead_url, run_orc
+
+    env = {"ORC_TEAM_SECRET": SECRET, "ORC_HOME": str(tmp_path)}
+    bad = run_orc("team", "serve", "--port", "0", "--store", "redis://127.0.0.1:x/0",
+                  cwd=tmp_path, env=env)
+    assert bad.returncode == 2 and "expected redis://HOST:PORT[/DB]" in bad.stderr
+    port = dead_url().rsplit(":", 1)[1]
+    down = run_orc("team", "serve", "--port", "0", "--store", f"redis://127.0.0.1:{port}/0",
+                   cwd=tmp_path, env=env)
+    assert down.returncode == 3 and "cannot use the Redis store" in down.stderr
+    assert "Traceback" not in down.stderr
+
+
+async def test_a_client_with_several_urls_keeps_its_leases_when_an_instance_is_killed(
+        redis_server: RedisProc, servers: Servers, connect_as: Any,
+        make_locker: LockerFactory) -> None:
+    """kill -9 of the instance a client is connected to: its next request goes to the other
+    URL, with the same client instance id, and its lease carries on (same token)."""
+    a, b = servers(redis_server, 2)
+    urls = (f"ws://{a.base}", f"ws://{b.base}")
+    locker = make_locker(urls[0], "alice", client="alice-laptop", servers=urls)
+    task = unique("FAILOVER")
+    held = locker.acquire(task, ttl=60)
+    a.kill()
+    renewed = await asyncio.to_thread(locker.heartbeat, task)
+    assert renewed.token == held.token and renewed.lock_domain == held.lock_domain
+    bob = await connect_as("bob", on=b)
+    refused = await bob.lock(task)
+    assert not refused["acquired"] and refused["client"] == "alice-laptop"
+    assert await asyncio.to_thread(locker.release, task)
+    assert (await bob.lock(task))["acquired"]
+
+
+def test_several_urls_are_read_from_the_configuration() -> None:
+    from orc_team.client.settings import settings_from_config
+
+    class Config:
+        sources: ClassVar[dict[str, str]] = {}
+
+        def get(self, key: str, default: Any = None) -> Any:
+            return {"team.server_url": "ws://a:1, http://b:2/", "team.token": "t"}.get(
+                key, default)
+
+    settings = settings_from_config(Config())
+    assert settings.base_url == "ws://a:1" and settings.urls == ("ws://a:1", "ws://b:2")

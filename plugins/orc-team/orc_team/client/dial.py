@@ -8,6 +8,7 @@ ConfigError, which no fallback may hide.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import struct
@@ -31,7 +32,33 @@ _WS_LOG = logging.getLogger("orc_team.client.websockets")
 POLICY_VIOLATION = 1008
 
 
+_preferred: dict[tuple[str, ...], str] = {}
+"""The instance that last answered, per configured list of several: tried first next time."""
+
+
 def open_link(settings: ClientSettings, client_id: str) -> Link:
+    """Connect as holder ``client_id``; with several URLs (instances sharing one store), to the
+    first that can be reached, starting from the one that last answered.  The client instance
+    id is the same on every one, so its leases are re-asserted as extensions there."""
+    urls = settings.urls
+    if len(urls) == 1:
+        return _open_one(settings, client_id)
+    first = _preferred.get(urls, urls[0])
+    failure: LockerUnavailable | None = None
+    for url in (first, *(u for u in urls if u != first)):
+        try:
+            link = _open_one(dataclasses.replace(settings, base_url=url), client_id)
+        except LockerUnavailable as exc:
+            failure = exc
+            continue
+        _preferred[urls] = url
+        return link
+    assert failure is not None
+    raise LockerUnavailable(f"none of the team servers ({', '.join(urls)}) can be reached; "
+                            f"the last: {failure.message}")
+
+
+def _open_one(settings: ClientSettings, client_id: str) -> Link:
     """Connect as holder ``client_id`` within ``settings.open_timeout``.  websockets is imported
     here, on first use, so building a locker (every ``orc lock`` command does) stays cheap."""
     from websockets.client import ClientProtocol

@@ -1,7 +1,9 @@
 """Where the team server is and how to talk to it, read from orc-git's layered config.
 
 ``team.server_url`` (``ORC_TEAM_URL``) is the server's base, ``ws://host:port`` (DESIGN: clients
-connect to ``<base>/api/ws``); ``team.token`` (``ORC_TEAM_TOKEN``) the JWT from ``orc team token``;
+connect to ``<base>/api/ws``), or several comma-separated (instances on one Redis store: the
+client connects to the next when one fails); ``team.token`` (``ORC_TEAM_TOKEN``) the JWT from
+``orc team token``;
 ``team.project`` the project id sent with every lock; ``team.timeout`` the seconds a request may
 take before the server counts as unreachable.  Both required values are checked here, so a
 missing one is a clear ConfigError (exit 3), never a fallback that would hide it.
@@ -41,6 +43,13 @@ class ClientSettings:
     replaced (re-asserting held locks) without waiting for the next lock request."""
     backoff_initial: float = 0.1
     backoff_cap: float = 5.0
+    servers: tuple[str, ...] = ()
+    """Every instance's base URL when several are configured (``base_url`` is the one in use):
+    a connection that cannot be opened to one is tried on the next."""
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return self.servers or (self.base_url,)
 
     @property
     def ws_endpoint(self) -> str:
@@ -120,6 +129,10 @@ def settings_from_config(config: Any) -> ClientSettings:
                           "holds ORC_TEAM_SECRET makes it with `orc team invite --user ID`), "
                           "or set ORC_TEAM_TOKEN")
     project = config.get("team.project")
-    return ClientSettings(normalize_url(url), token.strip(),
+    urls = tuple(normalize_url(part) for part in url.split(",") if part.strip())
+    if not urls:
+        raise ConfigError(f"team.server_url must look like ws://HOST:PORT (got {url!r})")
+    return ClientSettings(urls[0], token.strip(),
                           project=str(project) if project not in (None, "") else None,
-                          request_timeout=_number(config, "team.timeout", DEFAULT_TIMEOUT))
+                          request_timeout=_number(config, "team.timeout", DEFAULT_TIMEOUT),
+                          servers=urls if len(urls) > 1 else ())

@@ -350,8 +350,20 @@ class WSClient:
         """Send ``{type, id, data}`` and return the reply with that id.  Raises
         LockerUnavailable when the server cannot be reached or does not answer in time,
         ServerError for an ``error`` reply.  ``data_json``: ``data`` already encoded (strict
-        UTF-8 JSON), sent as it is: the outbox keeps its events as wire text."""
+        UTF-8 JSON), sent as it is: the outbox keeps its events as wire text.  With several
+        server URLs, a request whose connection was lost is sent once more, on a connection to
+        the next instance (each request is safe to repeat there: the same holder's ``lock`` is
+        an extension, an event is recognised by its ``event_id``)."""
         link = self.connect()
+        try:
+            return self._request(link, type_, data, timeout, data_json)
+        except LockerUnavailable:
+            if len(self.settings.urls) < 2 or self._link is link:  # one server, or a timeout
+                raise
+        return self._request(self.connect(), type_, data, timeout, data_json)
+
+    def _request(self, link: Link, type_: str, data: dict[str, Any] | None,
+                 timeout: float | None, data_json: bytes | None) -> Message:
         task_id = (data or {}).get("task_id")
         pending = self._replies.open(type_, link, task_id if isinstance(task_id, str) else None)
         if self._link is not link:  # lost before this request could be failed with it

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis.asyncio as aioredis
 import redis.exceptions
-from orc_git.errors import StorageError
+from orc_git.errors import StorageError, UsageError
 from redis.asyncio.retry import Retry
 from redis.backoff import ConstantBackoff
 
@@ -75,15 +75,15 @@ T = TypeVar("T")
 
 
 def parse_url(url: str) -> tuple[str, int, int]:
-    """``redis://HOST:PORT[/DB]`` → (host, port, db); anything else is a StorageError."""
+    """``redis://HOST:PORT[/DB]`` → (host, port, db); anything else is a UsageError."""
     parts = urllib.parse.urlsplit(url)
     try:
         port = parts.port or 6379
         db = int(parts.path.strip("/") or 0)
     except ValueError:
-        raise StorageError(f"{url}: expected redis://HOST:PORT[/DB]") from None
+        raise UsageError(f"--store {url}: expected redis://HOST:PORT[/DB]") from None
     if parts.scheme != "redis" or not parts.hostname or parts.query or db < 0:
-        raise StorageError(f"{url}: expected redis://HOST:PORT[/DB]")
+        raise UsageError(f"--store {url}: expected redis://HOST:PORT[/DB]")
     return parts.hostname, port, db
 
 
