@@ -280,3 +280,25 @@ def test_several_urls_are_read_from_the_configuration() -> None:
 
     settings = settings_from_config(Config())
     assert settings.base_url == "ws://a:1" and settings.urls == ("ws://a:1", "ws://b:2")
+
+
+async def test_presence_of_a_stopped_instance_goes_with_it(
+        redis_server: RedisProc, servers: Servers, connect_as: Any) -> None:
+    a, b = servers(redis_server, 2)
+    user = unique("dave").lower()
+    bob = await connect_as("bob", on=b)
+    await connect_as(user, on=a)
+    await bob.presence(user, "online")
+    a.stop()  # SIGTERM: its users' presence is removed at once
+    await bob.presence(user, "offline")
+
+
+async def test_presence_of_a_killed_instance_is_removed_by_the_others(
+        redis_server: RedisProc, servers: Servers, connect_as: Any) -> None:
+    a, b = servers(redis_server, 2)
+    user = unique("erin").lower()
+    bob = await connect_as("bob", on=b)
+    await connect_as(user, on=a)
+    await bob.presence(user, "online")
+    a.kill()  # kill -9: its liveness key expires, then the others remove its entries
+    await bob.presence(user, "offline", timeout=15)

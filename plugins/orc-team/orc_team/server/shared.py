@@ -219,16 +219,32 @@ class Relay:
         return [self.shown[user] for user in sorted(self.shown)]
 
     async def _load_presence(self) -> None:
-        """Every process's entries as Redis has them now (the channel brings the changes)."""
+        """Every process's entries as Redis has them now (the channel brings the changes),
+        this one's own first written again (writes made while Redis was away were lost)."""
+        for p in list(self.server.presence.users.values()):
+            self.local_changed(p)
+        fresh: dict[str, dict[str, PresenceData]] = {}
         async for key in self.client.scan_iter(match=self.prefix + "presence:*", count=500):
             user = _text(key).removeprefix(self.prefix + "presence:")
             for origin, entry in (await self.client.hgetall(key)).items():
-                self.entries.setdefault(user, {})[_text(origin)] = protocol.decode(
+                fresh.setdefault(user, {})[_text(origin)] = protocol.decode(
                     entry if isinstance(entry, bytes) else entry.encode())
-        for user in list(self.entries):
-            merged = merge(self.entries[user].values())
-            if merged is not None:
-                self.shown[user] = merged
+        for p in self.server.presence.users.values():  # what the writes above will say
+            if p.connections:
+                fresh.setdefault(p.user_id, {})[self.origin] = p.json()
+        users = set(self.entries) | set(fresh)
+        self.entries = fresh
+        for user in users:
+            self._settle(user)
+
+    async def _forget_self(self) -> None:
+        """A clean stop: this process's entries and liveness go now, not when they expire."""
+        for user, entries in list(self.entries.items()):
+            if self.origin in entries:
+                await self._write(keys=[self.prefix + "presence:" + user,
+                                        self.prefix + "presence"],
+                                  args=[self.origin, user, b""])
+        await self.client.delete(self.prefix + "alive:" + self.origin)
 
     async def _sweep_dead(self) -> None:
         """Renew this process's liveness; remove the entries of processes that died."""
@@ -263,7 +279,7 @@ class Relay:
             for task in helpers:
                 task.cancel()
             with contextlib.suppress(Exception, asyncio.CancelledError):
-                await self.client.delete(self.prefix + "alive:" + self.origin)
+                await asyncio.wait_for(self._forget_self(), 2.0)
 
     async def _listen(self) -> None:
         pubsub = self.client.pubsub()
