@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,21 @@ class RedisServer:
         except ImportError:
             return "redis-py is not installed (pip install redis)"
         return None
+
+    def connect(self) -> Any:
+        """A redis-py client, once redis-server answers (it may still be starting)."""
+        import redis
+
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return client
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def stop(self) -> None:
         stop(self.proc)

@@ -8,11 +8,17 @@ interleaved round by round in one run with a redis-py ``SET NX PX`` + compare-an
 against the same redis-server: back to back, then with 5 ms of idle before each cycle (how real
 leases are taken).  Target (issue 13): team at most 1.5x redis-py, p99 at most 5 ms.
 
-    python bench/redis_store_bench.py [ROUNDS]     (4 rounds of 300 cycles per row; ~30 s)
+Then lock grants per second with 100 clients (asyncio WebSocket clients in this process, each
+locking and unlocking its own task in a loop for a few seconds), spread over 1 and over 3 server
+processes on the same redis-server.
+
+    python bench/redis_store_bench.py [ROUNDS]     (4 rounds of 300 cycles per row; ~90 s)
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -79,7 +85,6 @@ def main() -> None:
     if why_not:
         print(f"skipped: {why_not}")
         return
-    import redis
 
     print(f"orc-team Redis store bench: python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory(prefix="orc-redis-bench-") as tmp:
@@ -90,16 +95,7 @@ def main() -> None:
         redis_proc = RedisServer(work)
         servers: list[TeamServer] = []
         try:
-            client = redis.Redis(port=redis_proc.port)
-            deadline = time.monotonic() + 10
-            while True:  # redis-server's start: ping until it answers
-                try:
-                    client.ping()
-                    break
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.02)
+            client = redis_proc.connect()
             script = client.register_script(COMPARE_AND_DELETE)
             on_redis = TeamServer(work, "--store", f"redis://127.0.0.1:{redis_proc.port}/0")
             servers.append(on_redis)
@@ -110,10 +106,51 @@ def main() -> None:
                         "sqlite": team_context(repo, on_sqlite.url)}
             for idle in (0.0, IDLE):
                 measure(contexts, client, script, rounds, idle)
+            on_sqlite.stop()
+            url = f"redis://127.0.0.1:{redis_proc.port}/0"
+            for extra in range(2):
+                (work / f"extra{extra}").mkdir()
+                servers.append(TeamServer(work / f"extra{extra}", "--store", url))
+            print(f"\nlock grants/s, {CLIENTS} clients, each locking and unlocking its own task "
+                  f"for {SPAN:g} s")
+            for n in (1, 3):
+                urls = [on_redis.url, *(s.url for s in servers[2:])][:n]
+                grants = asyncio.run(grants_per_second(urls))
+                row(f"{n} server process{'es' if n > 1 else ''} on one Redis",
+                    f"{grants:,.0f} grants/s")
         finally:
             for server in servers:
                 server.stop()
             redis_proc.stop()
+
+
+CLIENTS = 100
+SPAN = 3.0
+
+
+async def grants_per_second(urls: list[str]) -> float:
+    """Lock grants per second, ``CLIENTS`` clients spread over ``urls`` in turn."""
+    from websockets.asyncio.client import connect
+
+    token = mint_token(SECRET, "bench", expires_in=3600)
+    counts = [0] * CLIENTS
+    stop = time.monotonic() + SPAN
+
+    async def client(i: int) -> None:
+        async with connect(f"{urls[i % len(urls)]}/api/ws?client=grants:{i}",
+                           additional_headers={"Authorization": f"Bearer {token}"},
+                           compression=None) as ws:
+            while time.monotonic() < stop:
+                for kind in ("lock", "unlock"):
+                    await ws.send(json.dumps({"type": kind, "id": kind,
+                                              "data": {"task_id": f"GRANT-{i}"}}))
+                    while json.loads(await ws.recv()).get("id") != kind:
+                        pass
+                counts[i] += 1
+
+    started = time.monotonic()
+    await asyncio.gather(*(client(i) for i in range(CLIENTS)))
+    return sum(counts) / (time.monotonic() - started)
 
 
 def measure(contexts: dict[str, Any], client: Any, script: Any, rounds: int,

@@ -150,18 +150,7 @@ def part_cycles(work: Path, rounds: int = 4, per_round: int = 1000) -> None:
         red: list[float] = []
         rclient = script = None
         if redis_proc is not None:
-            import redis
-
-            rclient = redis.Redis(port=redis_proc.port)
-            deadline = time.monotonic() + 10
-            while True:  # redis-server's start: ping until it answers
-                try:
-                    rclient.ping()
-                    break
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.02)
+            rclient = redis_proc.connect()
             script = rclient.register_script(COMPARE_AND_DELETE)
             redis_cycles(rclient, script, 300, "warm")
         for r in range(rounds):

@@ -274,3 +274,37 @@ async def test_reopening_keeps_locks_counters_domain_and_streams(opener: Opener)
     assert await reopened.last_offset(project) >= last >= 1
     task = await reopened.get_task("T-8")
     assert task is not None and task.state == {"status": "running"}
+
+
+async def test_a_decision_changed_between_the_two_runs_is_made_again(
+        redis_server: RedisProc) -> None:
+    """Redis store only: an announced grant decides, builds its events, then applies only if
+    the decision still holds.  Here another process removes the expired lease in between (as
+    its sweeper would): the grant is decided again and announces no expiry of its own."""
+    import redis
+
+    store = RedisStore(redis_server.url)
+    project, task = unique("proj"), unique("T")
+    await store.acquire(task, ALICE, 5, 100.0, project_id=project)
+    seen: list[Any] = []
+
+    def announce(grant: Any) -> list[KeptEvent]:
+        seen.append(grant)
+        if len(seen) == 1:
+            other = redis.Redis(port=redis_server.port)
+            other.delete(f"orc:lock:{task}")
+            other.zrem("orc:locks", task)
+            other.close()
+        events = [KeptEvent(project, grant.expired_offset, {"event_type": "lock.expired",
+                                                            "offset": grant.expired_offset})
+                  ] if grant.expired is not None else []
+        return [*events, KeptEvent(project, grant.offset, {"event_type": "lock.acquired",
+                                                           "offset": grant.offset})]
+
+    grant = await store.acquire(task, BOB, 5, 200.0, announce=announce)
+    assert [g.expired is not None for g in seen] == [True, False]
+    assert grant.expired is None and grant.outcome == "acquired"
+    kinds = [protocol.decode(data)["event_type"] for _, data in await store.events(project, 1,
+                                                                                    10)]
+    assert kinds == ["lock.acquired"]
+    await store.close()

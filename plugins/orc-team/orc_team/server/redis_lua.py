@@ -137,7 +137,9 @@ local tk = P .. 'task:' .. task_id
 local fence = tonumber(redis.call('HGET', tk, 'fence') or '0')
 local token = math.max(fence + 1, lock_epoch() * SHIFT + 1)
 local outcome = live and 'stolen' or 'acquired'
-local decision = outcome .. ':' .. num(token)
+-- the lease it replaces is part of the decision: one the sweeper removed meanwhile is not
+-- announced twice
+local decision = outcome .. ':' .. num(token) .. ':' .. (cur and cur[3] or '')
 if project ~= '' and expected ~= decision then
   return answer('announce:' .. outcome, cur, project, {token})  -- nothing changed yet
 end

@@ -276,7 +276,7 @@ class RedisStore:
             grant = Grant(kind, lock, expired, stolen,  # type: ignore[arg-type]
                           _PLACE - 1, _PLACE - 2 if expired is not None else None)
             placed = _Placed(announce(grant) if announce else ())
-            expected = f"{kind}:{token}"
+            expected = f"{kind}:{token}:{previous.token if previous else ''}"
         raise StoreUnavailable(f"{task_id}: the lock kept changing hands; retry")
 
     @staticmethod
