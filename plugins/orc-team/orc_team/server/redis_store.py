@@ -205,7 +205,7 @@ class RedisStore:
     async def _on_connect(self, conn: Any) -> None:
         """Every new connection first checks whether Redis restarted (the lock epoch)."""
         await conn.on_connect()
-        await conn.send_command("EVAL", redis_lua.BOOT, 0, *self._header())
+        await conn.send_command("EVAL", redis_lua.BOOT, 0, self._header())
         self.epoch_floor = max(self.epoch_floor, int(await conn.read_response()))
 
     def describe(self) -> str:
@@ -213,12 +213,12 @@ class RedisStore:
 
     # -- calls ----------------------------------------------------------------------------------
 
-    def _header(self) -> list[Any]:
-        return [PREFIX, self.origin, self.events_kept, uuid.uuid4().hex, DEDUPE_TTL,
-                self.epoch_floor, self.domain]
+    def _header(self) -> str:
+        return (f"{PREFIX}|{self.origin}|{self.events_kept}|{uuid.uuid4().hex}|{DEDUPE_TTL}|"
+                f"{self.epoch_floor}|{self.domain}")
 
     async def _call(self, name: str, *args: Any) -> Any:
-        return await self.guard(lambda: self._scripts[name](args=[*self._header(), *args]))
+        return await self.guard(lambda: self._scripts[name](args=[self._header(), *args]))
 
     async def guard(self, call: Callable[[], Awaitable[T]]) -> T:
         """One Redis call; unreachable Redis is StoreUnavailable, logged once per outage."""
@@ -256,7 +256,7 @@ class RedisStore:
                 _holder_json(holder), project_id or ""]
         expected, placed = "", _Placed(())
         for _ in range(RETRIES):
-            row = await self._call("ACQUIRE", *base, expected, *placed.args())
+            row = (await self._call("ACQUIRE", *base, expected, *placed.args())).split(b"\0")
             outcome = _s(row[0])
             previous = _lock(task_id, row)
             project = _s(row[1]) or None
@@ -294,7 +294,7 @@ class RedisStore:
         base = [task_id, repr(now), _key(holder) if holder is not None else ""]
         expected, placed = "", _Placed(())
         for _ in range(RETRIES):
-            row = await self._call("RELEASE", *base, expected, *placed.args())
+            row = (await self._call("RELEASE", *base, expected, *placed.args())).split(b"\0")
             outcome = _s(row[0])
             lock = _lock(task_id, row)
             if outcome == "none":
@@ -318,7 +318,7 @@ class RedisStore:
 
     async def _locks(self, now: float, task_ids: Sequence[str]) -> list[LockRecord]:
         rows = await self._call("READ_LOCKS", repr(now), *(task_ids or [""]))
-        found = [_lock(_s(rows[i]), rows[i + 1]) for i in range(0, len(rows), 2)]
+        found = [_lock(_s(rows[i]), rows[i + 1].split(b"\0")) for i in range(0, len(rows), 2)]
         return sorted((lock for lock in found if lock is not None), key=lambda x: x.task_id)
 
     async def get_lock(self, task_id: str, now: float) -> LockRecord | None:
@@ -330,7 +330,7 @@ class RedisStore:
 
     async def expire(self, now: float) -> list[LockRecord]:
         rows = await self._call("EXPIRE", repr(now))
-        found = [_lock(_s(rows[i]), rows[i + 1]) for i in range(0, len(rows), 2)]
+        found = [_lock(_s(rows[i]), rows[i + 1].split(b"\0")) for i in range(0, len(rows), 2)]
         return sorted((lock for lock in found if lock is not None), key=lambda x: x.task_id)
 
     # -- tasks and events -----------------------------------------------------------------------
