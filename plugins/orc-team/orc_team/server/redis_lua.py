@@ -7,9 +7,8 @@ Every script's first ARGV entry is the same header (:data:`HEADER` fields), read
 :data:`PRELUDE`: the key prefix, this server process's id (fan-out messages carry it), how many
 events a project keeps, a fresh stream epoch (used only if a project has none yet), how long an
 event id is remembered for dedupe, the highest lock epoch this process has seen, and the store's
-lock domain.  Keys
-are built in the scripts from the prefix: the store is for one Redis (a primary), not Redis
-Cluster.
+lock domain.  Keys are built in the scripts from the prefix: the store is for one Redis (a
+primary), not Redis Cluster.
 """
 
 from __future__ import annotations
