@@ -160,10 +160,11 @@ def _token(user: str) -> str:
     return token(user)
 
 
-async def test_redis_killed_and_restarted_from_its_aof(
-        tmp_path: Path, servers: Servers, connect_as: Any) -> None:
-    """kill -9 of redis-server: what it acknowledged is in its AOF, so the lease is still
-    held (no second grant) and tokens only go up."""
+@pytest.mark.parametrize("how", ["kill -9", "SIGTERM"])
+async def test_redis_restarted_from_its_aof(
+        how: str, tmp_path: Path, servers: Servers, connect_as: Any) -> None:
+    """kill -9 (or a graceful stop) of redis-server: what it acknowledged is in its AOF, so
+    the lease is still held (no second grant) and tokens only go up."""
     redis = RedisProc(tmp_path)
     try:
         a, b = servers(redis, 2)
@@ -171,7 +172,10 @@ async def test_redis_killed_and_restarted_from_its_aof(
         alice = await connect_as("alice", on=a, client="alice-laptop")
         held = await alice.lock(task, ttl=60)
         assert held["acquired"]
-        redis.kill()
+        if how == "kill -9":
+            redis.kill()
+        else:
+            redis.stop()
         wait_until(lambda: not healthy(a), "health says the store is down")
         redis.start()
         wait_until(lambda: healthy(a) and healthy(b), "both servers healthy again")

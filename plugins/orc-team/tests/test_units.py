@@ -43,25 +43,6 @@ async def record(store: SQLiteStore, task_id: str, project_id: str | None,
     return kept.offset
 
 
-async def test_store_decisions(tmp_path: Path) -> None:
-    store = SQLiteStore(str(tmp_path / "s.sqlite3"))
-    grant = await store.acquire("T-1", ALICE, 10, 100.0, project_id="acme")
-    assert (grant.outcome, grant.lock.token, grant.lock.project_id) == ("acquired", 1, "acme")
-    assert (await store.acquire("T-1", ALICE, 20, 105.0)).outcome == "extended"
-    refused = await store.acquire("T-1", ALICE_DESKTOP, 10, 106.0)
-    assert refused.outcome == "held" and refused.lock.expires_at == 125.0
-    stolen = await store.acquire("T-1", BOB, 10, 107.0, steal=True)
-    assert stolen.outcome == "stolen" and stolen.stolen is not None
-    assert stolen.stolen.holder == ALICE and stolen.lock.token == 2
-    assert (await store.release("T-1", ALICE, 108.0)).released is False
-    after_expiry = await store.acquire("T-1", ALICE, 10, 200.0)
-    assert after_expiry.outcome == "acquired" and after_expiry.expired is not None
-    assert after_expiry.lock.token == 3
-    assert [lock.task_id for lock in await store.expire(300.0)] == ["T-1"]
-    assert await store.list_locks(300.0) == []
-    await store.close()
-
-
 async def test_store_persists_and_is_exclusive(tmp_path: Path) -> None:
     path = str(tmp_path / "s.sqlite3")
     store = SQLiteStore(path)

@@ -120,10 +120,11 @@ class Relay:
               offset: int | None, *, published: bool) -> bool:
         """Called for every event this process sends: True when the reader delivers it (a
         project event, published by the script that kept it); False to deliver it here now,
-        after publishing it for the others when the store has not."""
+        after publishing it for the others when the store has not (and someone elsewhere may
+        hear it: a task's subscribers, or a holder losing its lease)."""
         if offset is not None:
             return True
-        if not published:
+        if not published and (task_id is not None or lost_holder(data) is not None):
             message = b"\n".join([self.origin.encode(), (task_id or "").encode(),
                                   (project_id or "").encode(), b"", data])
             self._writes.put_nowait(lambda: self.client.publish(self.prefix + "fanout", message))
