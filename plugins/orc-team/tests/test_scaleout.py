@@ -306,3 +306,19 @@ async def test_presence_of_a_killed_instance_is_removed_by_the_others(
     await bob.presence(user, "online")
     a.kill()  # kill -9: its liveness key expires, then the others remove its entries
     await bob.presence(user, "offline", timeout=15)
+
+
+async def test_task_subscribers_elsewhere_hear_lock_events_without_a_project(
+        redis_server: RedisProc, servers: Servers, connect_as: Any) -> None:
+    a, b = servers(redis_server, 2)
+    task = unique("NOPROJ")
+    alice = await connect_as("alice", on=a)
+    assert (await alice.lock(task))["acquired"]  # the task is known from now on
+    assert (await alice.request("unlock", {"task_id": task}))["data"]["released"]
+    bob = await connect_as("bob", on=b)
+    assert (await bob.request("subscribe", {"task_id": task}))["type"] == "subscribed"
+    granted = await alice.lock(task)  # at once: the subscription was known before its reply
+    seen = await bob.event("lock.acquired", task)
+    assert seen["payload"]["token"] == granted["token"] and seen["project_id"] is None
+    await alice.request("unlock", {"task_id": task})
+    assert (await bob.event("lock.released", task))["payload"]["token"] == granted["token"]

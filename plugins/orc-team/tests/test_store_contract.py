@@ -308,3 +308,21 @@ async def test_a_decision_changed_between_the_two_runs_is_made_again(
                                                                                     10)]
     assert kinds == ["lock.acquired"]
     await store.close()
+
+
+async def test_every_grant_and_release_is_announced(store: Store) -> None:
+    """With or without a project (without one, nothing is kept, but the caller still sends
+    its lock.acquired / lock.released to the task's subscribers)."""
+    grants: list[Any] = []
+
+    def announce(change: Any) -> list[KeptEvent]:
+        grants.append(change)
+        return []
+
+    await store.acquire("T-9", ALICE, 5, 100.0, announce=announce)
+    await store.acquire("T-9", ALICE, 5, 101.0, announce=announce)  # an extension: not
+    await store.release("T-9", ALICE, 102.0, announce=announce)
+    await store.acquire("T-9", BOB, 5, 103.0, announce=announce)
+    await store.acquire("T-9", ALICE, 5, 104.0, steal=True, announce=announce)
+    assert [type(g).__name__ for g in grants] == ["Grant", "Release", "Grant", "Grant"]
+    assert grants[-1].stolen is not None and grants[-1].stolen.holder == BOB

@@ -165,6 +165,8 @@ class Dispatcher:
                 for t in tasks]}
         if kind == "task":
             self._subscribe(req, kind, key)
+            if self.hub.watcher is not None:  # known to the other processes before the reply
+                await self.hub.watcher.watch(key)
             req.reply({"task_id": key, "current_state": state})
             return
         stream = await self.store.stream(key)

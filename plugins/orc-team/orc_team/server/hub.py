@@ -8,12 +8,21 @@ appends, and a slow subscriber only ever fills its own queue.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
-from typing import Literal
+from collections.abc import Awaitable, Iterable
+from typing import Literal, Protocol
 
 from orc_team.server.connection import Connection
 
 Kind = Literal["task", "project"]
+
+
+class Watcher(Protocol):
+    """Told which tasks this process has subscribers for (several processes on one store:
+    a lock event of a task without a project is published only where someone listens)."""
+
+    def watch(self, task_id: str) -> Awaitable[None]: ...
+
+    def unwatch(self, task_id: str) -> None: ...
 
 
 class Hub:
@@ -23,6 +32,7 @@ class Hub:
         self._by_holder: dict[tuple[str, str], set[Connection]] = {}
         self._subs: dict[Kind, dict[str, set[Connection]]] = {"task": {}, "project": {}}
         self._next_id = 0
+        self.watcher: Watcher | None = None
 
     def next_id(self) -> int:
         self._next_id += 1
@@ -52,6 +62,8 @@ class Hub:
             subs.discard(conn)
             if not subs:
                 del self._subs[kind][key]
+                if kind == "task" and self.watcher is not None:
+                    self.watcher.unwatch(key)
 
     def subscribe(self, conn: Connection, kind: Kind, key: str) -> bool:
         """False when the connection already has as many subscriptions as it may."""

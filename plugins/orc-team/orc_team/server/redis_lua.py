@@ -103,8 +103,17 @@ end
 
 -- One string, its fields NUL-separated (none holds a NUL): a client reads one bulk string
 -- much faster than an array of them.
-local function answer(outcome, lock, project, extra)
-  local out = {outcome, project}
+-- '0' when no other process has subscribers for the task (its lock events without a
+-- project need not be published), '1' when one may.
+local function heard_elsewhere(task_id)
+  local key = P .. 'watch:' .. task_id
+  local n = redis.call('SCARD', key)
+  if n == 0 or (n == 1 and redis.call('SISMEMBER', key, ORIGIN) == 1) then return '0' end
+  return '1'
+end
+
+local function answer(outcome, lock, project, extra, heard)
+  local out = {outcome, project, heard or '1'}
   for j = 1, 7 do out[#out + 1] = lock and lock[j] or '' end
   for _, v in ipairs(extra or {}) do out[#out + 1] = num(v) end
   return table.concat(out, '\0')
@@ -153,7 +162,7 @@ local extra = {token}
 if project ~= '' then
   for _, offset in ipairs(keep_all(project, A + 10, task_id)) do extra[#extra + 1] = offset end
 end
-return answer(outcome, cur, project, extra)
+return answer(outcome, cur, project, extra, heard_elsewhere(task_id))
 """
 
 RELEASE = PRELUDE + r"""
@@ -165,14 +174,14 @@ if not cur then return answer('none', nil, '') end
 local project = project_of(task_id)
 if tonumber(cur[7]) <= now then
   drop_lock(task_id)  -- claimed here: only this caller announces its expiry
-  return answer('expired', cur, project)
+  return answer('expired', cur, project, {}, heard_elsewhere(task_id))
 end
 if key ~= '' and cur[1] ~= key then return answer('other', cur, project) end
 if project ~= '' and expected ~= cur[3] then return answer('announce', cur, project) end
 drop_lock(task_id)
 local extra = {}
 if project ~= '' then extra = keep_all(project, A + 5, task_id) end
-return answer('released', cur, project, extra)
+return answer('released', cur, project, extra, heard_elsewhere(task_id))
 """
 
 EXPIRE = PRELUDE + r"""
@@ -361,4 +370,28 @@ BOOT = PRELUDE + r"""
 local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
 if redis.call('HGET', P .. 'meta', 'boot') ~= run then return bump_epoch(run) end
 return tonumber(redis.call('HGET', P .. 'meta', 'epoch'))
+"""
+
+WATCH = PRELUDE + r"""
+-- ARGV after the header: '1' to watch or '0' to stop, then task ids.
+for i = A + 2, #ARGV do
+  if ARGV[A + 1] == '1' then
+    redis.call('SADD', P .. 'watch:' .. ARGV[i], ORIGIN)
+    redis.call('SADD', P .. 'watching:' .. ORIGIN, ARGV[i])
+  else
+    redis.call('SREM', P .. 'watch:' .. ARGV[i], ORIGIN)
+    redis.call('SREM', P .. 'watching:' .. ORIGIN, ARGV[i])
+  end
+end
+redis.call('SADD', P .. 'origins', ORIGIN)
+"""
+
+FORGET_ORIGIN = PRELUDE + r"""
+-- ARGV after the header: a process that is gone.  Its task watches go.
+local gone = ARGV[A + 1]
+for _, task_id in ipairs(redis.call('SMEMBERS', P .. 'watching:' .. gone)) do
+  redis.call('SREM', P .. 'watch:' .. task_id, gone)
+end
+redis.call('DEL', P .. 'watching:' .. gone)
+redis.call('SREM', P .. 'origins', gone)
 """

@@ -106,12 +106,13 @@ def _key(holder: ClientInstance) -> str:
 
 
 def _lock(task_id: str, row: Sequence[Any]) -> LockRecord | None:
-    """A lock from a script's answer: outcome, project, then the seven lock fields."""
-    if not row[2]:
+    """A lock from a script's answer: outcome, project, heard elsewhere, then the seven lock
+    fields (holder key, holder, token, ttl, acquired, heartbeat, expires)."""
+    if not row[3]:
         return None
     project = _s(row[1]) or None
-    return LockRecord(task_id, _holder(row[3]), int(row[4]), int(row[5]), float(row[6]),
-                      float(row[7]), float(row[8]), project)
+    return LockRecord(task_id, _holder(row[4]), int(row[5]), int(row[6]), float(row[7]),
+                      float(row[8]), float(row[9]), project)
 
 
 def _split(data: bytes, marker: bytes) -> tuple[bytes, bytes]:
@@ -177,13 +178,17 @@ class RedisStore:
                                      socket_timeout=2.0, socket_connect_timeout=1.0,
                                      retry=Retry(ConstantBackoff(0.02), 1),
                                      redis_connect_func=self._on_connect)
+        self.unheard: set[str] = set()
+        """Tasks no other process had subscribers for at their last lock change: their lock
+        events without a project are not published (:mod:`orc_team.server.shared`)."""
         self.down: str | None = None
         """Why Redis is unreachable (None: it answers): logged once per outage."""
         self.domain = self._open()
         self._scripts = {name: self.client.register_script(getattr(redis_lua, name))
                          for name in ("ACQUIRE", "RELEASE", "EXPIRE", "READ_LOCKS",
                                       "KEEP_EVENT", "FIND_EVENTS", "RECORD_EVENTS", "STREAM",
-                                      "NEXT_OFFSET", "PUT_RESOURCE", "LIST_RESOURCES")}
+                                      "NEXT_OFFSET", "PUT_RESOURCE", "LIST_RESOURCES", "WATCH",
+                                      "FORGET_ORIGIN")}
 
     def _open(self) -> str:
         """Reach Redis once at start (a synchronous client: the loop is not running yet), so a
@@ -217,7 +222,7 @@ class RedisStore:
         return (f"{PREFIX}|{self.origin}|{self.events_kept}|{uuid.uuid4().hex}|{DEDUPE_TTL}|"
                 f"{self.epoch_floor}|{self.domain}")
 
-    async def _call(self, name: str, *args: Any) -> Any:
+    async def call(self, name: str, *args: Any) -> Any:
         return await self.guard(lambda: self._scripts[name](args=[self._header(), *args]))
 
     async def guard(self, call: Callable[[], Awaitable[T]]) -> T:
@@ -256,7 +261,8 @@ class RedisStore:
                 _holder_json(holder), project_id or ""]
         expected, placed = "", _Placed(())
         for _ in range(RETRIES):
-            row = (await self._call("ACQUIRE", *base, expected, *placed.args())).split(b"\0")
+            row = (await self.call("ACQUIRE", *base, expected, *placed.args())).split(b"\0")
+            self._heard(task_id, row)
             outcome = _s(row[0])
             previous = _lock(task_id, row)
             project = _s(row[1]) or None
@@ -264,15 +270,18 @@ class RedisStore:
                 assert previous is not None
                 return Grant(outcome, previous)  # type: ignore[arg-type]
             kind = outcome.removeprefix("announce:")
-            token = int(row[9])
+            token = int(row[10])
             self._saw(token)
             lock = LockRecord(task_id, holder, token, ttl, now, now, now + ttl, project)
             expired = previous if kind == "acquired" else None
             stolen = previous if kind == "stolen" else None
             if outcome == kind:  # applied
-                offsets = [int(x) for x in row[10:]]
+                offsets = [int(x) for x in row[11:]]
                 placed.settle(offsets)
-                return self._grant(kind, lock, expired, stolen, offsets)
+                grant = self._grant(kind, lock, expired, stolen, offsets)
+                if announce is not None and project is None:
+                    announce(grant)  # nothing to keep without a project
+                return grant
             grant = Grant(kind, lock, expired, stolen,  # type: ignore[arg-type]
                           _PLACE - 1, _PLACE - 2 if expired is not None else None)
             placed = _Placed(announce(grant) if announce else ())
@@ -286,6 +295,13 @@ class RedisStore:
         offset = offsets[-1] if offsets else None
         return Grant(kind, lock, expired, stolen, offset, before)  # type: ignore[arg-type]
 
+    def _heard(self, task_id: str, row: Sequence[Any]) -> None:
+        """Remember whether another process has subscribers for the task (the script says)."""
+        if row[2] == b"0":
+            self.unheard.add(task_id)
+        else:
+            self.unheard.discard(task_id)
+
     def _saw(self, token: int) -> None:
         self.epoch_floor = max(self.epoch_floor, token // redis_lua.SHIFT)
 
@@ -294,7 +310,8 @@ class RedisStore:
         base = [task_id, repr(now), _key(holder) if holder is not None else ""]
         expected, placed = "", _Placed(())
         for _ in range(RETRIES):
-            row = (await self._call("RELEASE", *base, expected, *placed.args())).split(b"\0")
+            row = (await self.call("RELEASE", *base, expected, *placed.args())).split(b"\0")
+            self._heard(task_id, row)
             outcome = _s(row[0])
             lock = _lock(task_id, row)
             if outcome == "none":
@@ -305,7 +322,7 @@ class RedisStore:
                 return Release(False, lock)
             assert lock is not None
             if outcome == "released":
-                offsets = [int(x) for x in row[9:]]
+                offsets = [int(x) for x in row[10:]]
                 placed.settle(offsets)
                 done = Release(True, lock, offset=offsets[0] if offsets else None)
                 if announce is not None and lock.project_id is None:
@@ -317,7 +334,7 @@ class RedisStore:
         raise StoreUnavailable(f"{task_id}: the lock kept changing hands; retry")
 
     async def _locks(self, now: float, task_ids: Sequence[str]) -> list[LockRecord]:
-        rows = await self._call("READ_LOCKS", repr(now), *(task_ids or [""]))
+        rows = await self.call("READ_LOCKS", repr(now), *(task_ids or [""]))
         found = [_lock(_s(rows[i]), rows[i + 1].split(b"\0")) for i in range(0, len(rows), 2)]
         return sorted((lock for lock in found if lock is not None), key=lambda x: x.task_id)
 
@@ -329,7 +346,7 @@ class RedisStore:
         return await self._locks(now, [])
 
     async def expire(self, now: float) -> list[LockRecord]:
-        rows = await self._call("EXPIRE", repr(now))
+        rows = await self.call("EXPIRE", repr(now))
         found = [_lock(_s(rows[i]), rows[i + 1].split(b"\0")) for i in range(0, len(rows), 2)]
         return sorted((lock for lock in found if lock is not None), key=lambda x: x.task_id)
 
@@ -369,7 +386,7 @@ class RedisStore:
             b, c = _split(rest, _offset_marker(_PLACE))
             args += [event.event_id, event.task_id, event.project_id or "", len(event.state),
                      *state, a + b'"project_id":', b + b'"offset":', c]
-        rows = await self._call("RECORD_EVENTS", *args)
+        rows = await self.call("RECORD_EVENTS", *args)
         results: list[Recorded | ProjectMismatch] = []
         for event, row in zip(events, rows, strict=True):
             kind, project = _s(row[0]), _s(row[1]) or None
@@ -389,14 +406,14 @@ class RedisStore:
 
     async def find_events(self, event_ids: Sequence[str]) -> dict[str, Recorded]:
         ids = list(dict.fromkeys(event_ids))
-        rows = await self._call("FIND_EVENTS", *ids) if ids else []
+        rows = await self.call("FIND_EVENTS", *ids) if ids else []
         return {_s(row[0]): self._recorded(_s(row[0]), row[1:], True) for row in rows}
 
     async def keep_event(self, project_id: str, build: Callable[[int], KeptEvent]
                          ) -> KeptEvent:
         event = build(_PLACE)
         head, tail = _around_offset(event.data, _PLACE)
-        offset = int(await self._call("KEEP_EVENT", project_id, event.fields.get("task_id")
+        offset = int(await self.call("KEEP_EVENT", project_id, event.fields.get("task_id")
                                       or "", event.event_id, head, tail))
         _place(event, offset, head + str(offset).encode() + tail)
         return event
@@ -415,12 +432,12 @@ class RedisStore:
                 for entry_id, fields in rows]
 
     async def stream(self, project_id: str) -> Stream:
-        epoch, last, first = await self._call("STREAM", project_id)
+        epoch, last, first = await self.call("STREAM", project_id)
         last_offset = int(last)
         return Stream(_s(epoch), last_offset, int(first) if first else last_offset + 1)
 
     async def next_offset(self, project_id: str) -> int:
-        return int(await self._call("NEXT_OFFSET", project_id))
+        return int(await self.call("NEXT_OFFSET", project_id))
 
     async def last_offset(self, project_id: str) -> int:
         last = await self.guard(lambda: self.client.hget(PREFIX + "proj:" + project_id,
@@ -451,7 +468,7 @@ class RedisStore:
         return self._resource(resource_id, version, *f)
 
     async def list_resources(self) -> list[Resource]:
-        rows = await self._call("LIST_RESOURCES")
+        rows = await self.call("LIST_RESOURCES")
         return sorted((self._resource(_s(r[0]), r[1], None, r[2], r[3], r[4]) for r in rows),
                       key=lambda r: r.resource_id)
 
@@ -467,7 +484,7 @@ class RedisStore:
                         protocol.iso(now), project)
         event = announce(made, _PLACE if project else None) if announce else None
         placed = _Placed([event] if event is not None else [])
-        row = await self._call("PUT_RESOURCE", resource_id, content, expected_version,
+        row = await self.call("PUT_RESOURCE", resource_id, content, expected_version,
                                updated_by, repr(now), project_id or "", *placed.args())
         outcome = _s(row[0])
         if outcome == "missing":
@@ -482,6 +499,7 @@ class RedisStore:
         relay = Relay(self, server)
         server.events.relay = relay
         server.presence.shared = relay
+        server.hub.watcher = relay
         await relay.run()
 
     async def close(self) -> None:

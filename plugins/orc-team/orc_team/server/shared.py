@@ -5,7 +5,9 @@
 channel only, so each process sends them in offset order (one channel, one order).  A gap (the
 subscription dropped while Redis restarted) is filled from the stream, from the last offset
 delivered.  Events without a project have no order to keep: the process that made them sends
-them at once and publishes them for the others.  The holder who just lost a lease (``lock.stolen``,
+them at once and publishes them for the others, when another process has subscribers for the
+task (``orc:watch:TASK``, set before such a subscription is answered; the lock script says).
+The holder who just lost a lease (``lock.stolen``,
 ``lock.expired``, a forced ``lock.released``) is told on whichever process it is connected to:
 the event names it.
 
@@ -108,6 +110,8 @@ class Relay:
         """The last offset delivered per project."""
         self.entries: dict[str, dict[str, PresenceData]] = {}
         """user → process → that process's entry."""
+        self.watching: set[str] = set()
+        """Tasks this process has subscribers for, as told to the other processes."""
         self.shown: dict[str, PresenceData] = {}
         """user → the presence this process's connections were last told."""
         self._write = self.client.register_script(_WRITE_PRESENCE)
@@ -120,11 +124,13 @@ class Relay:
               offset: int | None, *, published: bool) -> bool:
         """Called for every event this process sends: True when the reader delivers it (a
         project event, published by the script that kept it); False to deliver it here now,
-        after publishing it for the others when the store has not (and someone elsewhere may
-        hear it: a task's subscribers, or a holder losing its lease)."""
+        after publishing it for the others when the store has not and someone elsewhere may
+        hear it: the task's subscribers (the lock script said whether another process has
+        any), or a holder losing its lease."""
         if offset is not None:
             return True
-        if not published and (task_id is not None or lost_holder(data) is not None):
+        heard = task_id is not None and task_id not in self.store.unheard
+        if not published and (heard or lost_holder(data) is not None):
             message = b"\n".join([self.origin.encode(), (task_id or "").encode(),
                                   (project_id or "").encode(), b"", data])
             self._writes.put_nowait(lambda: self.client.publish(self.prefix + "fanout", message))
@@ -176,6 +182,17 @@ class Relay:
         targets = hub.audience(task_id, project_id, also)
         if targets:
             hub.deliver(frame(data), targets, project_id, offset)
+
+    async def watch(self, task_id: str) -> None:
+        """This process has a subscriber for the task: the others learn it before the
+        subscription is answered."""
+        if task_id not in self.watching:
+            self.watching.add(task_id)
+            await self.store.call("WATCH", "1", task_id)
+
+    def unwatch(self, task_id: str) -> None:
+        self.watching.discard(task_id)
+        self._writes.put_nowait(lambda: self.store.call("WATCH", "0", task_id))
 
     # -- presence -------------------------------------------------------------------------------
 
@@ -245,12 +262,16 @@ class Relay:
                 await self._write(keys=[self.prefix + "presence:" + user,
                                         self.prefix + "presence"],
                                   args=[self.origin, user, b""])
+        await self.store.call("FORGET_ORIGIN", self.origin)
         await self.client.delete(self.prefix + "alive:" + self.origin)
 
     async def _sweep_dead(self) -> None:
-        """Renew this process's liveness; remove the entries of processes that died."""
+        """Renew this process's liveness; remove what processes that died left behind (their
+        users' presence entries, their task watches)."""
         await self.client.set(self.prefix + "alive:" + self.origin, 1, ex=ALIVE_TTL)
-        origins = {o for entries in self.entries.values() for o in entries} - {self.origin}
+        known = {_text(o) for o in await self.client.smembers(self.prefix + "origins")}
+        origins = (known | {o for entries in self.entries.values() for o in entries}) - {
+            self.origin}
         for origin in origins:
             if await self.client.exists(self.prefix + "alive:" + origin):
                 continue
@@ -260,6 +281,7 @@ class Relay:
                     await self._write(keys=[self.prefix + "presence:" + user,
                                             self.prefix + "presence"],
                                       args=[origin, user, b""])
+            await self.store.call("FORGET_ORIGIN", origin)
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -286,6 +308,8 @@ class Relay:
         pubsub = self.client.pubsub()
         try:
             await pubsub.subscribe(self.prefix + "fanout", self.prefix + "presence")
+            await self.client.set(self.prefix + "alive:" + self.origin, 1, ex=ALIVE_TTL)
+            await self.store.call("WATCH", "1", *self.watching)  # again: Redis may have lost it
             await self._load_presence()
             for project in list(self.delivered):
                 await self._catch_up(project)
