@@ -129,18 +129,34 @@ ServerFactory = Callable[..., ServerProc]
 
 @pytest.fixture(scope="session")
 def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFactory]:
-    """``start_server("--away-after", "1", ...)``: a fresh server with its own store."""
+    """``start_server("--away-after", "1", ...)``: a fresh server with its own store.  With
+    ORC_TEAM_TEST_STORE=redis every server gets a Redis store instead (a database of its own on
+    one redis-server, the same one again for the same ``store`` path): the server tests then
+    run against the Redis store."""
     started: list[ServerProc] = []
+    databases: dict[Path, str] = {}
+    redis: list[RedisProc] = []
+
+    def where(path: Path) -> Path | str:
+        if os.environ.get("ORC_TEAM_TEST_STORE") != "redis":
+            return path
+        if not redis:
+            redis.append(RedisProc(tmp_path_factory.mktemp("redis"), databases=1000))
+        if path not in databases:
+            databases[path] = f"redis://127.0.0.1:{redis[0].port}/{len(databases)}"
+        return databases[path]
 
     def start(*args: str, store: Path | None = None) -> ServerProc:
         home = tmp_path_factory.mktemp("orc-home")
-        server = ServerProc(store or home / "team.sqlite3", home, list(args))
+        server = ServerProc(where(store or home / "team.sqlite3"), home, list(args))
         started.append(server)
         return server
 
     yield start
     for server in started:
         server.kill()
+    for proc in redis:
+        proc.stop()
 
 
 @pytest.fixture(scope="session")
@@ -383,9 +399,10 @@ class RedisProc:
     logs "Ready to accept connections".  ``kill()`` is kill -9; ``start()`` again on the same
     port and directory replays the AOF."""
 
-    def __init__(self, workdir: Path, *, appendonly: bool = True) -> None:
+    def __init__(self, workdir: Path, *, appendonly: bool = True, databases: int = 16) -> None:
         self.workdir = workdir
         self.appendonly = appendonly
+        self.databases = databases
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port: int = s.getsockname()[1]
@@ -400,7 +417,7 @@ class RedisProc:
         self.proc = subprocess.Popen(
             ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
              "--appendonly", "yes" if self.appendonly else "no", "--dir", str(self.workdir),
-             "--daemonize", "no", "--loglevel", "notice"],
+             "--daemonize", "no", "--loglevel", "notice", "--databases", str(self.databases)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             text=True)
         lines = Lines(self.proc.stdout)

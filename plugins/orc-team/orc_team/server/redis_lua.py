@@ -6,14 +6,15 @@ did as one unit.
 Every script's first ARGV entry is the same header (:data:`HEADER` fields), read by
 :data:`PRELUDE`: the key prefix, this server process's id (fan-out messages carry it), how many
 events a project keeps, a fresh stream epoch (used only if a project has none yet), how long an
-event id is remembered for dedupe, the highest lock epoch this process has seen, and the store's
-lock domain.  Keys are built in the scripts from the prefix: the store is for one Redis (a
-primary), not Redis Cluster.
+event id is remembered for dedupe, the highest lock epoch this process has seen, the store's
+lock domain, and the prefix of its pub/sub channels (which, unlike keys, all databases of a
+Redis share: it names the database).  Keys are built in the scripts from the prefix: the store
+is for one Redis (a primary), not Redis Cluster.
 """
 
 from __future__ import annotations
 
-HEADER = 7
+HEADER = 8
 """Fields of the header, sent as one ARGV entry joined by ``|`` (fewer arguments to encode)."""
 SHIFT = 1024
 """Fencing tokens are ``epoch * SHIFT + n`` (the scripts' ``SHIFT``)."""
@@ -23,7 +24,7 @@ PRELUDE = r"""
 local H = {}
 for part in string.gmatch(ARGV[1], '[^|]+') do H[#H + 1] = part end
 local P, ORIGIN, KEPT, NEW_EPOCH, DEDUPE_TTL = H[1], H[2], H[3], H[4], H[5]
-local FLOOR, DOMAIN = tonumber(H[6]), H[7]
+local FLOOR, DOMAIN, CHANNELS = tonumber(H[6]), H[7], H[8]
 local A = 1
 
 -- The lock epoch: the high part of every fencing token.  Bumped (by BOOT) on every new
@@ -62,7 +63,7 @@ local function keep(project, event_id, data_with, task_id)
   redis.call('XADD', P .. 'events:' .. project, 'MAXLEN', '~', KEPT, num(offset) .. '-0',
              'd', data, 'i', event_id)
   redis.call('SET', P .. 'ev:' .. event_id, 'P' .. num(offset) .. ' ' .. project, 'EX', DEDUPE_TTL)
-  redis.call('PUBLISH', P .. 'fanout',
+  redis.call('PUBLISH', CHANNELS .. 'fanout',
              ORIGIN .. '\n' .. task_id .. '\n' .. project .. '\n' .. num(offset) .. '\n' .. data)
   return offset
 end
@@ -288,7 +289,7 @@ for _ = 1, tonumber(ARGV[A + 1]) do
       if project == '' then
         local data = a .. 'null' .. b .. 'null' .. c
         redis.call('SET', P .. 'ev:' .. event_id, 'N' .. data, 'EX', DEDUPE_TTL)
-        redis.call('PUBLISH', P .. 'fanout',
+        redis.call('PUBLISH', CHANNELS .. 'fanout',
                    ORIGIN .. '\n' .. task_id .. '\n\n\n' .. data)
         out[#out + 1] = {'new', '', '', data, ''}
       else

@@ -19,7 +19,6 @@ given out before was below the clock's value then.  docs/team-server.md states t
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -169,6 +168,8 @@ class RedisStore:
         self.events_kept = events_kept
         self.host, self.port, self.db = parse_url(url)
         self.prefix = PREFIX
+        self.channels = f"{PREFIX}{self.db}:"
+        """Pub/sub channels are not per database: these are this database's."""
         self.origin = uuid.uuid4().hex[:16]
         """This server process: fan-out messages name it."""
         self.epoch_floor = 0
@@ -220,7 +221,7 @@ class RedisStore:
 
     def _header(self) -> str:
         return (f"{PREFIX}|{self.origin}|{self.events_kept}|{uuid.uuid4().hex}|{DEDUPE_TTL}|"
-                f"{self.epoch_floor}|{self.domain}")
+                f"{self.epoch_floor}|{self.domain}|{self.channels}")
 
     async def call(self, name: str, *args: Any) -> Any:
         return await self.guard(lambda: self._scripts[name](args=[self._header(), *args]))
@@ -352,26 +353,33 @@ class RedisStore:
 
     # -- tasks and events -----------------------------------------------------------------------
 
-    async def get_task(self, task_id: str) -> TaskRecord | None:
-        async def read() -> tuple[Any, Any]:
-            async with self.client.pipeline(transaction=True) as pipe:
-                pipe.hmget(PREFIX + "task:" + task_id, "project", "fence")
-                pipe.hgetall(PREFIX + "state:" + task_id)
-                meta, state = await pipe.execute()
-            return meta, state
+    async def _tasks(self, task_ids: Sequence[str]) -> list[TaskRecord]:
+        """The known tasks among ``task_ids``: one round trip, however many."""
+        async def read() -> list[Any]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for task_id in task_ids:
+                    pipe.hmget(PREFIX + "task:" + task_id, "project", "fence")
+                    pipe.hgetall(PREFIX + "state:" + task_id)
+                return list(await pipe.execute())
 
-        meta, state = await self.guard(read)
-        if meta[1] is None:
-            return None
-        return TaskRecord(task_id, _s(meta[0]) if meta[0] else None,
-                          {_s(k): protocol.decode(v) for k, v in state.items()},
-                          int(meta[1]))
+        rows = await self.guard(read) if task_ids else []
+        found = []
+        for i, task_id in enumerate(task_ids):
+            meta, state = rows[2 * i], rows[2 * i + 1]
+            if meta[1] is not None:
+                found.append(TaskRecord(task_id, _s(meta[0]) if meta[0] else None,
+                                        {_s(k): protocol.decode(v) for k, v in state.items()},
+                                        int(meta[1])))
+        return found
+
+    async def get_task(self, task_id: str) -> TaskRecord | None:
+        found = await self._tasks([task_id])
+        return found[0] if found else None
 
     async def project_tasks(self, project_id: str) -> list[TaskRecord]:
         members = await self.guard(lambda: self.client.smembers(PREFIX + "ptasks:" +
-                                                                 project_id))
-        tasks = await asyncio.gather(*(self.get_task(_s(m)) for m in sorted(members)))
-        return [task for task in tasks if task is not None]
+                                                                project_id))
+        return await self._tasks(sorted(_s(m) for m in members))
 
     async def record_events(self, events: Sequence[NewEvent]
                             ) -> list[Recorded | ProjectMismatch]:

@@ -1,7 +1,7 @@
 """Several server processes on one Redis: events and presence reach the connections of all.
 
 **Events.**  The script that keeps an event (at its project's next offset) also publishes it on
-``orc:fanout``; every process, the one that kept it included, delivers project events from that
+``orc:DB:fanout``; every process, the one that kept it included, delivers project events from that
 channel only, so each process sends them in offset order (one channel, one order).  A gap (the
 subscription dropped while Redis restarted) is filled from the stream, from the last offset
 delivered.  Events without a project have no order to keep: the process that made them sends
@@ -13,7 +13,7 @@ the event names it.
 
 **Presence.**  Each process keeps its own connections' presence per user
 (:class:`~orc_team.server.presence.Presence`) and writes it to the hash ``orc:presence:USER``
-(one field per process) with a message on ``orc:presence``, in one script.  Every process keeps
+(one field per process) with a message on ``orc:DB:presence``, in one script.  Every process keeps
 a mirror of those entries and derives the user's one presence from them (connections summed;
 active over online over away); when that changes, it tells its own connections.  So a user with
 connections on two processes is one presence, and each connection hears each change once.  A
@@ -105,6 +105,7 @@ class Relay:
         self.server = server
         self.client: aioredis.Redis = store.client
         self.prefix = store.prefix
+        self.channels = store.channels
         self.origin = store.origin
         self.delivered: dict[str, int] = {}
         """The last offset delivered per project."""
@@ -133,7 +134,7 @@ class Relay:
         if not published and (heard or lost_holder(data) is not None):
             message = b"\n".join([self.origin.encode(), (task_id or "").encode(),
                                   (project_id or "").encode(), b"", data])
-            self._writes.put_nowait(lambda: self.client.publish(self.prefix + "fanout", message))
+            self._writes.put_nowait(lambda: self.client.publish(self.channels + "fanout", message))
         return False
 
     async def _writer(self) -> None:
@@ -199,7 +200,7 @@ class Relay:
     def local_changed(self, p: UserPresence) -> None:
         """This process's presence of one user changed (or ended: no connections left)."""
         entry = b"" if not p.connections else protocol.encode(dict(p.json()))
-        keys = [self.prefix + "presence:" + p.user_id, self.prefix + "presence"]
+        keys = [self.prefix + "presence:" + p.user_id, self.channels + "presence"]
         self._writes.put_nowait(lambda: self._write(keys=keys,
                                                     args=[self.origin, p.user_id, entry]))
 
@@ -260,7 +261,7 @@ class Relay:
         for user, entries in list(self.entries.items()):
             if self.origin in entries:
                 await self._write(keys=[self.prefix + "presence:" + user,
-                                        self.prefix + "presence"],
+                                        self.channels + "presence"],
                                   args=[self.origin, user, b""])
         await self.store.call("FORGET_ORIGIN", self.origin)
         await self.client.delete(self.prefix + "alive:" + self.origin)
@@ -279,7 +280,7 @@ class Relay:
             for user, entries in list(self.entries.items()):
                 if origin in entries:
                     await self._write(keys=[self.prefix + "presence:" + user,
-                                            self.prefix + "presence"],
+                                            self.channels + "presence"],
                                       args=[origin, user, b""])
             await self.store.call("FORGET_ORIGIN", origin)
 
@@ -307,7 +308,7 @@ class Relay:
     async def _listen(self) -> None:
         pubsub = self.client.pubsub()
         try:
-            await pubsub.subscribe(self.prefix + "fanout", self.prefix + "presence")
+            await pubsub.subscribe(self.channels + "fanout", self.channels + "presence")
             await self.client.set(self.prefix + "alive:" + self.origin, 1, ex=ALIVE_TTL)
             await self.store.call("WATCH", "1", *self.watching)  # again: Redis may have lost it
             await self._load_presence()
