@@ -19,6 +19,8 @@ given out before was below the clock's value then.  docs/team-server.md states t
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -511,4 +513,5 @@ class RedisStore:
         await relay.run()
 
     async def close(self) -> None:
-        await self.client.aclose()
+        with contextlib.suppress(Exception):  # never holds up a shutdown
+            await asyncio.wait_for(self.client.aclose(), 2.0)

@@ -325,8 +325,8 @@ class Relay:
                 else:
                     self._on_presence(message["data"])
         finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            with contextlib.suppress(Exception):  # never holds up a shutdown
+                await asyncio.wait_for(pubsub.aclose(), 1.0)  # type: ignore[no-untyped-call]
 
     async def _sweeper(self) -> None:
         while True:
