@@ -396,3 +396,13 @@ end
 redis.call('DEL', P .. 'watching:' .. gone)
 redis.call('SREM', P .. 'origins', gone)
 """
+
+OPEN = PRELUDE + r"""
+-- A store made now (no domain yet): epoch 0 on this Redis, so its tokens count from 1; one
+-- made before keeps its domain and epoch.  {domain, epoch}.
+if redis.call('HSETNX', P .. 'meta', 'domain', DOMAIN) == 1 then
+  local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
+  redis.call('HSET', P .. 'meta', 'epoch', 0, 'boot', run)
+end
+return redis.call('HMGET', P .. 'meta', 'domain', 'epoch')
+"""

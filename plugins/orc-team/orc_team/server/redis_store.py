@@ -195,16 +195,17 @@ class RedisStore:
 
     def _open(self) -> str:
         """Reach Redis once at start (a synchronous client: the loop is not running yet), so a
-        wrong URL fails ``orc team serve`` at once, and read (or make) the lock domain."""
+        wrong URL fails ``orc team serve`` at once, and read the lock domain, or make the store:
+        a new domain, whose tokens count from 1 (epoch 0) as a new SQLite store's do."""
         import redis as sync_redis
 
         client = sync_redis.Redis(host=self.host, port=self.port, db=self.db,
                                   socket_timeout=2.0, socket_connect_timeout=2.0)
+        self.domain = os.urandom(16).hex()  # the store's, if it is made now
         try:
-            client.hsetnx(PREFIX + "meta", "domain", os.urandom(16).hex())
-            domain = _s(client.hget(PREFIX + "meta", "domain"))
-            self.epoch_floor = int(client.hget(PREFIX + "meta", "epoch") or 0)
-            return domain
+            domain, epoch = client.eval(redis_lua.OPEN, 0, self._header())
+            self.epoch_floor = int(epoch or 0)
+            return _s(domain)
         except redis.exceptions.RedisError as exc:
             raise StorageError(f"cannot use the Redis store {self.url}: {exc}") from None
         finally:
