@@ -443,6 +443,8 @@ class RedisProc:
 
 
 REDIS_MISSING = shutil.which("redis-server") is None
+sqlite_only = pytest.mark.skipif(os.environ.get("ORC_TEAM_TEST_STORE") == "redis",
+                                 reason="about the SQLite store's own file (ORC_TEAM_TEST_STORE)")
 needs_redis = pytest.mark.skipif(REDIS_MISSING, reason="redis-server is not installed "
                                  "(apt-get install -y redis-server)")
 

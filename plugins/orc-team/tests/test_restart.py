@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from conftest import SECRET, Client, ServerFactory, elapsed_since, unique
+from conftest import SECRET, Client, ServerFactory, elapsed_since, sqlite_only, unique
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
@@ -51,6 +51,7 @@ async def test_lock_survives_a_restart(start_server: ServerFactory, connect_as: 
     server.stop()
 
 
+@sqlite_only
 def test_a_second_server_on_the_same_store_is_refused(start_server: ServerFactory) -> None:
     server = start_server()
     done = subprocess.run(
@@ -99,6 +100,7 @@ async def test_a_poisonous_event_leaves_its_project_readable_across_a_restart(
     server.stop()
 
 
+@sqlite_only
 @pytest.mark.parametrize(("stored", "phase"), [
     ('{"status": "running", "phase": "\\ud800"}', "\\ud800"),  # json.dumps wrote it so
     ('{"status": "running", "\\udfff": {"deep": ["\\ud83d"]}, "phase": "p"}', "p"),
