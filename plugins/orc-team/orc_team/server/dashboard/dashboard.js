@@ -215,6 +215,8 @@ async function api(path) {
 
 let link = null;
 let connState = "connecting";
+let racedPresence = null;
+let raced = null; // while a snapshot is being read: the lock events that arrived meanwhile
 
 function setConnState(next, delay) {
   connState = next;
@@ -237,11 +239,15 @@ function setConnState(next, delay) {
 async function onOpen() {
   setConnState("catching");
   const listing = await link.request("subscribe", { all_projects: true });
+  raced = [];
+  racedPresence = [];
   const [presence, locks, resources] = await Promise.all([
     api("/api/presence"), api("/api/locks"), link.request("resource_list", {})]);
   applyPresenceSnapshot(presence.presence || []);
   state.locks.clear();
   for (const lock of locks.locks || []) state.locks.set(lock.task_id, lock);
+  for (const data of raced) applyEvent(data); // lock events that may be newer than the snapshot
+  raced = null;
   state.resources.clear();
   for (const r of resources.resources || []) state.resources.set(r.resource_id, r);
   renderLocks(); renderResources();
@@ -249,6 +255,7 @@ async function onOpen() {
   await Promise.allSettled(replays);
   renderFeed();
   if (connState === "catching") setConnState("live");
+  if (!document.body.dataset.ready) performance.mark("orc-ready");
   document.body.dataset.ready = "1";
 }
 
@@ -264,8 +271,16 @@ async function catchUp(stream) {
   if (since >= stream.last_offset) return;
   // Replayed over the socket, then live: the server holds this project's live events until
   // the replay has caught up; events seen twice (all_projects and the replay) count once.
-  await link.request("subscribe", { project_id: project, since, epoch: stream.epoch });
+  const caughtUp = new Promise((resolve) => {
+    caughtUpWaiters.set(project, { offset: stream.last_offset, resolve });
+    setTimeout(resolve, 10000); // a truncated stream may never reach it: show what came
+  });
+  const reply = await link.request("subscribe", { project_id: project, since, epoch: stream.epoch });
+  if (reply.truncated) caughtUpWaiters.get(project)?.resolve();
+  await caughtUp;
 }
+
+const caughtUpWaiters = new Map(); // project -> {offset, resolve}: replays still running
 
 // -- messages ----------------------------------------------------------------------------------
 
@@ -281,6 +296,11 @@ function onEvent(data) {
     addProject(data.project_id);
     const stream = state.streams.get(data.project_id);
     if (stream && Number.isInteger(data.offset) && data.offset > stream.offset) stream.offset = data.offset;
+    const waiter = caughtUpWaiters.get(data.project_id);
+    if (waiter && Number.isInteger(data.offset) && data.offset >= waiter.offset) {
+      caughtUpWaiters.delete(data.project_id);
+      waiter.resolve();
+    }
   }
   const key = feedKey(data);
   const fresh = !state.feed.has(key);
@@ -290,6 +310,7 @@ function onEvent(data) {
     for (const [k] of oldest.slice(0, state.feed.size - FEED_KEPT)) state.feed.delete(k);
   }
   if (fresh) applyEvent(data);
+  if (raced && text(data.event_type).startsWith("lock.")) raced.push(data);
   noteUser(data);
   scheduleFeed();
 }
@@ -299,9 +320,9 @@ function applyEvent(data) {
   const type = data.event_type;
   if (type === "lock.acquired" || type === "lock.stolen") {
     const current = state.locks.get(data.task_id);
-    const at = parseTime(current?.expires_at);
-    const next = parseTime(p.expires_at);
-    if (current && at !== null && next !== null && next < at) return; // a replayed old grant
+    // Fencing tokens only grow: an older grant (a replay, or an event that raced the
+    // snapshot) never replaces a newer one.
+    if (current && Number.isInteger(current.token) && !(p.token > current.token)) return;
     state.locks.set(data.task_id, {
       task_id: data.task_id, project_id: data.project_id, owner: p.owner ?? data.user,
       owner_name: p.owner_name ?? data.user_name, client: p.client, token: p.token, ttl: p.ttl,
@@ -343,11 +364,19 @@ function applyPresenceSnapshot(list) {
     person.active_task = null;
   }
   for (const p of list) state.people.set(p.user_id, { ...p });
+  for (const push of racedPresence || []) {  // pushes that may be newer than the snapshot
+    const snap = list.find((p) => p.user_id === push.user_id);
+    if (!snap || (parseTime(push.last_seen) ?? 0) >= (parseTime(snap.last_seen) ?? 0)) {
+      state.people.set(push.user_id, { ...state.people.get(push.user_id), ...push });
+    }
+  }
+  racedPresence = null;
   renderPresence();
 }
 
 function onPresence(data) {
   if (!data.user_id) return;
+  if (racedPresence) racedPresence.push(data);
   state.people.set(data.user_id, { ...state.people.get(data.user_id), ...data });
   renderPresence();
 }
@@ -450,7 +479,7 @@ function what(data) {
     case "task.phase": return ["moved ", task, " to ", el("em", {}, text(p.phase))];
     case "lock.acquired": return ["locked ", task];
     case "lock.released": return [p.forced_by ? "force-released " : "released ", task];
-    case "lock.expired": return ["let the lock on ", task, " expire"];
+    case "lock.expired": return ["’s lock on ", task, " expired"];
     case "lock.stolen": return ["took ", task, " from ", text(p.old_owner)];
     case "resource.updated": return ["saved ", el("strong", {}, text(p.resource_id)),
       el("span", { class: "muted" }, ` (version ${text(String(p.version ?? "?"))})`)];
@@ -460,9 +489,14 @@ function what(data) {
 
 function actor(data) {
   if (data.event_type === "lock.expired") {
-    return text(data.payload?.previous_owner, "Someone");
+    const owner = data.payload?.previous_owner;
+    return text(state.people.get(owner)?.display_name, text(owner, "Someone"));
   }
   return text(data.user_name, text(data.user, "Server"));
+}
+
+function actorKey(data) {
+  return data.event_type === "lock.expired" ? data.payload?.previous_owner : data.user;
 }
 
 function kind(type) {
@@ -488,9 +522,10 @@ function renderFeed() {
   $("feed").replaceChildren(...events.map((d) => {
     const who = actor(d);
     return el("li", { class: `item k-${kind(d.event_type)}`, dataset: { type: d.event_type, task: d.task_id } },
-      avatar(d.user || who, who),
+      avatar(actorKey(d) || who, who),
       el("div", { class: "item-body" },
-        el("p", { class: "sentence" }, el("strong", { class: "actor" }, who), " ", what(d)),
+        el("p", { class: "sentence" }, el("strong", { class: "actor" }, who),
+          d.event_type === "lock.expired" ? "" : " ", what(d)),
         el("p", { class: "meta" }, timeNode(eventTime(d)),
           d.project_id ? [" · ", el("span", { class: "project" }, d.project_id)] : null)));
   }));
