@@ -12,7 +12,8 @@ the feed; then:
   event's row appears in the feed (the browser's clock and this process's are the same host
   clock), N events one after another.
 
-Figures go to docs/benchmarks.md.
+With ``$ORC_ARTIFACTS`` set, a screenshot of the loaded page goes there.  Figures go to
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -135,6 +137,9 @@ async def run(loads: int, events: int) -> None:
                 page = await browser.new_page()
                 await page.goto(link)
                 await page.wait_for_selector('body[data-ready="1"]', timeout=60_000)
+                shots = os.environ.get("ORC_ARTIFACTS")
+                if shots:
+                    await page.screenshot(path=str(Path(shots) / "dashboard-bench.png"))
                 lat = await feed_latency(page, clients[0], events)
                 print(f"feed update, publish to row in the page: p50 {percentile(lat, 50):.1f} "
                       f"ms, p99 {percentile(lat, 99):.1f} ms ({events} events)")

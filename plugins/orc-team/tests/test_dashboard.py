@@ -584,6 +584,6 @@ def test_dashboard_command_needs_a_user_and_the_secret(tmp_path: Path) -> None:
     assert "Traceback" not in no_user.stderr
     no_secret = subprocess.run([*base, "--user", "alice"], env=env, cwd=tmp_path,
                                capture_output=True, text=True, timeout=30)
-    assert no_secret.returncode != 0 and "ORC_TEAM_SECRET" in no_secret.stderr
+    assert no_secret.returncode == 2 and "ORC_TEAM_SECRET" in no_secret.stderr
     assert "Traceback" not in no_secret.stderr
 
