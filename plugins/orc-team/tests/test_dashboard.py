@@ -117,13 +117,23 @@ async def publish(client: Client, event_type: str, task: str, project: str,
     return reply
 
 
-async def connect(connect_as: Any, server: ServerProc, user: str, name: str) -> Client:
-    """A real client under a display name (conftest's tokens name users by their id)."""
+@pytest.fixture
+async def person() -> AsyncIterator[Any]:
+    """``await person(server, "alice", "Alice Martinez")``: a real client under a display name
+    (conftest's ``connect_as`` names users by their id); closed after the test."""
     from websockets.asyncio.client import connect as ws_connect
 
-    ws = await ws_connect(server.ws_url(token(user, name=name), unique(f"{user}-c")),
-                          open_timeout=WAIT)
-    return Client(ws, user, None)
+    made: list[Client] = []
+
+    async def open_client(server: ServerProc, user: str, name: str) -> Client:
+        ws = await ws_connect(server.ws_url(token(user, name=name), unique(f"{user}-c")),
+                              open_timeout=WAIT)
+        made.append(Client(ws, user, None))
+        return made[-1]
+
+    yield open_client
+    for c in made:
+        await c.close()
 
 
 # -- live updates ---------------------------------------------------------------------------
@@ -131,56 +141,58 @@ async def connect(connect_as: Any, server: ServerProc, user: str, name: str) -> 
 
 @browser_only
 async def test_locks_presence_and_feed_appear_live(dash: Any, dash_server: ServerProc,
-                                                   connect_as: Any, shots: Path) -> None:
+                                                   person: Any, shots: Path) -> None:
     d: Dash = await dash()
     page = d.page
     project, task = unique("acme"), unique("TASK-AM")
-    alice = await connect(connect_as, dash_server, "alice", "Alice Martinez")
-    try:
-        await expect(d.person("alice")).to_have_attribute("data-status", "online")
-        await expect(d.person("alice")).to_contain_text("Alice Martinez")
+    alice = await person(dash_server, "alice", "Alice Martinez")
+    await expect(d.person("alice")).to_have_attribute("data-status", "online")
+    await expect(d.person("alice")).to_contain_text("Alice Martinez")
 
-        assert (await alice.lock(task, project_id=project, ttl=90))["acquired"]
-        row = d.lock_row(task)
-        await expect(row).to_contain_text("Alice Martinez")
-        await expect(row.locator(".ttl-text")).to_have_text(re.compile(r"^1 min \d\d s$"))
-        await expect(d.feed_item(task, "lock.acquired")).to_contain_text(
-            f"Alice Martinez locked {task}")
+    assert (await alice.lock(task, project_id=project, ttl=90))["acquired"]
+    row = d.lock_row(task)
+    await expect(row).to_contain_text("Alice Martinez")
+    await expect(row.locator(".ttl-text")).to_have_text(re.compile(r"^1 min \d\d s$"))
+    await expect(d.feed_item(task, "lock.acquired")).to_contain_text(
+        f"Alice Martinez locked {task}")
 
-        await alice.request("presence", {"status": "active", "active_task": task})
-        await expect(d.person("alice")).to_have_attribute("data-status", "active")
-        await expect(d.person("alice")).to_contain_text(f"on {task}")
-        indicator = d.person("alice").locator(".indicator")
-        assert await indicator.evaluate("e => getComputedStyle(e).animationName") == "pulse"
+    await alice.request("presence", {"status": "active", "active_task": task})
+    await expect(d.person("alice")).to_have_attribute("data-status", "active")
+    await expect(d.person("alice")).to_contain_text(f"on {task}")
+    indicator = d.person("alice").locator(".indicator")
+    assert await indicator.evaluate("e => getComputedStyle(e).animationName") == "pulse"
 
-        await publish(alice, "task.started", task, project, command="make test")
-        item = d.feed_item(task, "task.started")
-        await expect(item).to_contain_text(f"Alice Martinez started {task}")
-        await expect(item).to_contain_text("just now")
-        await expect(page.locator("#feed li").first).to_have_attribute("data-type", "task.started")
+    await publish(alice, "task.started", task, project, command="make test")
+    item = d.feed_item(task, "task.started")
+    await expect(item).to_contain_text(f"Alice Martinez started {task}")
+    await expect(item).to_contain_text("just now")
+    await expect(page.locator("#feed li").first).to_have_attribute("data-type", "task.started")
 
-        # A second person and a resource, for a screenshot of a working day.
-        bob = await connect(connect_as, dash_server, "bob", "Bob Johnson")
-        other = unique("TASK-BJ")
-        assert (await bob.lock(other, project_id=project, ttl=20))["acquired"]
-        await publish(bob, "task.started", other, project)
-        await bob.request("resource_put", {"resource_id": unique("review-prompt"),
-                                           "content": "Review the diff.\n",
-                                           "expected_version": 0, "project_id": project})
-        await bob.request("presence", {"status": "away"})
-        await expect(d.person("bob")).to_have_attribute("data-status", "away")
-        await expect(page.locator("#resources li")).to_have_count(1)
-        await page.screenshot(path=str(shots / "live-1280.png"), full_page=True)
-        await page.set_viewport_size({"width": 420, "height": 900})
-        await page.screenshot(path=str(shots / "live-420.png"), full_page=True)
+    # A second person and a resource, for a screenshot of a working day.
+    bob = await person(dash_server, "bob", "Bob Johnson")
+    other = unique("TASK-BJ")
+    assert (await bob.lock(other, project_id=project, ttl=20))["acquired"]
+    await publish(bob, "task.started", other, project)
+    prompt = unique("review-prompt")
+    await bob.request("resource_put", {"resource_id": prompt, "content": "Review the diff.\n",
+                                       "expected_version": 0, "project_id": project})
+    await bob.request("presence", {"status": "away"})
+    await expect(d.person("bob")).to_have_attribute("data-status", "away")
+    await expect(page.locator(f'#resources button[data-resource="{prompt}"]')).to_contain_text(
+        "v1 · bob")
+    await expect(d.page.locator('#feed li[data-type="resource.updated"]').first).to_contain_text(
+        f"Bob Johnson saved {prompt} (version 1)")
+    await page.screenshot(path=str(shots / "live-1280.png"), full_page=True)
+    await page.set_viewport_size({"width": 420, "height": 900})
+    await page.screenshot(path=str(shots / "live-420.png"), full_page=True)
 
-        await alice.request("unlock", {"task_id": task})
-        await expect(row).to_have_count(0)
-        await expect(d.feed_item(task, "lock.released")).to_contain_text(f"released {task}")
-        await bob.close()
-        await expect(d.person("bob")).to_have_attribute("data-status", "offline")
-    finally:
-        await alice.close()
+    await alice.request("unlock", {"task_id": task})
+    await expect(row).to_have_count(0)
+    await expect(d.feed_item(task, "lock.released")).to_contain_text(f"released {task}")
+    await bob.close()
+    await expect(d.person("bob")).to_have_attribute("data-status", "offline")
+
+    await alice.close()
     await expect(d.person("alice")).to_have_attribute("data-status", "offline")
     assert d.dialogs == [] and d.errors == []
 
@@ -221,38 +233,36 @@ async def test_an_orc_run_in_another_process_shows_in_the_feed(
 
 @browser_only
 async def test_a_reload_shows_the_current_state(dash: Any, dash_server: ServerProc,
-                                                connect_as: Any) -> None:
+                                                person: Any) -> None:
     project, task = unique("acme"), unique("TASK-RL")
-    dave = await connect(connect_as, dash_server, "dave", "Dave Kim")
-    try:
-        assert (await dave.lock(task, project_id=project))["acquired"]
-        await publish(dave, "task.phase", task, project, phase="testing")
-        d: Dash = await dash()
-        await expect(d.lock_row(task)).to_contain_text("Dave Kim")
-        await expect(d.feed_item(task, "task.phase")).to_contain_text(
-            f"Dave Kim moved {task} to testing")
-        await expect(d.person("dave")).to_have_attribute("data-status", "online")
-        await publish(dave, "task.phase", task, project, phase="review")
-        await d.page.reload()
-        await d.ready()
-        await expect(d.lock_row(task)).to_contain_text("Dave Kim")
-        await expect(d.feed_item(task, "task.phase")).to_have_count(2)
-        await expect(d.feed_item(task, "task.phase").first).to_contain_text("to review")
-        await expect(d.person("dave")).to_have_attribute("data-status", "online")
-        await expect(d.page.locator("#project-filter option", has_text=project)).to_have_count(1)
-        await d.page.select_option("#project-filter", project)
-        await expect(d.page.locator("#feed li")).to_have_count(3)  # acquired + two phases
-    finally:
-        await dave.close()
+    dave = await person(dash_server, "dave", "Dave Kim")
+    assert (await dave.lock(task, project_id=project))["acquired"]
+    await publish(dave, "task.phase", task, project, phase="testing")
+    d: Dash = await dash()
+    await expect(d.lock_row(task)).to_contain_text("Dave Kim")
+    await expect(d.feed_item(task, "task.phase")).to_contain_text(
+        f"Dave Kim moved {task} to testing")
+    await expect(d.person("dave")).to_have_attribute("data-status", "online")
+    await publish(dave, "task.phase", task, project, phase="review")
+    await d.page.reload()
+    await d.ready()
+    await expect(d.lock_row(task)).to_contain_text("Dave Kim")
+    await expect(d.feed_item(task, "task.phase")).to_have_count(2)
+    await expect(d.feed_item(task, "task.phase").first).to_contain_text("to review")
+    await expect(d.person("dave")).to_have_attribute("data-status", "online")
+    await expect(d.page.locator("#project-filter option", has_text=project)).to_have_count(1)
+    await d.page.select_option("#project-filter", project)
+    await expect(d.page.locator("#feed li")).to_have_count(3)  # acquired + two phases
+
 
 
 @browser_only
 async def test_a_server_restart_is_survived_and_missed_events_caught_up(
-        dash: Any, start_server: ServerFactory, connect_as: Any, shots: Path) -> None:
+        dash: Any, start_server: ServerFactory, person: Any, shots: Path) -> None:
     first = start_server()
     d: Dash = await dash(server=first)
     project, task = unique("acme"), unique("TASK-RS")
-    erin = await connect(connect_as, first, "erin", "Erin Park")
+    erin = await person(first, "erin", "Erin Park")
     await publish(erin, "task.started", task, project)
     await expect(d.feed_item(task, "task.started")).to_have_count(1)
 
@@ -263,7 +273,7 @@ async def test_a_server_restart_is_survived_and_missed_events_caught_up(
 
     # Meanwhile, the same store served elsewhere takes an event the page cannot see live.
     elsewhere = start_server(store=first.store)
-    erin2 = await connect(connect_as, elsewhere, "erin", "Erin Park")
+    erin2 = await person(elsewhere, "erin", "Erin Park")
     await publish(erin2, "task.phase", task, project, phase="while-you-were-away")
     await erin2.close()
     elsewhere.stop()
@@ -309,99 +319,89 @@ BASE = "one\ntwo\nthree\nfour\nfive\n"
 
 @browser_only
 async def test_conflict_view_diff_shows_both_sides(dash: Any, dash_server: ServerProc,
-                                                   connect_as: Any, shots: Path) -> None:
+                                                   person: Any, shots: Path) -> None:
     d: Dash = await dash()
-    frank = await connect(connect_as, dash_server, "frank", "Frank")
-    try:
-        await _conflict(d, frank, BASE, BASE.replace("two", "TWO (theirs)"),
-                        BASE.replace("four", "FOUR (mine)"))
-        await d.page.get_by_role("button", name="View Diff").click()
-        diff = d.page.locator("#diff")
-        await expect(diff.locator(".diff-line.del")).to_contain_text(["TWO (theirs)", "four"])
-        await expect(diff.locator(".diff-line.add")).to_contain_text(["two", "FOUR (mine)"])
-        await d.page.screenshot(path=str(shots / "conflict-diff.png"))
-        await d.page.get_by_role("button", name="Keep editing").click()
-        await expect(d.page.locator("#conflict")).to_be_hidden()
-        await expect(d.page.locator("#editor-text")).to_have_value(
-            BASE.replace("four", "FOUR (mine)"))
-    finally:
-        await frank.close()
+    frank = await person(dash_server, "frank", "Frank")
+    await _conflict(d, frank, BASE, BASE.replace("two", "TWO (theirs)"),
+                    BASE.replace("four", "FOUR (mine)"))
+    await d.page.get_by_role("button", name="View Diff").click()
+    diff = d.page.locator("#diff")
+    await expect(diff.locator(".diff-line.del")).to_contain_text(["TWO (theirs)", "four"])
+    await expect(diff.locator(".diff-line.add")).to_contain_text(["two", "FOUR (mine)"])
+    await d.page.screenshot(path=str(shots / "conflict-diff.png"))
+    await d.page.get_by_role("button", name="Keep editing").click()
+    await expect(d.page.locator("#conflict")).to_be_hidden()
+    await expect(d.page.locator("#editor-text")).to_have_value(
+        BASE.replace("four", "FOUR (mine)"))
+
 
 
 @browser_only
 async def test_conflict_use_theirs_drops_mine_and_saves_nothing(
-        dash: Any, dash_server: ServerProc, connect_as: Any) -> None:
+        dash: Any, dash_server: ServerProc, person: Any) -> None:
     d: Dash = await dash()
-    frank = await connect(connect_as, dash_server, "frank", "Frank")
-    try:
-        theirs = BASE.replace("two", "2")
-        rid = await _conflict(d, frank, BASE, theirs, "mine entirely\n")
-        await d.page.get_by_role("button", name="Use Theirs").click()
-        await expect(d.page.locator("#editor-text")).to_have_value(theirs)
-        await expect(d.page.locator("#editor-version")).to_have_text("editing version 2")
-        current = await _current(frank, rid)
-        assert (current["version"], current["content"]) == (2, theirs)
-    finally:
-        await frank.close()
+    frank = await person(dash_server, "frank", "Frank")
+    theirs = BASE.replace("two", "2")
+    rid = await _conflict(d, frank, BASE, theirs, "mine entirely\n")
+    await d.page.get_by_role("button", name="Use Theirs").click()
+    await expect(d.page.locator("#editor-text")).to_have_value(theirs)
+    await expect(d.page.locator("#editor-version")).to_have_text("editing version 2")
+    current = await _current(frank, rid)
+    assert (current["version"], current["content"]) == (2, theirs)
+
 
 
 @browser_only
 async def test_conflict_use_mine_saves_over_the_new_version(
-        dash: Any, dash_server: ServerProc, connect_as: Any) -> None:
+        dash: Any, dash_server: ServerProc, person: Any) -> None:
     d: Dash = await dash()
-    frank = await connect(connect_as, dash_server, "frank", "Frank")
-    try:
-        rid = await _conflict(d, frank, BASE, BASE.replace("two", "2"), "mine entirely\n")
-        await d.page.get_by_role("button", name="Use Mine").click()
-        await expect(d.page.locator("#editor-status")).to_have_text("Saved version 3.")
-        current = await _current(frank, rid)
-        assert (current["version"], current["content"]) == (3, "mine entirely\n")
-    finally:
-        await frank.close()
+    frank = await person(dash_server, "frank", "Frank")
+    rid = await _conflict(d, frank, BASE, BASE.replace("two", "2"), "mine entirely\n")
+    await d.page.get_by_role("button", name="Use Mine").click()
+    await expect(d.page.locator("#editor-status")).to_have_text("Saved version 3.")
+    current = await _current(frank, rid)
+    assert (current["version"], current["content"]) == (3, "mine entirely\n")
+
 
 
 @browser_only
 async def test_conflict_merge_without_overlap_saves_both_edits(
-        dash: Any, dash_server: ServerProc, connect_as: Any) -> None:
+        dash: Any, dash_server: ServerProc, person: Any) -> None:
     d: Dash = await dash()
-    frank = await connect(connect_as, dash_server, "frank", "Frank")
-    try:
-        rid = await _conflict(d, frank, BASE, BASE.replace("one", "ONE"),
-                              BASE.replace("five", "FIVE"))
-        await d.page.get_by_role("button", name="Merge").click()
-        await expect(d.page.locator("#editor-status")).to_contain_text(
-            "Merged cleanly with version 2 and saved as version 3")
-        current = await _current(frank, rid)
-        assert (current["version"], current["content"]) == (
-            3, "ONE\ntwo\nthree\nfour\nFIVE\n")
-    finally:
-        await frank.close()
+    frank = await person(dash_server, "frank", "Frank")
+    rid = await _conflict(d, frank, BASE, BASE.replace("one", "ONE"),
+                          BASE.replace("five", "FIVE"))
+    await d.page.get_by_role("button", name="Merge").click()
+    await expect(d.page.locator("#editor-status")).to_contain_text(
+        "Merged cleanly with version 2 and saved as version 3")
+    current = await _current(frank, rid)
+    assert (current["version"], current["content"]) == (
+        3, "ONE\ntwo\nthree\nfour\nFIVE\n")
+
 
 
 @browser_only
 async def test_conflict_merge_with_overlap_leaves_markers_then_saves_on_the_merged_version(
-        dash: Any, dash_server: ServerProc, connect_as: Any, shots: Path) -> None:
+        dash: Any, dash_server: ServerProc, person: Any, shots: Path) -> None:
     d: Dash = await dash()
-    frank = await connect(connect_as, dash_server, "frank", "Frank")
-    try:
-        rid = await _conflict(d, frank, BASE, BASE.replace("three", "THREE (theirs)"),
-                              BASE.replace("three", "three (mine)"))
-        await d.page.get_by_role("button", name="Merge").click()
-        status = d.page.locator("#editor-status")
-        await expect(status).to_contain_text("1 conflict(s) left")
-        text = await d.page.locator("#editor-text").input_value()
-        assert "<<<<<<< mine\nthree (mine)\n=======\nTHREE (theirs)\n>>>>>>> version 2" in text
-        await d.page.screenshot(path=str(shots / "merge-markers.png"))
-        await d.page.locator("#editor-save").click()  # markers still there: warned first
-        await expect(status).to_contain_text("still has conflict markers")
-        resolved = BASE.replace("three", "three (both)")
-        await d.page.locator("#editor-text").fill(resolved)
-        await d.page.locator("#editor-save").click()
-        await expect(status).to_have_text("Saved version 3.")
-        current = await _current(frank, rid)
-        assert (current["version"], current["content"]) == (3, resolved)
-    finally:
-        await frank.close()
+    frank = await person(dash_server, "frank", "Frank")
+    rid = await _conflict(d, frank, BASE, BASE.replace("three", "THREE (theirs)"),
+                          BASE.replace("three", "three (mine)"))
+    await d.page.get_by_role("button", name="Merge").click()
+    status = d.page.locator("#editor-status")
+    await expect(status).to_contain_text("1 conflict(s) left")
+    text = await d.page.locator("#editor-text").input_value()
+    assert "<<<<<<< mine\nthree (mine)\n=======\nTHREE (theirs)\n>>>>>>> version 2" in text
+    await d.page.screenshot(path=str(shots / "merge-markers.png"))
+    await d.page.locator("#editor-save").click()  # markers still there: warned first
+    await expect(status).to_contain_text("still has conflict markers")
+    resolved = BASE.replace("three", "three (both)")
+    await d.page.locator("#editor-text").fill(resolved)
+    await d.page.locator("#editor-save").click()
+    await expect(status).to_have_text("Saved version 3.")
+    current = await _current(frank, rid)
+    assert (current["version"], current["content"]) == (3, resolved)
+
 
 
 # -- hostile text and the token ------------------------------------------------------------
@@ -409,33 +409,35 @@ async def test_conflict_merge_with_overlap_leaves_markers_then_saves_on_the_merg
 
 @browser_only
 async def test_hostile_names_and_payloads_are_shown_as_text(
-        dash: Any, dash_server: ServerProc, connect_as: Any, shots: Path) -> None:
+        dash: Any, dash_server: ServerProc, person: Any, shots: Path) -> None:
     d: Dash = await dash()
     project, task = unique("acme"), unique("TASK-X")
-    mallory = await connect(connect_as, dash_server, "mallory", HOSTILE)
-    try:
-        await publish(mallory, "task.phase", task, project, phase="<script>alert(2)</script>")
-        await publish(mallory, "task.failed", task, project, exit_code=HOSTILE,
-                      signal="<b onmouseover=alert(3)>KILL</b>")
-        await publish(mallory, "task.transcript", task, project, role="stdout",
-                      content=HOSTILE)
-        await mallory.request("resource_put", {"resource_id": unique("evil"),
-                                               "content": HOSTILE, "expected_version": 0,
-                                               "project_id": project})
-        await d.page.locator("#show-output").check()
-        await expect(d.person("mallory")).to_contain_text(HOSTILE)
-        await expect(d.feed_item(task, "task.phase")).to_contain_text(
-            f"{HOSTILE} moved {task} to <script>alert(2)</script>")
-        await expect(d.feed_item(task, "task.failed")).to_contain_text(
-            "(signal <b onmouseover=alert(3)>KILL</b>)")
-        await expect(d.feed_item(task, "task.transcript")).to_contain_text(HOSTILE)
-        await d.page.locator("#resources button", has_text="evil").click()
-        await expect(d.page.locator("#editor-text")).to_have_value(HOSTILE)
-        await d.page.screenshot(path=str(shots / "hostile.png"), full_page=True)
-        board = d.page.locator("#board")
-        assert await board.locator("img, script:not([src]), b").count() == 0
-    finally:
-        await mallory.close()
+    mallory = await person(dash_server, "mallory", HOSTILE)
+    refused = await mallory.request("event", {"event_type": "task.started", "task_id": HOSTILE,
+                                              "project_id": project, "payload": {}})
+    assert refused["data"]["code"] == protocol.INVALID_MESSAGE  # ids never carry markup
+    await publish(mallory, "task.phase", task, project, phase="<script>alert(2)</script>")
+    await publish(mallory, "task.failed", task, project, exit_code=HOSTILE,
+                  signal="<b onmouseover=alert(3)>KILL</b>")
+    await publish(mallory, "task.transcript", task, project, role="stdout",
+                  content=HOSTILE)
+    await mallory.request("resource_put", {"resource_id": unique("evil"),
+                                           "content": HOSTILE, "expected_version": 0,
+                                           "project_id": project})
+    await d.page.locator("#show-output").check()
+    await expect(d.person("mallory")).to_contain_text(HOSTILE)
+    await expect(d.feed_item(task, "task.phase")).to_contain_text(
+        f"{HOSTILE} moved {task} to <script>alert(2)</script>")
+    await expect(d.feed_item(task, "task.failed")).to_contain_text(
+        "(signal <b onmouseover=alert(3)>KILL</b>)")
+    await expect(d.feed_item(task, "task.transcript")).to_contain_text(HOSTILE)
+    await d.page.locator("#resources button", has_text="evil").click()
+    await expect(d.page.locator("#editor-text")).to_have_value(HOSTILE)
+    await d.page.screenshot(path=str(shots / "hostile.png"), full_page=True)
+    board = d.page.locator("#board")
+    assert await board.locator("img, script:not([src]), b").count() == 0
+
+    await mallory.close()
     await expect(d.person("mallory")).to_have_attribute("data-status", "offline")
     assert d.dialogs == [] and d.errors == []
 

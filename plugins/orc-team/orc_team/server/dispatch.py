@@ -292,10 +292,9 @@ class Dispatcher:
         self.presence.touch(req.conn)
         f = req.fields
         resource_id, content = f.resource_id(), f.content()
-        expected = f.version("expected_version", lowest=0)
-        if expected is None:
-            raise f.fail("data.expected_version is required: the version you started from "
-                         "(0 creates the resource)")
+        expected = f.version("expected_version", lowest=0, required="the version you "
+                             "started from (0 creates the resource)")
+        assert expected is not None
         project = f.name("project_id")
         made = await self.resources.put(resource_id, content, expected, req.conn.holder,
                                         project)
@@ -306,10 +305,9 @@ class Dispatcher:
         self.presence.touch(req.conn)
         f = req.fields
         resource_id, content = f.resource_id(), f.content()
-        base = f.version("base_version", lowest=0)
-        if base is None:
-            raise f.fail("data.base_version is required: the version your content was made "
-                         "from")
+        base = f.version("base_version", lowest=0, required="the version your content was "
+                         "made from")
+        assert base is not None
         req.reply(await self.resources.merge(resource_id, base, content))
 
 
