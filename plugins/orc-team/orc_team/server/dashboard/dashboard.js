@@ -485,7 +485,7 @@ function what(data) {
     case "task.phase": return ["moved ", task, " to ", el("em", {}, text(p.phase))];
     case "lock.acquired": return ["locked ", task];
     case "lock.released": return [p.forced_by ? "force-released " : "released ", task];
-    case "lock.expired": return ["’s lock on ", task, " expired"];
+    case "lock.expired": return ["'s lock on ", task, " expired"];
     case "lock.stolen": return ["took ", task, " from ", text(p.old_owner)];
     case "resource.updated": return ["saved ", el("strong", {}, text(p.resource_id)),
       el("span", { class: "muted" }, ` (version ${text(String(p.version ?? "?"))})`)];
