@@ -43,10 +43,10 @@ export function diffLines(aText, bText) {
     while (i < n || j < m) {
       if (i < n && j < m && am[i] === bm[j]) {
         ops.push({ op: " ", text: am[i] }); i++; j++;
-      } else if (j < m && (i === n || lcs[i * w + j + 1] >= lcs[(i + 1) * w + j])) {
-        ops.push({ op: "+", text: bm[j] }); j++;
+      } else if (i < n && (j === m || lcs[(i + 1) * w + j] >= lcs[i * w + j + 1])) {
+        ops.push({ op: "-", text: am[i] }); i++; // removals first on a tie, as diff -u shows
       } else {
-        ops.push({ op: "-", text: am[i] }); i++;
+        ops.push({ op: "+", text: bm[j] }); j++;
       }
     }
   }
