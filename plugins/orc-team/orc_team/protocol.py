@@ -46,6 +46,13 @@ PING = "ping"
 RESOURCE_GET = "resource_get"
 RESOURCE_PUT = "resource_put"
 RESOURCE_LIST = "resource_list"
+RESOURCE_MERGE = "resource_merge"
+"""``{resource_id, base_version, content}``: the server's three-way merge (``git merge-file``)
+of ``content`` (made from ``base_version``) with the current version, answered by ``merged``
+``{resource_id, version, base_version, content, conflicts}`` (``version``: the one merged with,
+to save against; ``conflicts``: how many are left between markers).  For clients without git
+(the dashboard); nothing is saved."""
+MERGED = "merged"
 RESOURCE = "resource"
 RESOURCES = "resources"
 LOCK_RESULT = "lock_result"
@@ -58,6 +65,7 @@ REPLY_TYPES: dict[str, str] = {
     SUBSCRIBE: "subscribed", UNSUBSCRIBE: "unsubscribed", LOCK: LOCK_RESULT,
     UNLOCK: UNLOCK_RESULT, PRESENCE: PRESENCE, EVENT: ACK, EVENTS: ACKS, PING: "pong",
     RESOURCE_GET: RESOURCE, RESOURCE_PUT: RESOURCE, RESOURCE_LIST: RESOURCES,
+    RESOURCE_MERGE: MERGED,
 }
 """Each message type a client sends, and the type of the server's reply to it (or ``error``)."""
 CLIENT_TYPES = tuple(REPLY_TYPES)
@@ -77,6 +85,16 @@ RESOURCE_UPDATED = "resource.updated"
 to the subscribers of the version's project and kept in its stream (``task_id`` null)."""
 RESERVED_EVENT_PREFIXES = ("lock.", "presence.", "resource.")
 PRESENCE_STATUSES = ("online", "away", "active")
+ALL_PROJECTS = "all_projects"
+"""``subscribe {all_projects: true}``: every project's live events (and those of no project),
+for a view of the whole team (the dashboard).  Its ``subscribed`` lists ``projects``
+(``[{project_id, epoch, last_offset}]``) to catch up from with ``GET /api/events``; it takes
+no ``since``.  ``unsubscribe {all_projects: true}`` ends it."""
+SUBPROTOCOL = "orc-team"
+"""The WebSocket subprotocol a browser asks for: a page cannot set ``Authorization``, and a
+``?token=`` would put the token in a URL.  It offers ``[SUBPROTOCOL, BEARER_PREFIX + token]``
+and the server, having read the token from the second, selects the first."""
+BEARER_PREFIX = "orc-team.bearer."
 
 # -- error codes ----------------------------------------------------------------------------
 

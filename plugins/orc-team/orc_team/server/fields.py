@@ -81,9 +81,12 @@ class Fields:
                             f"UTF-8; this is {size}")
         return value
 
-    def version(self, key: str, *, lowest: int) -> int | None:
-        """A resource version: None when absent, else a whole number from ``lowest``."""
+    def version(self, key: str, *, lowest: int, required: str | None = None) -> int | None:
+        """A resource version: None when absent (refused, saying ``required``, when given),
+        else a whole number from ``lowest``."""
         if self.data.get(key) is None:
+            if required is not None:
+                raise self.fail(f"data.{key} is required: {required}")
             return None
         return self.integer(key, 0, lowest, MAX_SINCE)
 

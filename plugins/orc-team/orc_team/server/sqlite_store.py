@@ -501,6 +501,10 @@ class SQLiteStore:
                               (project_id,)).fetchone()
         return Stream(epoch, last, last + 1 if row[0] is None else int(row[0]))
 
+    async def projects(self) -> list[str]:
+        rows = self.db.execute("SELECT project_id FROM projects ORDER BY project_id").fetchall()
+        return [row[0] for row in rows]
+
     async def next_offset(self, project_id: str) -> int:
         with self._tx():
             return self._take_offset(project_id)
