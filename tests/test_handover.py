@@ -184,13 +184,13 @@ def test_hold_warns_sets_lease_behind_and_refuses_when_required(
         worktrees: tuple[Path, Path], caplog: pytest.LogCaptureFixture) -> None:
     main, feature = worktrees
     sha = run_and_commit(feature, "T-10", "feature work")
-    with caplog.at_level(logging.WARNING, logger="orc_git.lease"):
-        with orc_git.hold("T-10", context=Context.discover(main)) as lease:
-            assert lease.behind is not None and lease.behind.commit == sha
+    with (caplog.at_level(logging.WARNING, logger="orc_git.lease"),
+          orc_git.hold("T-10", context=Context.discover(main)) as lease):
+        assert lease.behind is not None and lease.behind.commit == sha
     assert any(sha[:12] in r.getMessage() for r in caplog.records)
-    with pytest.raises(Behind) as caught:
-        with orc_git.hold("T-10", context=Context.discover(main), require_latest=True):
-            raise AssertionError("entered while behind")
+    with (pytest.raises(Behind) as caught,
+          orc_git.hold("T-10", context=Context.discover(main), require_latest=True)):
+        raise AssertionError("entered while behind")
     assert caught.value.head is not None and caught.value.head.commit == sha
     assert orc("lock", "status", "T-10", cwd=main).stdout.startswith("T-10: not locked")
     with orc_git.hold("T-10", context=Context.discover(feature), require_latest=True) as lease:
@@ -237,7 +237,7 @@ def test_the_hook_report_names_tasks_left_behind(worktrees: tuple[Path, Path]) -
     env = {**os.environ, "ORC_PYTHON": sys.executable}
     proc = subprocess.run([str(script), "T-12"], cwd=main, env=env, capture_output=True,
                           text=True, timeout=60)
-    assert proc.returncode == 0 and f"warning: T-12: its last holder" in proc.stderr
+    assert proc.returncode == 0 and "warning: T-12: its last holder" in proc.stderr
     (main / ".orc" / "local" / "config.yaml").write_text("lock: {require_latest: true}\n")
     proc = subprocess.run([str(script), "T-12"], cwd=main, env=env, capture_output=True,
                           text=True, timeout=60)
