@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from orc_git.errors import LeaseLost, LockerUnavailable, LockHeld, NotOwner, OrcError
-from orc_git.handover import Handover
+from orc_git.handover import Handover, head_from
 from orc_git.identity import process_start_time
 from orc_git.locking.info import Answer, LockInfo
 from orc_git.taskid import check_task_id
@@ -179,7 +179,7 @@ class WebSocketLocker:
         data: dict[str, Any] = {"task_id": task_id}
         if force:
             data["force"] = True
-        head = self._head(held)
+        head = self._head(task_id, held)
         if head is not None:
             data["head"] = head
         try:
@@ -208,12 +208,19 @@ class WebSocketLocker:
             log.warning("%s: the lease had already expired on the team server", task_id)
         return released
 
-    def _head(self, held: Held | None) -> dict[str, Any] | None:
+    def _head(self, task_id: str, held: Held | None) -> dict[str, Any] | None:
         """What an ``unlock`` says of this checkout's ``HEAD``; None (the server keeps the
-        last head) when it still lacks the head the lease was acquired behind."""
+        last head) when it still lacks the head the lease was acquired behind, which a
+        release for another process (``orc lock release``) asks the server for."""
         if self.handover is None:
             return None
-        last = held.info.last_head if held is not None else None
+        if held is not None:
+            last = held.info.last_head
+        else:
+            try:
+                last = head_from(self.http.lock(task_id).get("last_head"))
+            except OrcError:
+                last = None
         head = self.handover.to_leave(last)
         if head is None or head is last:
             return None
