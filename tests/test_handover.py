@@ -275,3 +275,61 @@ def test_a_conflicting_merge_stops_and_leaves_the_repository_as_git_left_it(
     assert "<<<<<<<" in (main / "f").read_text()
     assert not (main / "ran").exists()
     assert orc("lock", "status", "T-15", cwd=main).stdout.startswith("T-15: not locked")
+
+
+def test_last_head_round_trips_through_a_lease_and_a_bad_one_is_only_dropped() -> None:
+    from orc_git.handover import Head
+    from orc_git.locking import lockyaml
+    from orc_git.locking.info import LockInfo
+
+    head = Head("ab" * 20, "origin/main", "bob@box", "2026-12-03T08:19:21Z")
+    info = LockInfo("T", owner="alice@box", user="alice", host="box", pid=1, pid_started=1.0,
+                    acquired_at="2026-12-03T08:19:21Z", heartbeat_at="2026-12-03T08:19:21Z",
+                    ttl=60, token=3, last_head=head)
+    raw = lockyaml.render(info)
+    assert lockyaml.parse(raw, "T").last_head == head
+    bad = raw.replace(b'"commit": "' + b"ab" * 20, b'"commit": "-x')
+    parsed = lockyaml.parse(bad, "T")  # still a readable, live lease
+    assert parsed.last_head is None and parsed.token == 3
+    tomb = lockyaml.tombstone(info, head._replace(by="carol@box"))
+    assert tomb.startswith(lockyaml.DEAD)
+    assert parse_head_line(tomb) == head._replace(by="carol@box")
+
+
+def test_a_forced_release_of_another_holders_lease_keeps_the_head_it_was_handed(
+        worktrees: tuple[Path, Path], tmp_path: Path) -> None:
+    main, feature = worktrees
+    sha = run_and_commit(feature, "T-16", "feature work")
+    bob = identity_env(tmp_path, "bob")
+    assert orc("lock", "acquire", "T-16", cwd=main, env=bob).returncode == 0  # handed sha
+    done = orc("lock", "release", "T-16", "--force", cwd=feature)  # alice, not the holder
+    assert done.returncode == 0, done.stderr
+    assert tombstone_head(main, "T-16")["commit"] == sha
+
+
+def test_a_renewed_lease_still_records_its_head(worktrees: tuple[Path, Path]) -> None:
+    main, _ = worktrees
+    sha = git("rev-parse", "HEAD", cwd=main).strip()
+    with orc_git.hold("T-17", context=Context.discover(main)) as lease:
+        lease.locker.heartbeat("T-17")  # the lease file is replaced, then released in place
+    assert tombstone_head(main, "T-17")["commit"] == sha
+    sizes = []
+    for _ in range(3):  # steady cycles: a grant writes over its tombstone, never shorter
+        with orc_git.hold("T-17", context=Context.discover(main)):
+            sizes.append(lock_path(main, "T-17").stat().st_size)
+        sizes.append(lock_path(main, "T-17").stat().st_size)
+    assert sizes[1:] == [sizes[1]] * 5, sizes
+    assert tombstone_head(main, "T-17")["commit"] == sha
+
+
+def test_declining_the_offer_goes_on_behind(worktrees: tuple[Path, Path]) -> None:
+    main, feature = worktrees
+    sha = run_and_commit(feature, "T-18", "feature work")
+    before = git("rev-parse", "HEAD", cwd=main).strip()
+    with tty_orc("lock", "run", "T-18", "--", "touch", "ran", cwd=main,
+                 other_parent=False) as (proc, tty):
+        tty.until("[Y/n]")
+        os.write(tty.fd, b"n\n")
+        assert proc.wait(60) == 0, tty.rest()
+    assert (main / "ran").exists()
+    assert git("rev-parse", "HEAD", cwd=main).strip() == before != sha
