@@ -179,7 +179,9 @@ class WebSocketLocker:
         data: dict[str, Any] = {"task_id": task_id}
         if force:
             data["force"] = True
-        head = self._head(task_id, held)
+        # A forced release of a lease this process did not take records nothing: the head
+        # is the holder's to leave, not ours (as a forced release of a file lease).
+        head = None if force and held is None else self._head(task_id, held)
         if head is not None:
             data["head"] = head
         try:
