@@ -29,6 +29,8 @@ def subjects(repo: Path) -> dict[str, Callable[[], None]]:
     import orc_git
 
     locker = file_locker(repo)
+    headless = file_locker(repo)
+    headless.handover = None  # records no HEAD: what the handover costs a cycle
     fl_path = str(repo / ".orc" / "local" / "bench.filelock")
     reused = filelock.FileLock(fl_path)
     floor_dir = repo / ".orc" / "tasks" / "FLOOR"
@@ -43,6 +45,10 @@ def subjects(repo: Path) -> dict[str, Callable[[], None]]:
     def file_locker_cycle() -> None:
         locker.acquire("BENCH-LOCKER")
         locker.release("BENCH-LOCKER")
+
+    def headless_cycle() -> None:
+        headless.acquire("BENCH-HEADLESS")
+        headless.release("BENCH-HEADLESS")
 
     def filelock_new() -> None:
         lock = filelock.FileLock(fl_path)
@@ -60,6 +66,7 @@ def subjects(repo: Path) -> dict[str, Callable[[], None]]:
     return {
         "orc_git.hold() (public API)": hold,
         "FileLocker.acquire+release": file_locker_cycle,
+        "FileLocker, no HEAD recorded": headless_cycle,
         "filelock.FileLock, new object": filelock_new,
         "filelock.FileLock, reused object": filelock_reused,
         "os.open O_EXCL+close+unlink (floor)": raw_excl,
@@ -110,6 +117,8 @@ def main() -> None:
         ["hold() / filelock (new object)", f"{hold / new:.2f}x", f">= {TARGET}x"],
         ["hold() / filelock (reused object)", f"{hold / reused:.2f}x", f">= {TARGET}x"],
         ["FileLocker / filelock (reused object)", f"{locker / reused:.2f}x", ""],
+        ["FileLocker with HEAD / without (handover)",
+         f"{locker / med['FileLocker, no HEAD recorded']:.2f}x", ""],
         ["hold() / O_EXCL floor", f"{hold / floor:.2f}x", ""],
     ])
 

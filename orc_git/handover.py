@@ -209,6 +209,7 @@ class Handover:
         self._common = os.fspath(repo.common_dir)
         self._cached: tuple[tuple[object, ...], Head | None] = ((), None)
         self._contained: set[tuple[str, str]] = set()  # (commit, head): ancestry never changes
+        self._left: Head | None = None  # the head this worktree's last release recorded
 
     def head(self) -> Head | None:
         """This worktree's ``HEAD`` (None before its first commit, or outside git).  Cached
@@ -238,7 +239,9 @@ class Handover:
         """``last`` when this worktree's ``HEAD`` lacks it (a commit unknown here included),
         else None.  One ``git merge-base --is-ancestor`` when the commits differ; None when
         git cannot be run at all (nothing can be told, nothing is refused)."""
-        if last is None:
+        if last is None or (head is None and last == self._left):
+            # What this worktree itself left (the next cycle of a holder in a loop): HEAD is not
+            # read again; only a HEAD moved back since that release would have been missed.
             return None
         head = head or self.head()
         if head is not None and (last.commit == head.commit
@@ -291,7 +294,8 @@ class Handover:
             return last
         if last is not None and self.behind(last, mine) is not None:
             return last
-        return _signed(mine.commit, mine.branch, by, int(time.time()))
+        left = self._left = _signed(mine.commit, mine.branch, by, int(time.time()))
+        return left
 
 
 def behind_message(task_id: str, head: Head) -> str:

@@ -333,3 +333,16 @@ def test_declining_the_offer_goes_on_behind(worktrees: tuple[Path, Path]) -> Non
         assert proc.wait(60) == 0, tty.rest()
     assert (main / "ran").exists()
     assert git("rev-parse", "HEAD", cwd=main).strip() == before != sha
+
+
+def test_a_holder_in_a_loop_still_sees_another_worktrees_release(
+        worktrees: tuple[Path, Path]) -> None:
+    """The next cycle of one holder skips reading HEAD only for the head it left itself."""
+    main, feature = worktrees
+    ctx = Context.discover(main)
+    for _ in range(2):
+        with orc_git.hold("T-19", context=ctx) as lease:
+            assert lease.behind is None
+    sha = run_and_commit(feature, "T-19", "feature work")
+    with orc_git.hold("T-19", context=ctx) as lease:
+        assert lease.behind is not None and lease.behind.commit == sha
