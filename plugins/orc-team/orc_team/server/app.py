@@ -191,7 +191,8 @@ async def lock_view(request: web.Request) -> web.Response:
     lock = await store.get_lock(task_id, time.time())
     return web.json_response({"task_id": task_id, "locked": lock is not None,
                               "lock": lock_json(lock, store.domain) if lock else None,
-                              "lock_domain": store.domain})
+                              "lock_domain": store.domain,
+                              "last_head": await store.last_head(task_id)})
 
 
 async def presence_view(request: web.Request) -> web.Response:

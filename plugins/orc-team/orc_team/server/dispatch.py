@@ -232,8 +232,8 @@ class Dispatcher:
     async def on_unlock(self, req: Request) -> None:
         self.presence.touch(req.conn)
         f = req.fields
-        task_id, force = f.task_id(), f.flag("force")
-        await self.locks.unlock(req.conn, req.env.id, req.reply, task_id, force)
+        task_id, force, head = f.task_id(), f.flag("force"), f.head()
+        await self.locks.unlock(req.conn, req.env.id, req.reply, task_id, force, head)
 
     async def on_event(self, req: Request) -> None:
         """One event; a refusal is the reply's error, as it always was."""
