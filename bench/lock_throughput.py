@@ -10,6 +10,7 @@ median over the rounds.  Target: ``orc_git.hold`` at least 2x the cycles/s of ``
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,8 @@ def subjects(repo: Path) -> dict[str, Callable[[], None]]:
     import orc_git
 
     locker = file_locker(repo)
+    headless = file_locker(repo)
+    headless.handover = None  # records no HEAD: what the handover costs a cycle
     fl_path = str(repo / ".orc" / "local" / "bench.filelock")
     reused = filelock.FileLock(fl_path)
     floor_dir = repo / ".orc" / "tasks" / "FLOOR"
@@ -42,6 +45,10 @@ def subjects(repo: Path) -> dict[str, Callable[[], None]]:
     def file_locker_cycle() -> None:
         locker.acquire("BENCH-LOCKER")
         locker.release("BENCH-LOCKER")
+
+    def headless_cycle() -> None:
+        headless.acquire("BENCH-HEADLESS")
+        headless.release("BENCH-HEADLESS")
 
     def filelock_new() -> None:
         lock = filelock.FileLock(fl_path)
@@ -59,6 +66,7 @@ def subjects(repo: Path) -> dict[str, Callable[[], None]]:
     return {
         "orc_git.hold() (public API)": hold,
         "FileLocker.acquire+release": file_locker_cycle,
+        "FileLocker, no HEAD recorded": headless_cycle,
         "filelock.FileLock, new object": filelock_new,
         "filelock.FileLock, reused object": filelock_reused,
         "os.open O_EXCL+close+unlink (floor)": raw_excl,
@@ -82,6 +90,10 @@ def main() -> None:
     from orc_git.locking.heartbeat import shared_heartbeater
 
     with scratch_repo("throughput") as repo:
+        # A commit, as in any repository with work in it: every release then records the
+        # holder's HEAD in its tombstone and every grant compares it with this one's.
+        subprocess.run(["git", "-c", "user.name=bench", "-c", "user.email=bench@example.com",
+                        "commit", "-q", "--allow-empty", "-m", "base"], cwd=repo, check=True)
         subs = subjects(repo)
         for cycle in subs.values():  # warm up: imports, caches, the heartbeat thread
             rate(cycle, 0.05)
@@ -105,6 +117,8 @@ def main() -> None:
         ["hold() / filelock (new object)", f"{hold / new:.2f}x", f">= {TARGET}x"],
         ["hold() / filelock (reused object)", f"{hold / reused:.2f}x", f">= {TARGET}x"],
         ["FileLocker / filelock (reused object)", f"{locker / reused:.2f}x", ""],
+        ["FileLocker with HEAD / without (handover)",
+         f"{locker / med['FileLocker, no HEAD recorded']:.2f}x", ""],
         ["hold() / O_EXCL floor", f"{hold / floor:.2f}x", ""],
     ])
 

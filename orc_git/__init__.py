@@ -12,18 +12,19 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from orc_git.context import Context
-    from orc_git.errors import LeaseLost, LockHeld, OrcError
+    from orc_git.errors import Behind, LeaseLost, LockHeld, OrcError
     from orc_git.executor.api import run_context
     from orc_git.lease import Lease, hold
     from orc_git.locking.info import LockEvent, LockInfo
     from orc_git.plugin.hookspecs import hookimpl
     from orc_git.state import set_state
 
-__all__ = ["Context", "Lease", "LeaseLost", "LockEvent", "LockHeld", "LockInfo", "OrcError",
-           "hold", "hookimpl", "run_context", "set_state"]
+__all__ = ["Behind", "Context", "Lease", "LeaseLost", "LockEvent", "LockHeld", "LockInfo",
+           "OrcError", "hold", "hookimpl", "run_context", "set_state"]
 
 _LAZY = {
-    "Context": "orc_git.context", "LeaseLost": "orc_git.errors", "LockHeld": "orc_git.errors",
+    "Behind": "orc_git.errors", "Context": "orc_git.context", "LeaseLost": "orc_git.errors",
+    "LockHeld": "orc_git.errors",
     "OrcError": "orc_git.errors", "hookimpl": "orc_git.plugin.hookspecs", "Lease": "orc_git.lease",
     "hold": "orc_git.lease", "LockEvent": "orc_git.locking.info",
     "LockInfo": "orc_git.locking.info", "set_state": "orc_git.state",

@@ -142,6 +142,18 @@ class Config:
             )
         return float(value)
 
+    @property
+    def require_latest(self) -> bool:
+        """``lock.require_latest``: refuse an acquire whose checkout lacks the last holder's
+        commit (as ``--require-latest`` does)."""
+        value = self.get("lock.require_latest", False)
+        if not isinstance(value, bool):
+            raise ConfigError(
+                f"lock.require_latest must be true or false (got {value!r} from "
+                f"{self.sources.get('lock.require_latest', 'defaults')})"
+            )
+        return value
+
     def resolve_mode(self) -> tuple[str, str]:
         """The mode and a sentence saying why, in the documented order of precedence."""
         mode = self.get("mode")

@@ -14,6 +14,7 @@ from orc_git.errors import PluginMissing
 from orc_git.repo import RepoPaths, find_repo
 
 if TYPE_CHECKING:
+    from orc_git.handover import Handover
     from orc_git.identity import Holder, Identity
     from orc_git.locking.base import Locker
     from orc_git.locking.filelocker import FileLocker
@@ -109,20 +110,28 @@ class Context:
             return [f"a plugin failed adding to the {hook} report: {exc}"]
         return [str(line) for result in results if result for line in result]
 
+    @functools.cached_property
+    def handover(self) -> Handover:
+        """This worktree's ``HEAD``, which releases record and acquires compare with."""
+        from orc_git.handover import Handover
+
+        return Handover(self.repo)
+
     def lock_store(self) -> FileLockStore:
         """This clone's file leases to read and clean, without the locker that grants them: the
         git hooks' report lists stale leases through it and never imports the locker."""
         from orc_git.locking.filestore import FileLockStore
 
         return FileLockStore(self.repo.lock_root, self.holder(), ttl=self.ttl,
-                             events=self.emit, mode=self.mode, domain_dir=self.repo.local_dir)
+                             events=self.emit, mode=self.mode, domain_dir=self.repo.local_dir,
+                             handover=self.handover)
 
     def file_locker(self, pid: int | None = None) -> FileLocker:
         from orc_git.locking.filelocker import FileLocker
 
         return FileLocker(self.repo.lock_root, self.holder(pid), ttl=self.ttl,
                           events=self.emit, mode=self.mode, user_owns=pid is not None,
-                          domain_dir=self.repo.local_dir)
+                          domain_dir=self.repo.local_dir, handover=self.handover)
 
     def locker(self, pid: int | None = None) -> Locker:
         """The mode's locker; ``pid`` names the holding process when it is not this one.

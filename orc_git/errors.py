@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from orc_git.handover import Head
     from orc_git.locking.info import LockInfo
 
 EXIT_OK = 0
@@ -97,6 +98,18 @@ class Cancelled(LockHeld):
 
 class GuardBusy(LockHeld):
     """Another process has held a task's guard too long (stopped mid-update?)."""
+
+
+class Behind(Refused):
+    """The last holder of a task left commits this checkout's ``HEAD`` lacks, and the latest
+    was required (``--require-latest``, ``lock.require_latest``) or could not be merged.
+    ``head`` is what they left (:class:`orc_git.handover.Head`)."""
+
+    code = "BEHIND"
+
+    def __init__(self, message: str, head: Head | None = None) -> None:
+        super().__init__(message)
+        self.head = head
 
 
 class NotOwner(Refused):

@@ -21,12 +21,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from orc_git.context import default_context
-from orc_git.errors import LeaseLost, LockHeld, OrcError, TimedOut
+from orc_git.errors import Behind, LeaseLost, LockHeld, OrcError, TimedOut
+from orc_git.handover import behind_message
 from orc_git.locking.heartbeat import shared_heartbeater
 from orc_git.locking.wait import wait_free
 
 if TYPE_CHECKING:
     from orc_git.context import Context
+    from orc_git.handover import Head
     from orc_git.locking.base import Locker
     from orc_git.locking.info import LockInfo
 
@@ -46,6 +48,8 @@ class Lease:
         self.lost = False  # set by the heartbeat thread; a plain flag, read without a lock
         self.error: OrcError | None = None
         self.released = False
+        self.behind: Head | None = None
+        """The head the last holder left that this checkout lacked at acquire, if any."""
 
     @property
     def token(self) -> int | None:
@@ -132,14 +136,15 @@ class Holding:
     A class rather than ``@contextmanager``: this is the lease fast path, where the generator
     machinery is a measurable share of a cycle (``docs/benchmarks.md``)."""
 
-    __slots__ = ("_context", "_lease", "_on_lost", "_repo", "_task_id", "_timeout", "_ttl",
-                 "_wait")
+    __slots__ = ("_context", "_latest", "_lease", "_on_lost", "_repo", "_task_id", "_timeout",
+                 "_ttl", "_wait")
 
     def __init__(self, task_id: str, wait: bool, timeout: float | None, ttl: int | None,
                  on_lost: LostCallback | None, repo: str | os.PathLike[str] | None,
-                 context: Context | None) -> None:
+                 context: Context | None, require_latest: bool | None = None) -> None:
         self._task_id, self._wait, self._timeout, self._ttl = task_id, wait, timeout, ttl
         self._on_lost, self._repo, self._context = on_lost, repo, context
+        self._latest = require_latest
         self._lease: Lease | None = None
 
     def __enter__(self) -> Lease:
@@ -148,7 +153,17 @@ class Holding:
         ttl = ctx.ttl if self._ttl is None else self._ttl
         info = acquire_waiting(locker, self._task_id, ttl=ttl, wait=self._wait,
                                timeout=self._timeout)
-        lease = self._lease = Lease(locker, info, ctx.heartbeat_interval(ttl), self._on_lost)
+        lease = Lease(locker, info, ctx.heartbeat_interval(ttl), self._on_lost)
+        if info.last_head is not None:
+            lease.behind = behind = ctx.handover.behind(info.last_head)
+            if behind is not None:
+                message = behind_message(self._task_id, behind)
+                latest = ctx.config.require_latest if self._latest is None else self._latest
+                if latest:
+                    lease.release()
+                    raise Behind(f"{message}; refused (the latest is required)", behind)
+                log.warning("%s", message)
+        self._lease = lease
         if ctx.mode != "solo":
             shared_heartbeater().add(lease)
         return lease
@@ -161,6 +176,9 @@ class Holding:
 def hold(task_id: str, *, wait: bool = False, timeout: float | None = None,
          ttl: int | None = None, on_lost: LostCallback | None = None,
          repo: str | os.PathLike[str] | None = None,
-         context: Context | None = None) -> Holding:
-    """Hold ``task_id``'s lock for the length of a ``with`` block (see the module docstring)."""
-    return Holding(task_id, wait, timeout, ttl, on_lost, repo, context)
+         context: Context | None = None, require_latest: bool | None = None) -> Holding:
+    """Hold ``task_id``'s lock for the length of a ``with`` block (see the module docstring).
+    When the last holder left commits this checkout lacks, a warning is logged and
+    ``lease.behind`` says what they left; with ``require_latest`` (default: the config's
+    ``lock.require_latest``) :class:`~orc_git.errors.Behind` is raised instead."""
+    return Holding(task_id, wait, timeout, ttl, on_lost, repo, context, require_latest)

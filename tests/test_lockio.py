@@ -25,7 +25,8 @@ def body(task: str = "T", token: int = 1, note: str = "") -> bytes:
 def test_create_claims_once_then_refuses(tmp_path: Path) -> None:
     calls: list[int] = []
 
-    def content() -> bytes:
+    def content(previous: bytes) -> bytes:
+        assert previous == b""  # a new file: no tombstone to carry anything on from
         calls.append(1)
         return body()
 
@@ -39,7 +40,7 @@ def test_create_claims_once_then_refuses(tmp_path: Path) -> None:
 
 
 def test_release_is_a_tombstone_and_a_grant_writes_over_it_in_place(tmp_path: Path) -> None:
-    written = lockio.create(str(tmp_path), lambda: body(note="x" * 100))
+    written = lockio.create(str(tmp_path), lambda _: body(note="x" * 100))
     assert written is not None
     ino = written[1]
     lockio.bury(written[0])
@@ -48,15 +49,17 @@ def test_release_is_a_tombstone_and_a_grant_writes_over_it_in_place(tmp_path: Pa
     assert (tmp_path / LOCK_NAME).read_bytes().startswith(DEAD)
     tomb = lockio.open_tombstone(str(tmp_path))
     assert tomb is not None
-    again = lockio.claim(str(tmp_path), lambda: body(token=2), tomb)
+    seen: list[bytes] = []
+    again = lockio.claim(str(tmp_path), lambda old: seen.append(old) or body(token=2), tomb)
+    assert seen == [DEAD + body(note="x" * 100)[len(DEAD):]]  # the grant saw the tombstone
     assert again is not None and again[1] == ino  # the same file: no directory change
     assert (tmp_path / LOCK_NAME).read_bytes() == body(token=2)  # the longer old body is cut
-    assert lockio.claim(str(tmp_path), lambda: body(token=3)) is None  # held now
+    assert lockio.claim(str(tmp_path), lambda _: body(token=3)) is None  # held now
     os.close(again[0])
 
 
 def test_holds_is_false_once_someone_else_replaced_the_lease(tmp_path: Path) -> None:
-    written = lockio.create(str(tmp_path), body)
+    written = lockio.create(str(tmp_path), lambda _: body())
     assert written is not None
     lockio.replace(str(tmp_path), body(token=5))
     assert not lockio.holds(str(tmp_path), written)

@@ -9,7 +9,8 @@ import argparse
 EPILOG = """\
 exit status:
   0    done
-  1    refused: held by another holder, not the owner, or cancelled at the prompt
+  1    refused: held by another holder, not the owner, or cancelled at the prompt;
+       behind the last holder's commit with --require-latest (BEHIND)
   2    usage or invalid input
   3    any other failure (I/O, unreadable config, team server error)
   124  timed out waiting (--timeout)

@@ -18,6 +18,7 @@ from typing import Any
 
 from orc_git.cli import prompt
 from orc_git.cli.answer import answered, fallback_note, granted_how, source_line
+from orc_git.cli.catchup import add_option, behind_json, catch_up
 from orc_git.cli.output import LIST_HEADER, Output, describe, list_row
 from orc_git.config import MAX_TTL
 from orc_git.context import Context
@@ -72,6 +73,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     p.set_defaults(failure_fields={"acquired": False})
     waiting(p)
     p.add_argument("--force", action="store_true", help="take it even from a live holder")
+    add_option(p)
     p = cmd("release", cmd_release, "give the lease up")
     p.add_argument("--force", action="store_true", help="release another holder's lease")
     cmd("heartbeat", cmd_heartbeat, "renew your lease")
@@ -87,6 +89,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     p.set_defaults(failure_fields={"acquired": False})
     waiting(p)
     p.add_argument("--force", action="store_true", help="take it even from a live holder")
+    add_option(p)
     p.epilog = ("the command follows `--`: orc lock run TASK [options] -- CMD [ARG...]; with "
                 "--json the acquire's JSON object is stdout's first line, CMD's output follows")
 
@@ -132,6 +135,7 @@ def cmd_acquire(args: argparse.Namespace, out: Output) -> int:
     locker = ctx.locker(os.getppid())
     info = _acquire(ctx, out, args, os.getppid(), force=args.force, locker=locker)
     source = answered(out, locker)
+    behind = catch_up(ctx, out, args, info, lambda: locker.release(args.task))
     if ctx.mode == "solo":
         out.say(f"solo mode: {args.task} needs no lock (nothing written)")
     else:
@@ -139,7 +143,8 @@ def cmd_acquire(args: argparse.Namespace, out: Output) -> int:
                 f"{info.ttl} s); keep it with `orc lock heartbeat {args.task}`, give it up "
                 f"with `orc lock release {args.task}`")
     out.line(str(info.token) if info.token is not None else "")
-    out.result({"acquired": True, "lock": info.to_json(), **source})
+    out.result({"acquired": True, "lock": info.to_json(), **source,
+                "behind": behind_json(behind)})
     return 0
 
 
@@ -255,10 +260,12 @@ def cmd_run(args: argparse.Namespace, out: Output) -> int:
     # A lost lease is said on stderr at once: its log line goes through the CLI's log handler.
     ttl = info.ttl or ctx.config.ttl
     lease = Lease(ctx.locker(), info, ctx.heartbeat_interval(ttl))
+    behind = catch_up(ctx, out, args, info, lease.release)
     if ctx.mode != "solo":
         shared_heartbeater().add(lease)
     if out.json:
-        out.result({"acquired": True, "lock": info.to_json(), **answered(out, lease.locker)})
+        out.result({"acquired": True, "lock": info.to_json(), **answered(out, lease.locker),
+                    "behind": behind_json(behind)})
         out.json = False  # stdout is CMD's from here: a failure to start it is said on stderr
     elif ctx.mode != "solo":
         answered(out, lease.locker)

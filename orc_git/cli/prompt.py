@@ -4,7 +4,8 @@ a waiter shows while it waits.
 The prompt takes a letter or a digit (``w``/``1`` wait, ``f``/``2`` force, ``c``/``3`` cancel, in
 any case, or the whole word); Enter waits, the harmless choice.  Force is offered only when the
 locker does not say it would refuse it (a member on the team server: ``can_force`` is False);
-its line then says that it needs an admin.  End of input cancels.
+its line then says that it needs an admin.  End of input cancels.  After a grant whose last
+holder left commits this checkout lacks, :func:`ask_merge` offers to fetch and merge them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable
 
 from orc_git.cli.answer import fallback_note
 from orc_git.cli.output import Output, ago, describe, paint
+from orc_git.handover import Head
 from orc_git.locking.base import Locker
 from orc_git.locking.info import LockInfo, readable_time
 from orc_git.text import printable
@@ -69,3 +71,21 @@ def waiting_lines(out: Output, task: str, locker: Locker | None = None
                      f"{readable_time(info.acquired_at)}{note}")
 
     return show
+
+
+def ask_merge(head: Head) -> bool:
+    """Offer to fetch and merge what the last holder left; Enter accepts, end of input or
+    anything but yes declines (the run then goes ahead behind, as without a terminal)."""
+    what = f"{head.branch} ({head.short})" if head.branch else f"commit {head.short}"
+    while True:
+        print(f"Fetch and merge {what} into this checkout first? [Y/n] ", end="",
+              file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            print(file=sys.stderr)
+            return False
+        answer = line.strip().lower()
+        if answer in ("", "y", "yes"):
+            return True
+        if answer in ("n", "no"):
+            return False

@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from orc_git.cli.answer import answered, granted_how
+from orc_git.cli.catchup import add_option, catch_up
 from orc_git.cli.lock import _acquire, _context, _seconds, _ttl
 from orc_git.cli.output import Output
 from orc_git.errors import CommandNotRunnable, UsageError
@@ -39,6 +40,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--wait", action="store_true", help="wait until the lease is free")
     p.add_argument("--timeout", type=_seconds, help="give up waiting after S seconds "
                    "(implies --wait; exit 124)")
+    add_option(p)
     p.set_defaults(func=cmd_run)
 
 
@@ -57,6 +59,7 @@ def cmd_run(args: argparse.Namespace, out: Output) -> int:
     ttl = info.ttl or ctx.config.ttl
     # A lost lease is said on stderr at once: its log line goes through the CLI's log handler.
     lease = Lease(ctx.locker(), info, ctx.heartbeat_interval(ttl))
+    catch_up(ctx, out, args, info, lease.release)
     if ctx.mode != "solo":
         shared_heartbeater().add(lease)
     session: RunSession | None = None

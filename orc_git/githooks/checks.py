@@ -14,6 +14,7 @@ from typing import TextIO
 from orc_git.context import Context
 from orc_git.errors import InvalidInput, StateUnreadable
 from orc_git.gitcmd import NULL_SHA, git, rev
+from orc_git.handover import behind_message
 from orc_git.locking.info import LockInfo, readable_time
 from orc_git.state import STATUSES, read_state
 from orc_git.taskid import check_task_id
@@ -122,9 +123,18 @@ def pre_run(ctx: Context, args: list[str]) -> tuple[int, list[str]]:
                 and (state.updated_by, state.host) != (ctx.identity.user, ctx.identity.host)):
             problems.append(f"{task}: state says running by {state.updated_by}@{state.host}, "
                             "but no lease is held here: check with them before running it")
+    notes = []
+    left = ctx.lock_store().left_head(task) if not lease.locked else None
+    behind = ctx.handover.behind(left) if left is not None else None
+    if behind is not None:
+        text = behind_message(task, behind)
+        if ctx.config.require_latest:
+            problems.append(f"{text} (lock.require_latest is set)")
+        else:
+            notes.append(f"warning: {text}")
     if problems:
         return _sourced(ctx, (1, problems))
-    return _sourced(ctx, (0, [f"{task}: ready to run"]))
+    return _sourced(ctx, (0, [*notes, f"{task}: ready to run"]))
 
 
 def run(hook: str, args: list[str], stdin: TextIO) -> tuple[int, list[str]]:

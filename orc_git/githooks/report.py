@@ -14,6 +14,7 @@ from typing import TextIO
 from orc_git.context import Context
 from orc_git.errors import InvalidInput, StateUnreadable
 from orc_git.gitcmd import NULL_SHA, changed_tasks
+from orc_git.handover import Head
 from orc_git.state import TaskState, iter_states, read_state
 
 MAX_LINES = 10
@@ -55,6 +56,18 @@ def _limit(lines: list[str], what: str) -> list[str]:
     if len(lines) <= MAX_LINES:
         return lines
     return [*lines[:MAX_LINES], f"  … and {len(lines) - MAX_LINES} more {what} (orc tasks)"]
+
+
+def _left_behind(ctx: Context, heads: dict[str, Head]) -> list[str]:
+    """Released tasks whose last holder left a commit this checkout lacks (two git calls at
+    most, whatever the number of tasks: :meth:`Handover.lacking`)."""
+    lacking = ctx.handover.lacking(h.commit for h in heads.values()) if heads else set()
+    behind = [f"  {task}: {h.short}{f' on {h.branch}' if h.branch else ''}, left by "
+              f"{h.by or 'unknown'}" for task, h in sorted(heads.items()) if h.commit in lacking]
+    if not behind:
+        return []
+    return ["tasks whose last holder left commits this checkout lacks (merge them before "
+            "running these):", *_limit(behind, "tasks")]
 
 
 def post_hook_report(hook: str, args: list[str], stdin: TextIO) -> list[str]:
@@ -103,7 +116,9 @@ def post_hook_report(hook: str, args: list[str], stdin: TextIO) -> list[str]:
         lines.append("unreadable task state of running tasks (fix or restore from git):")
         lines += _limit(broken, "tasks")
     if os.path.isdir(ctx.repo.lock_root):
-        stale = [i for i in ctx.lock_store().list_locks() if i.stale]
+        heads: dict[str, Head] = {}
+        stale = [i for i in ctx.lock_store().list_locks(heads) if i.stale]
+        lines += _left_behind(ctx, heads)
         if stale:
             # Team mode: these are file leases left by fallbacks; the server's are not read here.
             where = " of this clone, not the team server's" if ctx.mode == "team" else ""

@@ -20,15 +20,20 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orc_git import flatyaml
 from orc_git.errors import LeaseLost, LockHeld
+from orc_git.handover import head_line, parse_head_line
 from orc_git.identity import Holder
 from orc_git.locking import lockio, lockyaml
 from orc_git.locking.filestore import EventSink, FileLockStore, warn
 from orc_git.locking.guard import next_token
 from orc_git.locking.info import LockInfo, parse_rfc3339, rfc3339
 from orc_git.taskid import check_task_id
+
+if TYPE_CHECKING:
+    from orc_git.handover import Handover, Head
 
 _HOLDER_FIELDS = ("owner", "user", "host", "host_id", "pid", "pid_started", "display_name",
                   "email", "held_by")
@@ -71,9 +76,10 @@ class FileLocker(FileLockStore):
 
     def __init__(self, root: Path, holder: Holder, *, ttl: int = 60,
                  events: EventSink | None = None, mode: str = "p2p",
-                 user_owns: bool = False, domain_dir: Path | None = None) -> None:
+                 user_owns: bool = False, domain_dir: Path | None = None,
+                 handover: Handover | None = None) -> None:
         super().__init__(root, holder, ttl=ttl, events=events, mode=mode, user_owns=user_owns,
-                         domain_dir=domain_dir)
+                         domain_dir=domain_dir, handover=handover)
         self._held: dict[str, _Held] = {}
         self._lock = threading.Lock()
 
@@ -93,16 +99,18 @@ class FileLocker(FileLockStore):
     # -- writing -------------------------------------------------------------------------
 
     def _grant(self, task_id: str, token: int, ttl: int, stolen_from: str | None = None,
-               into: list[LockInfo] | None = None) -> bytes:
-        """The lease of a new grant as bytes; its LockInfo is appended to ``into``."""
+               into: list[LockInfo] | None = None, last: Head | None = None) -> bytes:
+        """The lease of a new grant as bytes; its LockInfo is appended to ``into``.  ``last``
+        is the head the previous holder left, carried on as ``last_head``."""
         now = _now_text(int(time.time()))
         me = self._me
         info = LockInfo(task_id, True, False, None, me.owner, me.user, me.host, me.pid, now,
                         now, ttl, token, True, me.pid_started, me.host_id, me.display_name,
-                        me.email, stolen_from, None, None, self.domain, me.held_by)
+                        me.email, stolen_from, None, None, self.domain, me.held_by, last)
         if into is not None:
             into.append(info)
-        return lockyaml.grant_head(task_id, now, ttl, token, stolen_from) + self._me_bytes
+        content = lockyaml.grant_head(task_id, now, ttl, token, stolen_from) + self._me_bytes
+        return content if last is None else content + head_line(last, b"last_head")
 
     def _keep(self, task_id: str, guard: int, written: lockio.Written, info: LockInfo) -> None:
         with self._lock:
@@ -143,8 +151,9 @@ class FileLocker(FileLockStore):
             raise
         try:
             granted: list[LockInfo] = []
-            written = lockio.claim(task_dir, lambda: self._grant(
-                task_id, next_token(guard), ttl, into=granted), tombstone)
+            written = lockio.claim(task_dir, lambda old: self._grant(
+                task_id, next_token(guard), ttl, into=granted, last=parse_head_line(old)),
+                tombstone)
             if written is None:
                 info, written = self._acquire_existing(task_dir, guard, task_id, ttl, force)
             else:
@@ -162,8 +171,8 @@ class FileLocker(FileLockStore):
         current = self._read(task_dir, task_id)
         if current is None:  # removed behind the guard's back (by hand): start afresh
             granted: list[LockInfo] = []
-            written = lockio.claim(task_dir, lambda: self._grant(
-                task_id, next_token(guard), ttl, into=granted))
+            written = lockio.claim(task_dir, lambda old: self._grant(
+                task_id, next_token(guard), ttl, into=granted, last=parse_head_line(old)))
             if written is None:
                 raise LockHeld(f"{task_id}: the lease changed while acquiring; try again")
             return granted[0], written
@@ -181,7 +190,7 @@ class FileLocker(FileLockStore):
         stolen = None if current.stale else (current.owner or "unknown")
         taken: list[LockInfo] = []
         content = self._grant(task_id, next_token(guard, current.token or 0), ttl, stolen,
-                              into=taken)
+                              into=taken, last=current.last_head)
         info = taken[0]
         kept = lockio.replace(task_dir, content, keep=True)
         assert kept is not None
@@ -229,7 +238,11 @@ class FileLocker(FileLockStore):
                 except LeaseLost as exc:
                     warn("%s", exc.message)
                     return False
-                self._bury(task_dir, held.written[0] if renewed is None else None)
+                head = self._leaving(held.info.last_head)
+                if renewed is None:
+                    self._bury(task_dir, held.written, head)
+                else:  # rewritten by another call of this holder: not the file kept open
+                    lockio.replace(task_dir, lockyaml.tombstone(renewed, head))
             finally:
                 held.close()
                 self._guards.give_back(task_id, held.guard)
@@ -237,15 +250,25 @@ class FileLocker(FileLockStore):
         return True
 
     @staticmethod
-    def _bury(task_dir: str, fd: int | None) -> None:
-        """End a lease: in place through its open file when we have it, else by removing it."""
-        if fd is not None:
-            try:
-                lockio.bury(fd)
-                return
-            except OSError:
-                pass  # e.g. EIO: removing the file frees the task as well
-        lockio.remove(task_dir)
+    def _bury(task_dir: str, written: lockio.Written, head: Head | None) -> None:
+        """End a lease in place through its open file, recording ``head``; if the file cannot
+        be written, by removing it.  ``head`` is written over the lease's last line when that
+        is its ``last_head`` (which a tombstone does not need), padded to its length: the next
+        grant's lease, which carries ``head`` on as ``last_head``, is then as long as this
+        tombstone, and writing it needs no truncation."""
+        fd, _, content = written
+        tail, at = b"", len(content)
+        if head is not None:
+            tail = head_line(head)
+            start = content.rfind(b"\nlast_head: ") + 1
+            if start:
+                at = start
+                if len(tail) < len(content) - start:
+                    tail = tail[:-1] + b" " * (len(content) - start - len(tail)) + b"\n"
+        try:
+            lockio.bury(fd, tail, at)
+        except OSError:
+            lockio.remove(task_dir)  # e.g. EIO: removing the file frees the task as well
 
     def heartbeat(self, task_id: str) -> LockInfo:
         held = self._held.get(task_id)

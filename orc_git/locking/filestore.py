@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orc_git.errors import LockHeld, NotOwner, StorageError, UnsafePath
 from orc_git.identity import Holder
@@ -23,6 +24,9 @@ from orc_git.locking.guard import Guards
 from orc_git.locking.info import Answer, LockInfo, rfc3339
 from orc_git.safefs import real_dir_problem
 from orc_git.taskid import check_task_id
+
+if TYPE_CHECKING:
+    from orc_git.handover import Handover, Head
 
 
 def warn(message: str, *args: object) -> None:
@@ -52,14 +56,16 @@ class FileLockStore:
 
     def __init__(self, root: Path, holder: Holder, *, ttl: int = 60,
                  events: EventSink | None = None, mode: str = "p2p",
-                 user_owns: bool = False, domain_dir: Path | None = None) -> None:
+                 user_owns: bool = False, domain_dir: Path | None = None,
+                 handover: Handover | None = None) -> None:
         """``user_owns``: leases this locker did not grant itself may be renewed and released by
         the same user on the same host (the CLI's rule), unless their holder process renews them
         itself (``held_by: process``); otherwise only by the same process.  It also says how
         the leases this locker grants are held: for another process (``held_by: shell``, the
         CLI's ``orc lock acquire``) or by this one (``process``).  ``domain_dir`` keeps the
         clone's lock domain id (default: ``.orc/local`` beside
-        ``root``)."""
+        ``root``).  ``handover`` reads the releaser's ``HEAD``, which a release records in the
+        tombstone (none is recorded without it)."""
         self.root = root
         self._root = os.fspath(root)
         _check_root(self._root)
@@ -73,6 +79,8 @@ class FileLockStore:
         self._events = events
         self._guards = Guards(self._root)
         self._user, self._host = holder.identity.user, holder.identity.host
+        self.handover = handover
+        self._owner = holder.identity.owner
 
     @functools.cached_property
     def domain(self) -> str:
@@ -101,8 +109,9 @@ class FileLockStore:
 
     # -- reading and judging -------------------------------------------------------------
 
-    def _read(self, task_dir: str, task_id: str) -> LockInfo | None:
-        info = lockio.read(task_dir, task_id)
+    def _read(self, task_dir: str, task_id: str,
+              heads: dict[str, Head] | None = None) -> LockInfo | None:
+        info = lockio.read(task_dir, task_id, heads)
         if info is not None and info.user is not None:
             info.mine = info.user == self._user and info.host == self._host
         return info
@@ -155,11 +164,23 @@ class FileLockStore:
             current = self._read(task_dir, task_id)
             if current is None:
                 return False
-            if not force and not self._may_touch(current, releasing=True):
+            ours = self._may_touch(current, releasing=True)
+            if not force and not ours:
                 raise self._refusal(current, "use --force to release it anyway")
-            lockio.remove(task_dir)
+            if current.stale_reason == "unreadable":
+                lockio.remove(task_dir)
+            else:
+                # Another holder's lease released by force: its head is not ours to record.
+                head = self._leaving(current.last_head) if ours else current.last_head
+                lockio.replace(task_dir, lockyaml.tombstone(current, head))
         self._emit("released", task_id, None, current)
         return True
+
+    def _leaving(self, last: Head | None) -> Head | None:
+        """The head a release by this holder records (:meth:`Handover.to_leave`), signed."""
+        if self.handover is None:
+            return last
+        return self.handover.to_leave(last, self._owner)
 
     def _heartbeat_foreign(self, task_id: str) -> LockInfo:
         with self.guarded(task_id) as task_dir:
@@ -174,10 +195,11 @@ class FileLockStore:
 
     # -- reads and cleaning --------------------------------------------------------------
 
-    def _settled_read(self, task_dir: str, task_id: str) -> LockInfo | None:
+    def _settled_read(self, task_dir: str, task_id: str,
+                      heads: dict[str, Head] | None = None) -> LockInfo | None:
         """A lock-free read, looked at again under the guard if it was unreadable: it may have
         caught a lease half written."""
-        info = self._read(task_dir, task_id)
+        info = self._read(task_dir, task_id, heads)
         if info is None or info.stale_reason != "unreadable":
             return info
         try:
@@ -201,7 +223,15 @@ class FileLockStore:
             return LockInfo(task_id)
         return self._judge(info, self._clock())
 
-    def list_locks(self) -> list[LockInfo]:
+    def left_head(self, task_id: str) -> Head | None:
+        """The head the task's last release recorded, while it stays released."""
+        heads: dict[str, Head] = {}
+        self._read(self._guards.task_dir(check_task_id(task_id)), task_id, heads)
+        return heads.get(task_id)
+
+    def list_locks(self, heads: dict[str, Head] | None = None) -> list[LockInfo]:
+        """Every lease; with ``heads``, the heads released leases recorded go there too (the
+        git hooks' report reads both in one pass over the lease files)."""
         now = self._clock()
         out = []
         try:
@@ -216,7 +246,7 @@ class FileLockStore:
                 check_task_id(name)
             except Exception:
                 continue
-            info = self._settled_read(f"{self._root}/{name}", name)
+            info = self._settled_read(f"{self._root}/{name}", name, heads)
             if info is not None:
                 out.append(self._judge(info, now))
         return out

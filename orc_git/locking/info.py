@@ -6,7 +6,10 @@ import calendar
 import datetime
 import re
 import time
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from orc_git.handover import Head
 
 STALE_REASONS = ("expired", "holder-dead", "unreadable")
 
@@ -70,9 +73,9 @@ class LockInfo:
     """
 
     __slots__ = ("acquired_at", "display_name", "email", "heartbeat_at", "held_by", "host",
-                 "host_id", "lock_domain", "locked", "mine", "mtime", "owner", "pid",
-                 "pid_started", "problem", "stale", "stale_reason", "stolen_from", "task_id",
-                 "token", "ttl", "user")
+                 "host_id", "last_head", "lock_domain", "locked", "mine", "mtime", "owner",
+                 "pid", "pid_started", "problem", "stale", "stale_reason", "stolen_from",
+                 "task_id", "token", "ttl", "user")
 
     def __init__(self, task_id: str, locked: bool = False, stale: bool = False,
                  stale_reason: str | None = None, owner: str | None = None,
@@ -83,7 +86,7 @@ class LockInfo:
                  display_name: str | None = None, email: str | None = None,
                  stolen_from: str | None = None, problem: str | None = None,
                  mtime: float | None = None, lock_domain: str | None = None,
-                 held_by: str | None = None) -> None:
+                 held_by: str | None = None, last_head: Head | None = None) -> None:
         self.task_id = task_id
         self.locked = locked
         self.stale = stale
@@ -109,6 +112,9 @@ class LockInfo:
         # `orc lock run`, `orc run`, hold()), "shell" (`orc lock acquire`, for its parent), or
         # None (a lease written before orc-git recorded it: treated as "shell").
         self.held_by = held_by
+        # The head the previous holder left on release (orc_git.handover), as the grant found
+        # it: the acquirer checks it against its own HEAD; None when none was recorded.
+        self.last_head = last_head
 
     def __repr__(self) -> str:
         return (f"LockInfo({self.task_id!r}, locked={self.locked}, stale={self.stale_reason!r}, "

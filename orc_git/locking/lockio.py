@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable
 from contextlib import suppress
 
+from orc_git.handover import Head, parse_head_line
 from orc_git.locking import lockyaml
 from orc_git.locking.guard import O_CLOEXEC, O_NOFOLLOW, storage_error
 from orc_git.locking.info import LockInfo
@@ -67,8 +68,9 @@ def unreadable(task_id: str, why: str, path: str, mtime: float | None = None) ->
                     problem=f"{path}: {why}", mtime=mtime)
 
 
-def read(task_dir: str, task_id: str) -> LockInfo | None:
-    """The lease as it is on disk, ``None`` when there is none; never raises for bad files."""
+def read(task_dir: str, task_id: str, heads: dict[str, Head] | None = None) -> LockInfo | None:
+    """The lease as it is on disk, ``None`` when there is none; never raises for bad files.
+    The head a tombstone recorded goes into ``heads`` when it is given."""
     path = f"{task_dir}/{LOCK_NAME}"
     try:
         fd = os.open(path, os.O_RDONLY | O_CLOEXEC | O_NOFOLLOW | os.O_NONBLOCK)
@@ -90,6 +92,10 @@ def read(task_dir: str, task_id: str) -> LockInfo | None:
     finally:
         os.close(fd)
     if raw.startswith(RELEASED):
+        if heads is not None:
+            head = parse_head_line(raw)
+            if head is not None:
+                heads[task_id] = head
         return None
     try:
         info = lockyaml.parse(raw, task_id)
@@ -136,11 +142,13 @@ def open_tombstone(task_dir: str) -> int | None:
     return None
 
 
-def claim(task_dir: str, content: Callable[[], bytes],
+def claim(task_dir: str, content: Callable[[bytes], bytes],
           tombstone: int | None = None) -> Written | None:
     """Under the guard: write a new lease if the task is free, over a tombstone in place or as a
     new file; ``None`` when a lease (or something else) is there.  ``tombstone`` is what
-    :func:`open_tombstone` opened before the guard was taken; it is checked again here."""
+    :func:`open_tombstone` opened before the guard was taken; it is checked again here.
+    ``content`` is given the tombstone's bytes (empty for a new file): the new lease carries
+    on what its release recorded (the head it left)."""
     path = f"{task_dir}/{LOCK_NAME}"
     fd = tombstone
     if fd is None:
@@ -154,15 +162,18 @@ def claim(task_dir: str, content: Callable[[], bytes],
         st = os.fstat(fd)
         # Still the file at the path (not one removed by hand and created afresh since), and
         # still a tombstone (no grant since it was opened)?
+        old = b""
         free = (os.stat(path, follow_symlinks=False).st_ino == st.st_ino
-                and stat.S_ISREG(st.st_mode) and os.pread(fd, len(RELEASED), 0) == RELEASED)
+                and stat.S_ISREG(st.st_mode)
+                and (old := os.pread(fd, min(st.st_size, lockyaml.MAX_BYTES),
+                                     0)).startswith(RELEASED))
     except OSError:
         free = False
     if not free:
         os.close(fd)
         return None if tombstone is None else claim(task_dir, content)
     try:
-        data = content()
+        data = content(old)
         assert data.startswith(LIVE)
         if os.pwrite(fd, data[len(LIVE):], len(LIVE)) != len(data) - len(LIVE):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -189,13 +200,17 @@ def holds(task_dir: str, written: Written) -> bool:
         return False
 
 
-def bury(fd: int) -> None:
-    """Release the open lease file in place: one write of its first line."""
+def bury(fd: int, tail: bytes = b"", at: int = 0) -> None:
+    """Release the open lease file in place: ``tail`` (what the release records) appended at
+    ``at``, the lease's end, then one write of its first line.  A reader that catches the tail
+    half written sees a live lease it cannot read, and looks again under the guard."""
+    if tail and os.pwrite(fd, tail, at) != len(tail):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     if os.pwrite(fd, DEAD, 0) != len(DEAD):
         raise OSError(errno.EIO, "short write")
 
 
-def create(task_dir: str, content: Callable[[], bytes]) -> Written | None:
+def create(task_dir: str, content: Callable[[bytes], bytes]) -> Written | None:
     """Create the lease if there is none (``O_EXCL``); ``None`` when one exists.  ``content`` is
     called only once the file is ours, so a contender mints no fencing token."""
     path = f"{task_dir}/{LOCK_NAME}"
@@ -206,7 +221,7 @@ def create(task_dir: str, content: Callable[[], bytes]) -> Written | None:
     except OSError as exc:
         raise storage_error("create", path, exc) from None
     try:
-        return _write_all(fd, content())
+        return _write_all(fd, content(b""))
     except OSError as exc:
         os.close(fd)
         os.unlink(path)

@@ -15,6 +15,7 @@ from typing import Any
 
 from orc_git import flatyaml
 from orc_git.config import MAX_TTL
+from orc_git.handover import Head, head_from, head_line
 from orc_git.locking.info import LockInfo, parse_rfc3339, rfc3339
 
 MAX_BYTES = 64 * 1024
@@ -34,7 +35,10 @@ _FIELDS: dict[str, tuple[str, bool]] = {
     "acquired_at": ("time", True), "heartbeat_at": ("time", True), "ttl": ("ttl", True),
     "token": ("count", True), "host_id": ("str", False), "display_name": ("str", False),
     "email": ("str", False), "stolen_from": ("str", False), "held_by": ("str", False),
+    "last_head": ("head", False),
 }
+"""A ``head`` kind is a hint (what the previous holder left): one that cannot be read is left
+out, never a reason to call the lease unreadable."""
 
 
 def grant_head(task_id: str, now: str, ttl: int, token: int, stolen_from: str | None) -> bytes:
@@ -61,7 +65,16 @@ class Unreadable(ValueError):
 def render(info: LockInfo) -> bytes:
     """The lease as orc-git writes it: first ``released: false``, the line a release flips
     (:mod:`orc_git.locking.lockio`)."""
-    return LIVE + flatyaml.dump((name, getattr(info, name)) for name in _FIELDS)
+    head = info.last_head
+    return LIVE + flatyaml.dump((name, getattr(info, name)) for name in _FIELDS
+                                if name != "last_head") + (
+        b"" if head is None else head_line(head, b"last_head"))
+
+
+def tombstone(info: LockInfo, head: Head | None) -> bytes:
+    """A released lease whole, as a release that cannot write in place leaves it."""
+    body = render(info)[len(LIVE):]
+    return DEAD + body + (b"" if head is None else head_line(head))
 
 
 def _check(name: str, kind: str, value: Any) -> Any:
@@ -98,6 +111,11 @@ def parse(raw: bytes, task_id: str) -> LockInfo:
         raise Unreadable(str(exc)) from None
     fields: dict[str, Any] = {}
     for name, (kind, required) in _FIELDS.items():
+        if kind == "head":
+            head = head_from(data.get(name))
+            if head is not None:
+                fields[name] = head
+            continue
         if name not in data or data[name] is None:
             if required:
                 raise Unreadable(f"the field {name} is missing")

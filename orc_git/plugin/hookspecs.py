@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from orc_git.config import Config
     from orc_git.context import Context
     from orc_git.doctor import Check
+    from orc_git.handover import Handover
     from orc_git.locking.base import Locker
     from orc_git.locking.filelocker import FileLocker
     from orc_git.locking.info import LockEvent, LockInfo
@@ -41,6 +42,11 @@ class LockerContext(Protocol):
              previous: LockInfo | None = None, mode: str | None = None) -> None: ...
 
     def file_locker(self, pid: int | None = None) -> FileLocker: ...
+
+    @property
+    def handover(self) -> Handover:
+        """The worktree's ``HEAD``, for the head a release records (:mod:`orc_git.handover`)."""
+        ...
 
 
 @hookspec(firstresult=True)

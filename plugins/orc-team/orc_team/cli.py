@@ -1,6 +1,7 @@
 """``orc team serve|token|activity|who|outbox|sync``: argument parsing, the server's two
 commands, and the outbox's two (``activity`` and ``who`` are :mod:`orc_team.views`;
-``invite|login|logout|status`` are :mod:`orc_team.cli_auth`).
+``invite|login|logout|status`` are :mod:`orc_team.cli_auth`, ``dashboard``
+:mod:`orc_team.cli_dashboard`).
 
 The orc CLI calls each command as ``func(args, out)`` and maps an OrcError to its exit status
 (2 usage, 3 failure); ``python -m orc_team.server`` reuses the same parser and mapping.
@@ -18,7 +19,7 @@ from typing import Any
 from orc_git.cli.output import Output
 from orc_git.errors import OrcError, UsageError
 
-from orc_team import cli_auth
+from orc_team import cli_auth, cli_dashboard
 from orc_team.protocol import EVENTS_KEPT, MAX_REPLAY
 from orc_team.spin import SPIN
 from orc_team.tokens import (
@@ -121,6 +122,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
                                          "server's default maximum lifetime (2592000: 30 days)")
     token.set_defaults(func=cmd_token)
     cli_auth.add_parsers(actions, _number, _claim, MAX_LIFETIME)
+    cli_dashboard.add_parser(actions, _number, _claim)
     activity = actions.add_parser("activity", help="the team's activity feed, newest last")
     activity.add_argument("--project", type=_claim(project_problem), metavar="P",
                           help="the project (team.project)")

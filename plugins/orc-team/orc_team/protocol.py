@@ -24,7 +24,7 @@ import math
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 from orc_git.config import MAX_TTL as MAX_TTL
 
@@ -46,6 +46,13 @@ PING = "ping"
 RESOURCE_GET = "resource_get"
 RESOURCE_PUT = "resource_put"
 RESOURCE_LIST = "resource_list"
+RESOURCE_MERGE = "resource_merge"
+"""``{resource_id, base_version, content}``: the server's three-way merge (``git merge-file``)
+of ``content`` (made from ``base_version``) with the current version, answered by ``merged``
+``{resource_id, version, base_version, content, conflicts}`` (``version``: the one merged with,
+to save against; ``conflicts``: how many are left between markers).  For clients without git
+(the dashboard); nothing is saved."""
+MERGED = "merged"
 RESOURCE = "resource"
 RESOURCES = "resources"
 LOCK_RESULT = "lock_result"
@@ -58,6 +65,7 @@ REPLY_TYPES: dict[str, str] = {
     SUBSCRIBE: "subscribed", UNSUBSCRIBE: "unsubscribed", LOCK: LOCK_RESULT,
     UNLOCK: UNLOCK_RESULT, PRESENCE: PRESENCE, EVENT: ACK, EVENTS: ACKS, PING: "pong",
     RESOURCE_GET: RESOURCE, RESOURCE_PUT: RESOURCE, RESOURCE_LIST: RESOURCES,
+    RESOURCE_MERGE: MERGED,
 }
 """Each message type a client sends, and the type of the server's reply to it (or ``error``)."""
 CLIENT_TYPES = tuple(REPLY_TYPES)
@@ -77,6 +85,16 @@ RESOURCE_UPDATED = "resource.updated"
 to the subscribers of the version's project and kept in its stream (``task_id`` null)."""
 RESERVED_EVENT_PREFIXES = ("lock.", "presence.", "resource.")
 PRESENCE_STATUSES = ("online", "away", "active")
+ALL_PROJECTS = "all_projects"
+"""``subscribe {all_projects: true}``: every project's live events (and those of no project),
+for a view of the whole team (the dashboard).  Its ``subscribed`` lists ``projects``
+(``[{project_id, epoch, last_offset}]``) to catch up from with ``GET /api/events``; it takes
+no ``since``.  ``unsubscribe {all_projects: true}`` ends it."""
+SUBPROTOCOL = "orc-team"
+"""The WebSocket subprotocol a browser asks for: a page cannot set ``Authorization``, and a
+``?token=`` would put the token in a URL.  It offers ``[SUBPROTOCOL, BEARER_PREFIX + token]``
+and the server, having read the token from the second, selects the first."""
+BEARER_PREFIX = "orc-team.bearer."
 
 # -- error codes ----------------------------------------------------------------------------
 
@@ -202,25 +220,46 @@ class LockObject:
             expires_at=_str(data.get("expires_at")), lock_domain=_str(data.get("lock_domain")))
 
 
+class HeadData(TypedDict):
+    """A holder's ``HEAD`` as a release records it (DESIGN, "Handing a task over through
+    git").  An ``unlock``'s ``data.head`` sends ``commit`` (a full hex object id) and
+    ``branch`` (the upstream, like ``origin/main``, or the branch; null when detached); the
+    server adds ``by`` (the releasing user) and ``at`` (:func:`iso`) and keeps it as the
+    task's ``last_head``, which ``lock.released`` and every later ``lock_result`` carry.
+    Both ends check a head with :func:`orc_git.handover.head_from` (the commit and branch go
+    to git as arguments on the next holder's machine)."""
+
+    commit: str
+    branch: str | None
+    by: str | None
+    at: str | None
+
+
 @dataclass(slots=True)
 class LockResult:
     """The ``data`` of a ``lock_result``: the lock object (the holder's, whether or not it was
-    granted) and what happened.  A bare lock object reads as a result that was not granted."""
+    granted) and what happened.  A bare lock object reads as a result that was not granted.
+    ``last_head`` is the head the task's last release recorded (None: none was)."""
 
     lock: LockObject
     acquired: bool = False
     extended: bool = False
     stolen_from: str | None = None
+    last_head: HeadData | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"acquired": self.acquired, "extended": self.extended,
-                "stolen_from": self.stolen_from, **self.lock.to_json()}
+                "stolen_from": self.stolen_from, **self.lock.to_json(),
+                "last_head": self.last_head}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LockResult:
+        head = data.get("last_head")
         return cls(LockObject.from_json(data), acquired=data.get("acquired") is True,
                    extended=data.get("extended") is True,
-                   stolen_from=_str(data.get("stolen_from")))
+                   stolen_from=_str(data.get("stolen_from")),
+                   # unchecked: a reader checks it with orc_git.handover.head_from
+                   last_head=cast(HeadData, head) if isinstance(head, dict) else None)
 
 
 @dataclass(slots=True)
@@ -358,6 +397,9 @@ class LockReleasedPayload(TypedDict):
     token: int
     forced_by: str | None
     """The admin who released another holder's lock; None when the holder released it."""
+    last_head: HeadData | None
+    """The task's ``last_head`` after this release: the head it recorded, or the one kept
+    from before when the ``unlock`` sent none."""
 
 
 class LockExpiredPayload(TypedDict):

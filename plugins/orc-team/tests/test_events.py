@@ -82,6 +82,29 @@ async def test_an_admin_may_publish_stamped_as_not_the_holder(connect_as: Any) -
     assert seen["user"] == "boss" and seen["holder"] is False
 
 
+async def test_an_event_made_before_the_lock_was_granted_is_kept_as_history(
+        connect_as: Any) -> None:
+    """An outbox delivering a finished run's events after another holder took the task: they
+    are kept (nothing made offline is lost) but the holder's state stands."""
+    project, task = unique("proj"), unique()
+    alice: Client = await connect_as("alice")
+    bob: Client = await connect_as("bob")
+    watcher: Client = await connect_as("carol")
+    await watcher.request("subscribe", {"project_id": project})
+    await bob.lock(task, project_id=project)
+    assert (await publish(bob, "task.started", task, project))["type"] == "ack"
+    late = {"event_type": "task.completed", "task_id": task, "project_id": project,
+            "payload": {"exit_code": 0}, "made_at": "2026-01-02T03:04:05.678Z"}
+    ack = await alice.request("event", late)
+    assert ack["type"] == "ack" and ack["data"]["holder"] is False, ack
+    seen = await watcher.event("task.completed", task)
+    assert seen["user"] == "alice" and seen["made_at"] == late["made_at"]
+    assert (await state_of(watcher, task))["status"] == "running"  # bob's run, not alice's
+    # Made during bob's lease (a clock ahead of the grant): refused as before.
+    during = dict(late, made_at="2999-01-01T00:00:00Z")
+    assert code_of(await alice.request("event", during)) == "FORBIDDEN"
+
+
 async def test_a_task_stays_in_its_first_project(connect_as: Any) -> None:
     acme, other, task, locked = unique("acme"), unique("other"), unique(), unique()
     alice: Client = await connect_as("alice")

@@ -207,6 +207,21 @@ async def test_the_sink_delivers_in_the_background_while_the_server_is_up(
     assert counts(ctx.repo.local_dir)["pending"] == 0
 
 
+async def test_a_run_made_offline_is_delivered_after_another_holder_took_the_task(
+        server: ServerProc, team_context: TeamContext, make_locker: LockerFactory) -> None:
+    """Alice's run went on offline; Bob took the task on the server since: her events arrive
+    as history (``holder: false``), none rejected."""
+    task = unique("OFFLINE")
+    ctx = team_context(dead_url(), "alice")
+    sink = team_sink(ctx)
+    sink.publish(events(task, 3))
+    sink.close(0.1)
+    make_locker(server, "bob").acquire(task)
+    url = {"ORC_TEAM_URL": f"ws://{server.base}"}
+    code, result, err = await asyncio.to_thread(orc_json, "team", "sync", ctx=ctx, **url)
+    assert (code, result["delivered"], result["rejected"], result["pending"]) == (0, 3, 0, 0), err
+
+
 async def test_rejected_entries_are_final_and_shown(
         server: ServerProc, team_context: TeamContext, make_locker: LockerFactory) -> None:
     task = unique("THEIRS")

@@ -326,3 +326,18 @@ async def test_every_grant_and_release_is_announced(store: Store) -> None:
     await store.acquire("T-9", ALICE, 5, 104.0, steal=True, announce=announce)
     assert [type(g).__name__ for g in grants] == ["Grant", "Release", "Grant", "Grant"]
     assert grants[-1].stolen is not None and grants[-1].stolen.holder == BOB
+
+
+async def test_last_head_and_projects_survive_reopening(opener: Opener) -> None:
+    store = opener()
+    task, project = unique("T"), unique("proj")
+    assert await store.last_head(task) is None
+    head: Any = {"commit": "a" * 40, "branch": "origin/main", "by": "alice", "at": "now"}
+    await store.record_head(task, head)
+    await store.record_head(task, {**head, "commit": "b" * 40})
+    await store.stream(project)
+    await store.close()
+    reopened = opener()
+    assert await reopened.last_head(task) == {**head, "commit": "b" * 40}
+    assert project in await reopened.projects()
+    assert await reopened.projects() == sorted(await reopened.projects())

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from orc_git.errors import NotOwner, OrcError, Refused
+from orc_git.handover import head_from
 from orc_git.locking.info import LockInfo
 
 from orc_team.client.holder import parse_client_id
@@ -29,7 +30,7 @@ def lock_info(data: dict[str, Any], *, mine: bool = False) -> LockInfo:
         user=user, host=host, pid=pid, acquired_at=lock.acquired_at,
         heartbeat_at=lock.heartbeat_at, ttl=lock.ttl, token=lock.token, mine=mine,
         display_name=lock.owner_name, email=lock.owner_email, stolen_from=result.stolen_from,
-        lock_domain=lock.lock_domain)
+        lock_domain=lock.lock_domain, last_head=head_from(result.last_head))
 
 
 def held_by(data: dict[str, Any], user: str | None, client: str) -> bool:

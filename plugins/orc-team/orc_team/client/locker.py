@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from orc_git.errors import LeaseLost, LockerUnavailable, LockHeld, NotOwner, OrcError
+from orc_git.handover import Handover, head_from
 from orc_git.identity import process_start_time
 from orc_git.locking.info import Answer, LockInfo
 from orc_git.taskid import check_task_id
@@ -44,9 +45,11 @@ class WebSocketLocker:
     answer = Answer("team")
 
     def __init__(self, settings: ClientSettings, client_id: str, *, ttl: int = 60,
-                 events: EventSink | None = None, user_owns: bool = False) -> None:
+                 events: EventSink | None = None, user_owns: bool = False,
+                 handover: Handover | None = None) -> None:
         """``user_owns``: leases of this user taken by another process on this host may be
-        renewed and released too (the CLI's rule, as ``FileLocker`` has it)."""
+        renewed and released too (the CLI's rule, as ``FileLocker`` has it).  ``handover``
+        reads the ``HEAD`` an ``unlock`` sends (none is sent without it)."""
         self.settings = settings
         self.client_id = client_id
         self.ttl = ttl
@@ -54,6 +57,7 @@ class WebSocketLocker:
         self.user = settings.user
         self.host = parse_client_id(client_id)[0] or safe_host()
         self._events = events
+        self.handover = handover
         self._held: dict[str, Held] = {}
         self._mutex = threading.Lock()
         self.client = WSClient(settings, client_id)
@@ -175,6 +179,11 @@ class WebSocketLocker:
         data: dict[str, Any] = {"task_id": task_id}
         if force:
             data["force"] = True
+        # A forced release of a lease this process did not take records nothing: the head
+        # is the holder's to leave, not ours (as a forced release of a file lease).
+        head = None if force and held is None else self._head(task_id, held)
+        if head is not None:
+            data["head"] = head
         try:
             reply = self.client.request(protocol.UNLOCK, data)
         except ServerError as exc:
@@ -200,6 +209,24 @@ class WebSocketLocker:
         elif held is not None:
             log.warning("%s: the lease had already expired on the team server", task_id)
         return released
+
+    def _head(self, task_id: str, held: Held | None) -> dict[str, Any] | None:
+        """What an ``unlock`` says of this checkout's ``HEAD``; None (the server keeps the
+        last head) when it still lacks the head the lease was acquired behind, which a
+        release for another process (``orc lock release``) asks the server for."""
+        if self.handover is None:
+            return None
+        if held is not None:
+            last = held.info.last_head
+        else:
+            try:
+                last = head_from(self.http.lock(task_id).get("last_head"))
+            except OrcError:
+                last = None
+        head = self.handover.to_leave(last)
+        if head is None or head is last:
+            return None
+        return {"commit": head.commit, "branch": head.branch}
 
     def release_own(self, task_id: str) -> bool:
         """Release this holder's own lease if the server has one; never another holder's (no
@@ -244,7 +271,8 @@ class WebSocketLocker:
 
     def _as_holder(self, client_id: str, act: Callable[[WebSocketLocker], T]) -> T:
         """Run ``act`` on a short-lived locker speaking as holder ``client_id``."""
-        proxy = WebSocketLocker(self.settings, client_id, ttl=self.ttl, events=self._events)
+        proxy = WebSocketLocker(self.settings, client_id, ttl=self.ttl, events=self._events,
+                                handover=self.handover)
         try:
             return act(proxy)
         finally:

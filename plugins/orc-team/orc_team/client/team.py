@@ -280,7 +280,7 @@ def team_locker(context: LockerContext, pid: int | None = None) -> TeamLocker:
     settings = settings_from_config(context.config)
     cid = self_holder_id() if pid is None else client_id(pid)
     primary = WebSocketLocker(settings, cid, ttl=context.ttl, events=context.emit,
-                              user_owns=pid is not None)
+                              user_owns=pid is not None, handover=context.handover)
     deliver_after(context, primary.client)  # a backlog in the outbox goes once we connect
     return TeamLocker(primary, context.file_locker(pid),
                       factory=lambda other: team_locker(context, other))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import html
 import logging
 import signal
 import time
@@ -33,6 +32,7 @@ from orc_team.server.gate import Gate, admit, describe_limit, raise_open_file_li
 from orc_team.server.hub import Hub
 from orc_team.server.locks import LockService, lock_json
 from orc_team.server.logtext import BadRequestFilter, Throttle, clean, loop_exception_handler
+from orc_team.server.pages import Pages
 from orc_team.server.presence import Presence
 from orc_team.server.replay import start_after
 from orc_team.server.store import ClientInstance, Store, StoreUnavailable
@@ -128,7 +128,8 @@ async def _serve_ws(request: web.Request, server: Server, claims: Claims,
                     client: str) -> web.StreamResponse:
     config = server.config
     ws = web.WebSocketResponse(heartbeat=config.keepalive or None, compress=False,
-                               max_msg_size=config.max_frame, timeout=2.0, decode_text=False)
+                               max_msg_size=config.max_frame, timeout=2.0, decode_text=False,
+                               protocols=(protocol.SUBPROTOCOL,))
     if not ws.can_prepare(request).ok:
         raise web.HTTPBadRequest(text="this endpoint speaks WebSocket only")
     await ws.prepare(request)
@@ -207,7 +208,8 @@ async def lock_view(request: web.Request) -> web.Response:
     lock = await store.get_lock(task_id, time.time())
     return web.json_response({"task_id": task_id, "locked": lock is not None,
                               "lock": lock_json(lock, store.domain) if lock else None,
-                              "lock_domain": store.domain})
+                              "lock_domain": store.domain,
+                              "last_head": await store.last_head(task_id)})
 
 
 async def presence_view(request: web.Request) -> web.Response:
@@ -356,21 +358,6 @@ async def resource_put(request: web.Request) -> web.Response:
                         headers={"ETag": f'"{made.version}"'})
 
 
-async def index(request: web.Request) -> web.Response:
-    server = request.app[SERVER]
-    body = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>orc-team</title></head>
-<body><h1>orc-team {html.escape(__version__)}</h1>
-<p>{len(server.hub.connections)} connection(s), {len(server.presence.users)} user(s) online.</p>
-<p>WebSocket: <code>/api/ws?token=&lt;jwt&gt;&amp;client=&lt;id&gt;</code>.
-JSON (same token): <a href="/api/locks">/api/locks</a>, <a href="/api/presence">/api/presence</a>,
-<code>/api/events?project=P</code>, <a href="/api/health">/api/health</a>.
-The live dashboard comes later.</p>
-</body></html>
-"""
-    return web.Response(text=body, content_type="text/html")
-
-
 async def _background(app: web.Application) -> AsyncIterator[None]:
     server = app[SERVER]
     tasks = [asyncio.create_task(server.locks.run_sweeper(server.config.sweep_interval)),
@@ -395,7 +382,7 @@ def build_app(config: ServerConfig, store: Store) -> web.Application:
     app = web.Application(client_max_size=protocol.MAX_RESOURCE_MESSAGE_BYTES,
                           middlewares=[admit, store_errors])
     app[SERVER] = Server(config, store)
-    app.router.add_get("/", index)
+    Pages().add_routes(app)
     app.router.add_get("/api/health", health)
     app.router.add_get("/api/ws", ws_endpoint)
     app.router.add_get("/api/locks", locks_view)

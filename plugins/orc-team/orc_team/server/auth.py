@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from orc_team.protocol import BEARER_PREFIX
 from orc_team.tokens import MAX_LIFETIME, AuthError, Claims, verify_token
 
 _CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
@@ -20,11 +21,16 @@ __all__ = ["authenticate", "client_instance", "origin_allowed", "token_from"]
 
 
 def token_from(request: web.Request) -> str | None:
-    """``Authorization: Bearer`` first (it stays out of URLs and logs), then ``?token=``."""
+    """``Authorization: Bearer`` first (it stays out of URLs and logs), then a browser's
+    ``Sec-WebSocket-Protocol: orc-team, orc-team.bearer.TOKEN``, then ``?token=``."""
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
+    for offered in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
+        offered = offered.strip()
+        if offered.startswith(BEARER_PREFIX) and len(offered) > len(BEARER_PREFIX):
+            return offered[len(BEARER_PREFIX):]
     return request.query.get("token") or None
 
 

@@ -49,6 +49,8 @@ CLOSE_INVALID_TEXT = 1007  # RFC 6455: a text frame that is not UTF-8 fails the 
 CONTROL_TYPES = frozenset({protocol.LOCK, protocol.UNLOCK, protocol.PING})
 """Lock traffic: rate-limited in its own bucket, so heartbeats pass through a flood."""
 OVERSIZE_COST = 25.0
+LARGE_TYPES = frozenset({protocol.RESOURCE_PUT, protocol.RESOURCE_MERGE})
+"""Messages read up to MAX_RESOURCE_MESSAGE_BYTES: they carry a resource's whole content."""
 
 
 class Request:
@@ -99,7 +101,7 @@ class Dispatcher:
                     self._refuse_large(conn, raw)
                 self._charge(conn, False, 1.0, exc.req_id)
                 raise
-            if large and env.type != protocol.RESOURCE_PUT:
+            if large and env.type not in LARGE_TYPES:
                 self._refuse_large(conn, raw)
             req_id = env.id
             self._charge(conn, env.type in CONTROL_TYPES, max(1.0, len(raw) / limit), req_id)
@@ -142,6 +144,9 @@ class Dispatcher:
         :mod:`orc_team.server.replay`) before its live events; a task subscription takes no
         ``since`` (a task's events are replayed through its project)."""
         self.presence.touch(req.conn)
+        if req.fields.flag(protocol.ALL_PROJECTS):
+            await self._subscribe_all(req)
+            return
         kind, key = req.fields.one_target()
         since, epoch = req.fields.since(), req.fields.epoch()
         if kind == "task" and (since is not None or epoch is not None):
@@ -184,6 +189,21 @@ class Dispatcher:
         if after is not None:
             await replay(req.conn, self.store, key, after, held)
 
+    async def _subscribe_all(self, req: Request) -> None:
+        """Every project's live events; the reply lists the projects' streams so the client
+        catches up on each over HTTP (``GET /api/events``), deduplicating by offset."""
+        f = req.fields
+        if any(f.data.get(key) is not None for key in ("task_id", "project_id", "since")):
+            raise f.fail("data.all_projects takes no task_id, project_id or since (catch up "
+                         "with GET /api/events per project)")
+        self.hub.watchers.add(req.conn)  # first: nothing kept after the listing is missed
+        projects = []
+        for project in await self.store.projects():
+            stream = await self.store.stream(project)
+            projects.append({"project_id": project, "epoch": stream.epoch,
+                             "last_offset": stream.last_offset})
+        req.reply({protocol.ALL_PROJECTS: True, "projects": projects})
+
     def _subscribe(self, req: Request, kind: Literal["task", "project"], key: str) -> None:
         if not self.hub.subscribe(req.conn, kind, key):
             raise ProtocolError(RATE_LIMITED, f"at most {self.hub.max_subscriptions} "
@@ -191,6 +211,11 @@ class Dispatcher:
 
     async def on_unsubscribe(self, req: Request) -> None:
         self.presence.touch(req.conn)
+        if req.fields.flag(protocol.ALL_PROJECTS):
+            was = req.conn in self.hub.watchers
+            self.hub.watchers.discard(req.conn)
+            req.reply({protocol.ALL_PROJECTS: True, "was_subscribed": was})
+            return
         kind, key = req.fields.one_target()
         was = self.hub.unsubscribe(req.conn, kind, key)
         req.reply({f"{kind}_id": key, "was_subscribed": was})
@@ -213,8 +238,8 @@ class Dispatcher:
     async def on_unlock(self, req: Request) -> None:
         self.presence.touch(req.conn)
         f = req.fields
-        task_id, force = f.task_id(), f.flag("force")
-        await self.locks.unlock(req.conn, req.env.id, req.reply, task_id, force)
+        task_id, force, head = f.task_id(), f.flag("force"), f.head()
+        await self.locks.unlock(req.conn, req.env.id, req.reply, task_id, force, head)
 
     async def on_event(self, req: Request) -> None:
         """One event; a refusal is the reply's error, as it always was."""
@@ -273,14 +298,23 @@ class Dispatcher:
         self.presence.touch(req.conn)
         f = req.fields
         resource_id, content = f.resource_id(), f.content()
-        expected = f.version("expected_version", lowest=0)
-        if expected is None:
-            raise f.fail("data.expected_version is required: the version you started from "
-                         "(0 creates the resource)")
+        expected = f.version("expected_version", lowest=0, required="the version you "
+                             "started from (0 creates the resource)")
+        assert expected is not None
         project = f.name("project_id")
         made = await self.resources.put(resource_id, content, expected, req.conn.holder,
                                         project)
         req.reply(made.to_json())
+
+    async def on_resource_merge(self, req: Request) -> None:
+        """Charged as the size of its content, like a put: each one runs ``git merge-file``."""
+        self.presence.touch(req.conn)
+        f = req.fields
+        resource_id, content = f.resource_id(), f.content()
+        base = f.version("base_version", lowest=0, required="the version your content was "
+                         "made from")
+        assert base is not None
+        req.reply(await self.resources.merge(resource_id, base, content))
 
 
 def _echo(entry: object) -> str | None:

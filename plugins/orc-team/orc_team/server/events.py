@@ -11,6 +11,7 @@ iteration) that subscribers receive.
 
 from __future__ import annotations
 
+import datetime
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -64,6 +65,23 @@ def state_patch(event_type: str, payload: dict[str, Any], user: str, now: float)
 def _who(lock: LockRecord) -> str:
     name = lock.holder.name or lock.holder.user
     return f"{name} ({lock.holder.user}, client {lock.holder.client})"
+
+
+def made_before(made_at: str | None, lock: LockRecord) -> bool:
+    """Whether an event was made before ``lock`` was granted: an outbox delivering a run's events
+    late, after another holder took the task.  Such an event is history, not a claim on the
+    task: it is kept (stamped ``holder: false``) but changes nothing in the task's state, so
+    nothing made offline is lost and the current holder's state stands.  ``made_at`` is the
+    publisher's clock; a skewed one only moves an event between kept-as-history and refused."""
+    if made_at is None:
+        return False
+    try:
+        made = datetime.datetime.fromisoformat(made_at.upper().replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    if made.tzinfo is None:
+        made = made.replace(tzinfo=datetime.UTC)
+    return made.timestamp() < lock.acquired_at
 
 
 @dataclass(frozen=True)
@@ -126,7 +144,8 @@ class EventBus:
         not sent to anyone: re-sending is always safe.  That is checked first, so a re-sent
         event is acked even after its lock changed hands.  While a task is locked, its lease
         holder (same user, same client instance) speaks for it: anyone else's event about it
-        is refused (FORBIDDEN), an admin's is accepted and stamped ``holder: false``.  A task's
+        is refused (FORBIDDEN), an admin's is accepted and stamped ``holder: false``, and one
+        made before the lock was granted is kept as history (:func:`made_before`).  A task's
         events stay in the first project it was seen under.  The stamps (user, user_name,
         timestamp, offset, holder) are the server's own; fields of those names sent in
         ``data`` are never used."""
@@ -143,7 +162,8 @@ class EventBus:
             event_id = item.event_id or str(uuid.uuid4())
             lock = await self.store.get_lock(item.task_id, now)
             is_holder = lock is not None and lock.held_by(sender)
-            if lock is not None and not is_holder and not admin:
+            history = lock is not None and not is_holder and made_before(item.made_at, lock)
+            if lock is not None and not is_holder and not admin and not history:
                 out[i] = refusal(item.event_id, ProtocolError(
                     FORBIDDEN, f"{item.task_id} is locked by {_who(lock)}: only the lock's "
                     "holder (its user and client instance) publishes events about it while it "
@@ -153,7 +173,8 @@ class EventBus:
                     "task_id": item.task_id, "project_id": None, "user": sender.user,
                     "user_name": sender.name, "made_at": item.made_at, "timestamp": timestamp,
                     "offset": None, "holder": is_holder, "payload": item.payload}
-            patch = state_patch(item.event_type, item.payload, sender.user, now)
+            patch = {} if history else state_patch(item.event_type, item.payload,
+                                                    sender.user, now)
             fresh.append((i, NewEvent(event_id, item.task_id, item.project_id, patch, data),
                           is_holder))
         results = await self.store.record_events([event for _, event, _ in fresh])

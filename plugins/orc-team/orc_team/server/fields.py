@@ -11,6 +11,8 @@ import datetime
 import re
 from typing import Any, Literal
 
+from orc_git.handover import head_from
+
 from orc_team.protocol import (
     DEFAULT_TTL,
     INVALID_MESSAGE,
@@ -18,6 +20,7 @@ from orc_team.protocol import (
     MAX_TTL,
     MIN_TTL,
     Envelope,
+    HeadData,
     ProtocolError,
 )
 
@@ -81,9 +84,12 @@ class Fields:
                             f"UTF-8; this is {size}")
         return value
 
-    def version(self, key: str, *, lowest: int) -> int | None:
-        """A resource version: None when absent, else a whole number from ``lowest``."""
+    def version(self, key: str, *, lowest: int, required: str | None = None) -> int | None:
+        """A resource version: None when absent (refused, saying ``required``, when given),
+        else a whole number from ``lowest``."""
         if self.data.get(key) is None:
+            if required is not None:
+                raise self.fail(f"data.{key} is required: {required}")
             return None
         return self.integer(key, 0, lowest, MAX_SINCE)
 
@@ -160,6 +166,19 @@ class Fields:
         if not isinstance(value, dict):
             raise self.fail("data.payload must be an object")
         return value
+
+    def head(self) -> HeadData | None:
+        """An ``unlock``'s ``head`` (``{commit, branch}``), as :class:`HeadData` without its
+        ``by`` and ``at`` (the server's to add); None when absent."""
+        value = self.data.get("head")
+        if value is None:
+            return None
+        head = head_from(value)
+        if head is None or not isinstance(value, dict) or (
+                value.get("branch") is not None and head.branch is None):
+            raise self.fail("data.head must be {commit, branch}: commit a full hex object id, "
+                            "branch null or a branch name (letters, digits, '._/@+-')")
+        return {"commit": head.commit, "branch": head.branch, "by": None, "at": None}
 
     def one_target(self) -> tuple[Literal["task", "project"], str]:
         """Exactly one of task_id / project_id, as (kind, key)."""

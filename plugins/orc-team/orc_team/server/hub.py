@@ -31,6 +31,8 @@ class Hub:
         self.connections: dict[int, Connection] = {}
         self._by_holder: dict[tuple[str, str], set[Connection]] = {}
         self._subs: dict[Kind, dict[str, set[Connection]]] = {"task": {}, "project": {}}
+        self.watchers: set[Connection] = set()
+        """Connections subscribed to every project (``all_projects``): they hear every event."""
         self._next_id = 0
         self.watcher: Watcher | None = None
 
@@ -49,6 +51,7 @@ class Hub:
             holders.discard(conn)
             if not holders:
                 del self._by_holder[conn.holder.key]
+        self.watchers.discard(conn)
         for task in conn.tasks:
             self._forget("task", task, conn)
         for project in conn.projects:
@@ -84,8 +87,10 @@ class Hub:
 
     def audience(self, task_id: str | None, project_id: str | None,
                  also: Iterable[Connection] = ()) -> set[Connection]:
-        """Who hears about the task: its subscribers, its project's, and ``also``."""
+        """Who hears about the task: its subscribers, its project's, the watchers of every
+        project, and ``also``."""
         targets = set(also)
+        targets.update(self.watchers)
         if task_id is not None:
             targets.update(self._subs["task"].get(task_id, ()))
         if project_id is not None:

@@ -22,6 +22,7 @@ from orc_team.protocol import (
     LOCK_RELEASED,
     LOCK_STOLEN,
     NOT_LOCK_OWNER,
+    HeadData,
     Id,
     LockAcquiredPayload,
     LockExpiredPayload,
@@ -87,16 +88,19 @@ class LockService:
             event, also = made.pop(0)
             self.events.send(event, task_id, also)
         lock = grant.lock
+        last_head = await self.store.last_head(task_id)
         if not grant.granted:
             if force:
                 raise ProtocolError(FORBIDDEN, f"force needs the admin role; {task_id} is held "
                                     f"by {_who(lock)}", req_id)
-            reply(LockResult(lock_object(lock, self.store.domain)).to_json())
+            reply(LockResult(lock_object(lock, self.store.domain),
+                             last_head=last_head).to_json())
             return
         stolen = grant.stolen
         reply(LockResult(lock_object(lock, self.store.domain), acquired=True,
                          extended=grant.outcome == "extended",
-                         stolen_from=stolen.holder.user if stolen else None).to_json())
+                         stolen_from=stolen.holder.user if stolen else None,
+                         last_head=last_head).to_json())
         for event, also in made:
             self.events.send(event, task_id, also)
 
@@ -120,17 +124,25 @@ class LockService:
                 self.hub.holder_connections(stolen.holder.key))
 
     async def unlock(self, conn: Connection, req_id: Id | None, reply: Reply, task_id: str,
-                     force: bool) -> None:
+                     force: bool, head: HeadData | None = None) -> None:
+        """Release; ``head`` (the releaser's ``HEAD``) becomes the task's last head, which
+        the announcement carries; an unlock without one keeps the last head there was."""
         forced = force and conn.claims.admin
         made: list[tuple[KeptEvent, set[Connection]]] = []
+        now = time.time()
+        if head is not None:
+            head = {**head, "by": conn.user, "at": protocol.iso(now)}
+        last_head = head or await self.store.last_head(task_id)
 
         def announce(done: Release) -> list[KeptEvent]:
-            made.clear()
-            made.append(self._released(conn, done))
+            made.clear()  # a store may decide again (another process changed the lock)
+            made.append(self._released(conn, done, last_head))
             return [made[0][0]]
 
-        result = await self.store.release(task_id, None if forced else conn.holder, time.time(),
+        result = await self.store.release(task_id, None if forced else conn.holder, now,
                                           announce=announce)
+        if result.released and head is not None:
+            await self.store.record_head(task_id, head)
         if result.expired is not None:
             await self._announce_expired(result.expired)
         lock = result.lock
@@ -146,13 +158,15 @@ class LockService:
         for event, also in made:
             self.events.send(event, task_id, also)
 
-    def _released(self, conn: Connection, done: Release) -> tuple[KeptEvent, set[Connection]]:
+    def _released(self, conn: Connection, done: Release, last_head: HeadData | None
+                  ) -> tuple[KeptEvent, set[Connection]]:
         lock = done.lock
         assert lock is not None
         by_other = not lock.held_by(conn.holder)
         payload: LockReleasedPayload = {
             "task_id": lock.task_id, "owner": lock.holder.user, "client": lock.holder.client,
-            "token": lock.token, "forced_by": conn.user if by_other else None}
+            "token": lock.token, "forced_by": conn.user if by_other else None,
+            "last_head": last_head}
         also = self.hub.holder_connections(lock.holder.key) if by_other else set()
         return (self.events.announcement(LOCK_RELEASED, lock.task_id, lock.project_id, payload,
                                          user=conn.user, user_name=conn.claims.name,

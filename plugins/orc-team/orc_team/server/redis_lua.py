@@ -58,6 +58,7 @@ end
 local function keep(project, event_id, data_with, task_id)
   local pk = P .. 'proj:' .. project
   local offset = redis.call('HINCRBY', pk, 'last', 1)
+  redis.call('SADD', P .. 'projects', project)
   redis.call('HSETNX', pk, 'epoch', NEW_EPOCH)
   local data = data_with(num(offset))
   redis.call('XADD', P .. 'events:' .. project, 'MAXLEN', '~', KEPT, num(offset) .. '-0',
@@ -312,6 +313,7 @@ STREAM = PRELUDE + r"""
 -- ARGV after the header: project.  {epoch, last offset, oldest kept offset or ''}.
 local pk = P .. 'proj:' .. ARGV[A + 1]
 redis.call('HSETNX', pk, 'epoch', NEW_EPOCH)
+redis.call('SADD', P .. 'projects', ARGV[A + 1])
 local meta = redis.call('HMGET', pk, 'epoch', 'last')
 local oldest = redis.call('XRANGE', P .. 'events:' .. ARGV[A + 1], '-', '+', 'COUNT', 1)
 local first = ''
@@ -322,6 +324,7 @@ return {meta[1], meta[2] or '0', first}
 NEXT_OFFSET = PRELUDE + r"""
 local pk = P .. 'proj:' .. ARGV[A + 1]
 redis.call('HSETNX', pk, 'epoch', NEW_EPOCH)
+redis.call('SADD', P .. 'projects', ARGV[A + 1])
 return redis.call('HINCRBY', pk, 'last', 1)
 """
 

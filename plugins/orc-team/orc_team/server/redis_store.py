@@ -36,7 +36,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ConstantBackoff
 
 from orc_team import protocol
-from orc_team.protocol import EVENTS_KEPT, Resource
+from orc_team.protocol import EVENTS_KEPT, HeadData, Resource
 from orc_team.server import redis_lua
 from orc_team.server.shared import Relay
 from orc_team.server.store import (
@@ -346,6 +346,17 @@ class RedisStore:
         found = await self._locks(now, [task_id])
         return found[0] if found else None
 
+    async def record_head(self, task_id: str, head: HeadData) -> None:
+        await self.guard(lambda: self.client.set(PREFIX + "head:" + task_id,
+                                                 json.dumps(head, ensure_ascii=False)))
+
+    async def last_head(self, task_id: str) -> HeadData | None:
+        text = await self.guard(lambda: self.client.get(PREFIX + "head:" + task_id))
+        head = json.loads(text) if text else None
+        if isinstance(head, dict) and isinstance(head.get("commit"), str):
+            return head  # type: ignore[return-value]  # written by record_head
+        return None
+
     async def list_locks(self, now: float) -> list[LockRecord]:
         return await self._locks(now, [])
 
@@ -446,6 +457,10 @@ class RedisStore:
         epoch, last, first = await self.call("STREAM", project_id)
         last_offset = int(last)
         return Stream(_s(epoch), last_offset, int(first) if first else last_offset + 1)
+
+    async def projects(self) -> list[str]:
+        found = await self.guard(lambda: self.client.smembers(PREFIX + "projects"))
+        return sorted(_s(p) for p in found)
 
     async def next_offset(self, project_id: str) -> int:
         return int(await self.call("NEXT_OFFSET", project_id))

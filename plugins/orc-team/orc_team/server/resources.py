@@ -10,10 +10,14 @@ so the loser can diff and merge without another round trip.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from typing import Any
+
+from orc_git.errors import GitFailed
 
 from orc_team import protocol
-from orc_team.protocol import CONFLICT, NOT_FOUND, ProtocolError, Resource
+from orc_team.protocol import CONFLICT, INTERNAL, NOT_FOUND, ProtocolError, Resource
 from orc_team.server.events import EventBus
 from orc_team.server.store import (
     ClientInstance,
@@ -22,6 +26,7 @@ from orc_team.server.store import (
     Store,
     VersionConflict,
 )
+from orc_team.textmerge import three_way
 
 
 def conflict(exc: VersionConflict) -> ProtocolError:
@@ -75,3 +80,18 @@ class ResourceService:
         if event is not None:
             self.events.send(event, None)
         return made
+
+    async def merge(self, resource_id: str, base_version: int, mine: str) -> dict[str, Any]:
+        """The ``merged`` reply: ``mine`` (made from ``base_version``; 0, a new resource, has
+        an empty base) merged with the current version by
+        :func:`orc_team.textmerge.three_way`, as ``orc resource edit`` merges."""
+        current = await self.get(resource_id)
+        base = (await self.get(resource_id, base_version)).content if base_version else ""
+        label = f"version {current.version} ({current.updated_by})"
+        try:
+            merged, conflicts = await asyncio.to_thread(three_way, base or "", mine,
+                                                        current.content or "", label)
+        except GitFailed as exc:
+            raise ProtocolError(INTERNAL, f"the server could not merge: {exc}") from None
+        return {"resource_id": resource_id, "version": current.version,
+                "base_version": base_version, "content": merged, "conflicts": conflicts}

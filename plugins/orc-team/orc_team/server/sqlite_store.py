@@ -35,7 +35,7 @@ from orc_git.errors import OrcError, StorageError
 from orc_git.text import json_safe
 
 from orc_team import protocol
-from orc_team.protocol import EVENTS_KEPT, Resource
+from orc_team.protocol import EVENTS_KEPT, HeadData, Resource
 from orc_team.server.store import (
     Announce,
     AnnounceResource,
@@ -69,6 +69,7 @@ CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL UNIQUE, project_id TEXT, pos INTEGER,
     data BLOB NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS events_by_offset ON events (project_id, pos);
+CREATE TABLE IF NOT EXISTS heads (task_id TEXT PRIMARY KEY, head TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS resources (
     resource_id TEXT NOT NULL, version INTEGER NOT NULL, content TEXT NOT NULL,
     updated_by TEXT NOT NULL, updated_at REAL NOT NULL, project_id TEXT,
@@ -176,6 +177,7 @@ class SQLiteStore:
             self._unclaim()
             raise StorageError(f"cannot open the store {path}: {exc}") from None
         self._locks: dict[str, LockRecord] = {row[0]: _lock(row) for row in rows}
+        self._heads: dict[str, HeadData] = self._load_heads()
         self._tasks: dict[str, tuple[int, str | None]] = {}  # fence, project: read once, lazily
         self._offsets: dict[str, int] = {}
         self._epochs: dict[str, str] = {}
@@ -376,6 +378,25 @@ class SQLiteStore:
         del self._locks[task_id]
         return done
 
+    def _load_heads(self) -> dict[str, HeadData]:
+        heads: dict[str, HeadData] = {}
+        for task_id, text in self.db.execute("SELECT task_id, head FROM heads"):
+            try:
+                head = json.loads(text)
+            except ValueError:
+                continue
+            if isinstance(head, dict) and isinstance(head.get("commit"), str):
+                heads[task_id] = head  # type: ignore[assignment]  # written by record_head
+        return heads
+
+    async def record_head(self, task_id: str, head: HeadData) -> None:
+        self.db.execute("INSERT INTO heads (task_id, head) VALUES (?, ?) ON CONFLICT (task_id) "
+                        "DO UPDATE SET head = excluded.head", (task_id, json.dumps(head)))
+        self._heads[task_id] = head
+
+    async def last_head(self, task_id: str) -> HeadData | None:
+        return self._heads.get(task_id)
+
     def _delete(self, task_id: str) -> None:
         """One statement: its own transaction, committed when ``execute`` returns."""
         self.db.execute("DELETE FROM locks WHERE task_id = ?", (task_id,))
@@ -500,6 +521,10 @@ class SQLiteStore:
         row = self.db.execute("SELECT MIN(pos) FROM events WHERE project_id = ?",
                               (project_id,)).fetchone()
         return Stream(epoch, last, last + 1 if row[0] is None else int(row[0]))
+
+    async def projects(self) -> list[str]:
+        rows = self.db.execute("SELECT project_id FROM projects ORDER BY project_id").fetchall()
+        return [row[0] for row in rows]
 
     async def next_offset(self, project_id: str) -> int:
         with self._tx():

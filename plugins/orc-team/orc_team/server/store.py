@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from orc_team.protocol import Resource, encode
+from orc_team.protocol import HeadData, Resource, encode
 
 Outcome = Literal["acquired", "extended", "stolen", "held"]
 
@@ -216,6 +216,15 @@ class Store(Protocol):
 
     async def get_lock(self, task_id: str, now: float) -> LockRecord | None: ...
 
+    async def record_head(self, task_id: str, head: HeadData) -> None:
+        """Keep ``head`` as the task's last head (what its latest release recorded), in place
+        of any before it, across restarts."""
+        ...
+
+    async def last_head(self, task_id: str) -> HeadData | None:
+        """The task's last head, or None when no release recorded one."""
+        ...
+
     async def list_locks(self, now: float) -> list[LockRecord]: ...
 
     async def expire(self, now: float) -> list[LockRecord]:
@@ -255,6 +264,10 @@ class Store(Protocol):
 
     async def stream(self, project_id: str) -> Stream:
         """The project's stream, started (with its epoch) if it was not yet."""
+        ...
+
+    async def projects(self) -> list[str]:
+        """Every project with a stream, sorted: what a view of the whole team catches up on."""
         ...
 
     async def next_offset(self, project_id: str) -> int: ...
