@@ -137,16 +137,16 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFac
     databases: dict[Path, str] = {}
     redis: list[RedisProc] = []
 
-    def where(path: Path) -> Path | str:
-        if os.environ.get("ORC_TEAM_TEST_STORE") != "redis":
-            return path
+    def where(path: Path | str) -> Path | str:
+        if os.environ.get("ORC_TEAM_TEST_STORE") != "redis" or isinstance(path, str):
+            return path  # a redis:// URL: another server's store
         if not redis:
             redis.append(RedisProc(tmp_path_factory.mktemp("redis"), databases=1000))
         if path not in databases:
             databases[path] = f"redis://127.0.0.1:{redis[0].port}/{len(databases)}"
         return databases[path]
 
-    def start(*args: str, store: Path | None = None) -> ServerProc:
+    def start(*args: str, store: Path | str | None = None) -> ServerProc:
         home = tmp_path_factory.mktemp("orc-home")
         server = ServerProc(where(store or home / "team.sqlite3"), home, list(args))
         started.append(server)

@@ -333,11 +333,12 @@ async def test_last_head_and_projects_survive_reopening(opener: Opener) -> None:
     task, project = unique("T"), unique("proj")
     assert await store.last_head(task) is None
     head: Any = {"commit": "a" * 40, "branch": "origin/main", "by": "alice", "at": "now"}
+    newer: Any = {**head, "commit": "b" * 40}
     await store.record_head(task, head)
-    await store.record_head(task, {**head, "commit": "b" * 40})
+    await store.record_head(task, newer)
     await store.stream(project)
     await store.close()
     reopened = opener()
-    assert await reopened.last_head(task) == {**head, "commit": "b" * 40}
+    assert await reopened.last_head(task) == newer
     assert project in await reopened.projects()
     assert await reopened.projects() == sorted(await reopened.projects())
