@@ -14,7 +14,16 @@ from typing import Any, ClassVar
 
 import pytest
 
-from conftest import WAIT, Client, LockerFactory, RedisProc, ServerProc, needs_redis, unique
+from conftest import (
+    WAIT,
+    Client,
+    LockerFactory,
+    RedisProc,
+    ServerProc,
+    needs_redis,
+    token,
+    unique,
+)
 
 pytestmark = needs_redis
 
@@ -35,6 +44,22 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     yield start
     for server in started:
         server.kill()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[Callable[..., RedisProc]]:
+    """``own_redis(appendonly=True)``: a redis-server of the test's own, to kill and restart."""
+    made: list[RedisProc] = []
+
+    def make(appendonly: bool = True) -> RedisProc:
+        workdir = tmp_path / f"redis{len(made)}"
+        workdir.mkdir()
+        made.append(RedisProc(workdir, appendonly=appendonly))
+        return made[-1]
+
+    yield make
+    for proc in made:
+        proc.kill()
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
@@ -103,7 +128,7 @@ async def test_a_lock_on_one_instance_is_seen_and_announced_on_the_others(
     assert granted["acquired"]
     seen = await bob.event("lock.acquired", task)
     assert seen["payload"]["token"] == granted["token"] and seen["user"] == "alice"
-    status, body = b.http(f"/api/locks/{task}", _token("bob"))
+    status, body = b.http(f"/api/locks/{task}", token("bob"))
     assert status == 200 and body["lock"]["owner"] == "alice"
     assert body["lock_domain"] == granted["lock_domain"]
     refused = await bob.lock(task)
@@ -143,7 +168,7 @@ async def test_one_presence_for_connections_on_two_instances(
     assert active["active_task"] == "T-1"
 
     def listed() -> list[dict[str, Any]]:
-        return [p for p in c.http("/api/presence", _token("bob"))[1]["presence"]
+        return [p for p in c.http("/api/presence", token("bob"))[1]["presence"]
                 if p["user_id"] == user]
 
     wait_until(lambda: [p["connections"] for p in listed()] == [2], "two connections")
@@ -154,89 +179,71 @@ async def test_one_presence_for_connections_on_two_instances(
     await bob.presence(user, "offline")
 
 
-def _token(user: str) -> str:
-    from conftest import token
-
-    return token(user)
-
-
 @pytest.mark.parametrize("how", ["kill -9", "SIGTERM"])
 async def test_redis_restarted_from_its_aof(
-        how: str, tmp_path: Path, servers: Servers, connect_as: Any) -> None:
+        how: str, own_redis: Any, servers: Servers, connect_as: Any) -> None:
     """kill -9 (or a graceful stop) of redis-server: what it acknowledged is in its AOF, so
     the lease is still held (no second grant) and tokens only go up."""
-    redis = RedisProc(tmp_path)
-    try:
-        a, b = servers(redis, 2)
-        task = unique("AOF")
-        alice = await connect_as("alice", on=a, client="alice-laptop")
-        held = await alice.lock(task, ttl=60)
-        assert held["acquired"]
-        if how == "kill -9":
-            redis.kill()
-        else:
-            redis.stop()
-        wait_until(lambda: not healthy(a), "health says the store is down")
-        redis.start()
-        wait_until(lambda: healthy(a) and healthy(b), "both servers healthy again")
-        bob = await connect_as("bob", on=b)
-        refused = await bob.lock(task)
-        assert not refused["acquired"] and refused["token"] == held["token"]
-        again = await alice.lock(task, ttl=60)  # the heartbeat: still the same lease
-        assert again["acquired"] and again["extended"] and again["token"] == held["token"]
-        assert (await alice.request("unlock", {"task_id": task}))["data"]["released"]
-        regrant = await bob.lock(task)
-        assert regrant["acquired"] and regrant["token"] > held["token"]
-        assert regrant["lock_domain"] == held["lock_domain"]
-    finally:
+    redis = own_redis()
+    a, b = servers(redis, 2)
+    task = unique("AOF")
+    alice = await connect_as("alice", on=a, client="alice-laptop")
+    held = await alice.lock(task, ttl=60)
+    assert held["acquired"]
+    if how == "kill -9":
         redis.kill()
-
+    else:
+        redis.stop()
+    wait_until(lambda: not healthy(a), "health says the store is down")
+    redis.start()
+    wait_until(lambda: healthy(a) and healthy(b), "both servers healthy again")
+    bob = await connect_as("bob", on=b)
+    refused = await bob.lock(task)
+    assert not refused["acquired"] and refused["token"] == held["token"]
+    again = await alice.lock(task, ttl=60)  # the heartbeat: still the same lease
+    assert again["acquired"] and again["extended"] and again["token"] == held["token"]
+    assert (await alice.request("unlock", {"task_id": task}))["data"]["released"]
+    regrant = await bob.lock(task)
+    assert regrant["acquired"] and regrant["token"] > held["token"]
+    assert regrant["lock_domain"] == held["lock_domain"]
 
 async def test_tokens_never_go_back_when_redis_loses_everything(
-        tmp_path: Path, servers: Servers, connect_as: Any) -> None:
+        own_redis: Any, servers: Servers, connect_as: Any) -> None:
     """A redis-server without persistence restarted: every key is gone, the fencing counters
     with them; the epoch (the Redis clock, and above what this server saw) keeps tokens up."""
-    redis = RedisProc(tmp_path, appendonly=False)
-    try:
-        [server] = servers(redis, 1)
-        task = unique("LOSS")
-        alice = await connect_as("alice", on=server)
-        first = await alice.lock(task, ttl=60)
-        assert (await alice.request("unlock", {"task_id": task}))["data"]["released"]
-        redis.kill()
-        redis.start()
-        wait_until(lambda: healthy(server), "the server healthy again")
-        after = await alice.lock(task, ttl=60)
-        assert after["acquired"] and after["token"] > first["token"]
-        assert after["lock_domain"] == first["lock_domain"]
-    finally:
-        redis.kill()
-
+    redis = own_redis(appendonly=False)
+    [server] = servers(redis, 1)
+    task = unique("LOSS")
+    alice = await connect_as("alice", on=server)
+    first = await alice.lock(task, ttl=60)
+    assert (await alice.request("unlock", {"task_id": task}))["data"]["released"]
+    redis.kill()
+    redis.start()
+    wait_until(lambda: healthy(server), "the server healthy again")
+    after = await alice.lock(task, ttl=60)
+    assert after["acquired"] and after["token"] > first["token"]
+    assert after["lock_domain"] == first["lock_domain"]
 
 async def test_redis_unreachable_answers_unavailable_and_recovers(
-        tmp_path: Path, servers: Servers, connect_as: Any) -> None:
-    redis = RedisProc(tmp_path)
-    try:
-        [server] = servers(redis, 1)
-        alice = await connect_as("alice", on=server)
-        task = unique("DOWN")
-        redis.kill()
-        for _ in range(3):
-            reply = await alice.request("lock", {"task_id": task}, timeout=WAIT + 5)
-            assert reply["type"] == "error" and reply["data"]["code"] == "UNAVAILABLE", reply
-        status, body = server.http("/api/health")
-        assert status == 503 and body["status"] == "unavailable"
-        status, body = server.http("/api/locks", _token("alice"))
-        assert status == 503 and body["error"]["code"] == "UNAVAILABLE"
-        assert server.logged("is unreachable")
-        assert server.log.count("is unreachable") == 1 and "Traceback" not in server.log
-        redis.start()
-        wait_until(lambda: healthy(server), "the server healthy again")
-        assert (await alice.lock(task))["acquired"]  # the same connection carries on
-        assert server.logged("answers again")
-    finally:
-        redis.kill()
-
+        own_redis: Any, servers: Servers, connect_as: Any) -> None:
+    redis = own_redis()
+    [server] = servers(redis, 1)
+    alice = await connect_as("alice", on=server)
+    task = unique("DOWN")
+    redis.kill()
+    for _ in range(3):
+        reply = await alice.request("lock", {"task_id": task}, timeout=WAIT + 5)
+        assert reply["type"] == "error" and reply["data"]["code"] == "UNAVAILABLE", reply
+    status, body = server.http("/api/health")
+    assert status == 503 and body["status"] == "unavailable"
+    status, body = server.http("/api/locks", token("alice"))
+    assert status == 503 and body["error"]["code"] == "UNAVAILABLE"
+    assert server.logged("is unreachable")
+    assert server.log.count("is unreachable") == 1 and "Traceback" not in server.log
+    redis.start()
+    wait_until(lambda: healthy(server), "the server healthy again")
+    assert (await alice.lock(task))["acquired"]  # the same connection carries on
+    assert server.logged("answers again")
 
 def test_serve_refuses_a_malformed_url_and_an_unreachable_redis(tmp_path: Path) -> None:
     from conftest import SECRET, dead_url, run_orc
@@ -286,25 +293,20 @@ def test_several_urls_are_read_from_the_configuration() -> None:
     assert settings.base_url == "ws://a:1" and settings.urls == ("ws://a:1", "ws://b:2")
 
 
-async def test_presence_of_a_stopped_instance_goes_with_it(
-        redis_server: RedisProc, servers: Servers, connect_as: Any) -> None:
+@pytest.mark.parametrize("how", ["SIGTERM", "kill -9"])
+async def test_presence_of_an_instance_goes_with_it(
+        how: str, redis_server: RedisProc, servers: Servers, connect_as: Any) -> None:
+    """Stopped, it removes its users' presence at once; killed, its liveness key expires and
+    the others remove its entries."""
     a, b = servers(redis_server, 2)
     user = unique("dave").lower()
     bob = await connect_as("bob", on=b)
     await connect_as(user, on=a)
     await bob.presence(user, "online")
-    a.stop()  # SIGTERM: its users' presence is removed at once
-    await bob.presence(user, "offline")
-
-
-async def test_presence_of_a_killed_instance_is_removed_by_the_others(
-        redis_server: RedisProc, servers: Servers, connect_as: Any) -> None:
-    a, b = servers(redis_server, 2)
-    user = unique("erin").lower()
-    bob = await connect_as("bob", on=b)
-    await connect_as(user, on=a)
-    await bob.presence(user, "online")
-    a.kill()  # kill -9: its liveness key expires, then the others remove its entries
+    if how == "SIGTERM":
+        a.stop()
+    else:
+        a.kill()
     await bob.presence(user, "offline", timeout=15)
 
 
