@@ -399,10 +399,12 @@ class RedisProc:
     logs "Ready to accept connections".  ``kill()`` is kill -9; ``start()`` again on the same
     port and directory replays the AOF."""
 
-    def __init__(self, workdir: Path, *, appendonly: bool = True, databases: int = 16) -> None:
+    def __init__(self, workdir: Path, *, appendonly: bool = True, databases: int = 16,
+                 args: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
         self.appendonly = appendonly
         self.databases = databases
+        self.args = args
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port: int = s.getsockname()[1]
@@ -417,7 +419,8 @@ class RedisProc:
         self.proc = subprocess.Popen(
             ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
              "--appendonly", "yes" if self.appendonly else "no", "--dir", str(self.workdir),
-             "--daemonize", "no", "--loglevel", "notice", "--databases", str(self.databases)],
+             "--daemonize", "no", "--loglevel", "notice", "--databases", str(self.databases),
+             *self.args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             text=True)
         lines = Lines(self.proc.stdout)

@@ -51,10 +51,10 @@ def own_redis(tmp_path: Path) -> Iterator[Callable[..., RedisProc]]:
     """``own_redis(appendonly=True)``: a redis-server of the test's own, to kill and restart."""
     made: list[RedisProc] = []
 
-    def make(appendonly: bool = True) -> RedisProc:
+    def make(appendonly: bool = True, *args: str) -> RedisProc:
         workdir = tmp_path / f"redis{len(made)}"
         workdir.mkdir()
-        made.append(RedisProc(workdir, appendonly=appendonly))
+        made.append(RedisProc(workdir, appendonly=appendonly, args=args))
         return made[-1]
 
     yield make
@@ -251,7 +251,7 @@ def test_serve_refuses_a_malformed_url_and_an_unreachable_redis(tmp_path: Path) 
     env = {"ORC_TEAM_SECRET": SECRET, "ORC_HOME": str(tmp_path)}
     bad = run_orc("team", "serve", "--port", "0", "--store", "redis://127.0.0.1:x/0",
                   cwd=tmp_path, env=env)
-    assert bad.returncode == 2 and "expected redis://HOST:PORT[/DB]" in bad.stderr
+    assert bad.returncode == 2 and "HOST[:PORT][/DB]" in bad.stderr
     port = dead_url().rsplit(":", 1)[1]
     down = run_orc("team", "serve", "--port", "0", "--store", f"redis://127.0.0.1:{port}/0",
                    cwd=tmp_path, env=env)
@@ -324,3 +324,21 @@ async def test_task_subscribers_elsewhere_hear_lock_events_without_a_project(
     assert seen["payload"]["token"] == granted["token"] and seen["project_id"] is None
     await alice.request("unlock", {"task_id": task})
     assert (await bob.event("lock.released", task))["payload"]["token"] == granted["token"]
+
+
+async def test_a_redis_with_a_password(own_redis: Any, servers: Servers, connect_as: Any,
+                                       tmp_path: Path) -> None:
+    """The password in the URL is used, and never logged or repeated in an error."""
+    from conftest import SECRET, run_orc
+
+    redis = own_redis(True, "--requirepass", "s3cret-pass")
+    url = f"redis://:s3cret-pass@127.0.0.1:{redis.port}/0"
+    [server] = servers(type("Url", (), {"url": url})(), 1)
+    alice = await connect_as("alice", on=server)
+    assert (await alice.lock(unique("PW")))["acquired"]
+    assert "s3cret-pass" not in server.log and "redis://***@127.0.0.1" in server.log
+    wrong = run_orc("team", "serve", "--port", "0", "--store",
+                    f"redis://:wrong-pass@127.0.0.1:{redis.port}/0", cwd=tmp_path,
+                    env={"ORC_TEAM_SECRET": SECRET, "ORC_HOME": str(tmp_path)})
+    assert wrong.returncode == 3 and "cannot use the Redis store" in wrong.stderr
+    assert "wrong-pass" not in wrong.stderr and "Traceback" not in wrong.stderr

@@ -425,7 +425,7 @@ async def serve(config: ServerConfig, store: Store) -> None:
         listener = await loop.create_server(gate, config.host, config.port, backlog=128)
         host, port = listener.sockets[0].getsockname()[:2]
         log.info("orc-team %s listening on http://%s:%d (store %s, away after %gs, %s)",
-                 __version__, host, port, config.store, config.away_after,
+                 __version__, host, port, _describe(store, config), config.away_after,
                  describe_limit(before, after))
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -437,6 +437,12 @@ async def serve(config: ServerConfig, store: Store) -> None:
             listener.close()
         with contextlib.suppress(Exception):
             await runner.cleanup()
+
+
+def _describe(store: Store, config: ServerConfig) -> str:
+    """The store for the log: a Redis store says where without its password."""
+    describe = getattr(store, "describe", None)
+    return str(describe()) if describe is not None else config.store
 
 
 def run(config: ServerConfig, store: Store) -> None:

@@ -27,6 +27,7 @@ import os
 import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -75,17 +76,42 @@ UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
 T = TypeVar("T")
 
 
-def parse_url(url: str) -> tuple[str, int, int]:
-    """``redis://HOST:PORT[/DB]`` → (host, port, db); anything else is a UsageError."""
+@dataclass(frozen=True)
+class Address:
+    """Where the Redis is: ``redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]``."""
+
+    host: str
+    port: int
+    db: int
+    username: str | None = None
+    password: str | None = None
+
+    def __str__(self) -> str:
+        """For logs and messages: never the password."""
+        auth = "***@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/{self.db}"
+
+    def options(self) -> dict[str, Any]:
+        return {"host": self.host, "port": self.port, "db": self.db,
+                "username": self.username, "password": self.password}
+
+
+def parse_url(url: str) -> Address:
+    """``redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]``; anything else is a UsageError (which
+    never repeats the password)."""
     parts = urllib.parse.urlsplit(url)
+    shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    wrong = f"--store {shown}: expected redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]"
     try:
         port = parts.port or 6379
         db = int(parts.path.strip("/") or 0)
     except ValueError:
-        raise UsageError(f"--store {url}: expected redis://HOST:PORT[/DB]") from None
+        raise UsageError(wrong) from None
     if parts.scheme != "redis" or not parts.hostname or parts.query or db < 0:
-        raise UsageError(f"--store {url}: expected redis://HOST:PORT[/DB]")
-    return parts.hostname, port, db
+        raise UsageError(wrong)
+    unquote = urllib.parse.unquote
+    return Address(parts.hostname, port, db, unquote(parts.username) if parts.username else None,
+                   unquote(parts.password) if parts.password else None)
 
 
 def _s(value: Any) -> str:
@@ -166,9 +192,9 @@ class RedisStore:
     (:mod:`orc_team.server.shared`)."""
 
     def __init__(self, url: str, events_kept: int = EVENTS_KEPT) -> None:
-        self.url = url
         self.events_kept = events_kept
-        self.host, self.port, self.db = parse_url(url)
+        self.address = parse_url(url)
+        self.host, self.port, self.db = self.address.host, self.address.port, self.address.db
         self.prefix = PREFIX
         self.channels = f"{PREFIX}{self.db}:"
         """Pub/sub channels are not per database: these are this database's."""
@@ -177,7 +203,7 @@ class RedisStore:
         self.epoch_floor = 0
         # One quick retry (a pooled connection Redis closed when it restarted); past that the
         # request is answered UNAVAILABLE at once rather than after redis-py's backoff.
-        self.client = aioredis.Redis(host=self.host, port=self.port, db=self.db,
+        self.client = aioredis.Redis(**self.address.options(),
                                      socket_timeout=2.0, socket_connect_timeout=1.0,
                                      retry=Retry(ConstantBackoff(0.02), 1),
                                      redis_connect_func=self._on_connect)
@@ -199,15 +225,15 @@ class RedisStore:
         a new domain, whose tokens count from 1 (epoch 0) as a new SQLite store's do."""
         import redis as sync_redis
 
-        client = sync_redis.Redis(host=self.host, port=self.port, db=self.db,
-                                  socket_timeout=2.0, socket_connect_timeout=2.0)
+        client = sync_redis.Redis(**self.address.options(), socket_timeout=2.0,
+                                  socket_connect_timeout=2.0)
         self.domain = os.urandom(16).hex()  # the store's, if it is made now
         try:
             domain, epoch = client.eval(redis_lua.OPEN, 0, self._header())
             self.epoch_floor = int(epoch or 0)
             return _s(domain)
         except redis.exceptions.RedisError as exc:
-            raise StorageError(f"cannot use the Redis store {self.url}: {exc}") from None
+            raise StorageError(f"cannot use the Redis store {self.address}: {exc}") from None
         finally:
             client.close()
 
@@ -218,7 +244,7 @@ class RedisStore:
         self.epoch_floor = max(self.epoch_floor, int(await conn.read_response()))
 
     def describe(self) -> str:
-        return f"redis://{self.host}:{self.port}/{self.db}"
+        return str(self.address)
 
     # -- calls ----------------------------------------------------------------------------------
 
