@@ -71,6 +71,30 @@ async def test_offline_only_when_the_last_connection_closes(quick: ServerProc,
     await bob.presence("alice", "offline")
 
 
+async def test_who_left_stays_listed_as_offline_and_once_when_back(quick: ServerProc,
+                                                                   connect_as: Any) -> None:
+    """The listing shows who was here, not only who is: offline with when they left."""
+    user = unique("dana").lower()
+    bob: Client = await connect_as("bob", on=quick)
+    dana: Client = await connect_as(user, on=quick)
+    await bob.presence(user, "online")
+    await dana.close()
+    left = await bob.presence(user, "offline")
+
+    def listed() -> list[dict[str, Any]]:
+        _, body = quick.http("/api/presence", token("bob"))
+        return [p for p in body["presence"] if p["user_id"] == user]
+
+    [gone] = listed()
+    assert (gone["status"], gone["connections"], gone["active_task"]) == ("offline", 0, None)
+    assert gone["last_seen"] == left["last_seen"]
+    again: Client = await connect_as(user, on=quick)
+    await bob.presence(user, "online")
+    [back] = listed()
+    assert (back["status"], back["connections"]) == ("online", 1)
+    await again.close()
+
+
 CLIENT = """
 import sys, time
 from websockets.sync.client import connect

@@ -3,7 +3,9 @@
 A user is ``online`` from their first connection, ``active`` while a connection says it runs a
 task (``active_task``), ``away`` after ``away_after`` seconds without a message from any of their
 connections (pings do not count: a keepalive is not a person), and ``offline`` when their last
-connection closes.  Every change is broadcast to every connected client as a ``presence``
+connection closes; a user who went offline stays in the listing (``offline``, with when they were
+last seen) for a day, the most recent :data:`OFFLINE_KEPT` of them, so the team sees who was
+here and not only who is.  Every change is broadcast to every connected client as a ``presence``
 message whose ``event_type`` names the transition (presence.online, .active, .idle, .away,
 .offline).  When the connection that set ``active_task`` closes, the task is cleared with it.
 """
@@ -22,6 +24,11 @@ from orc_team.server.connection import Connection
 from orc_team.server.hub import Hub
 
 log = logging.getLogger("orc_team.server")
+
+OFFLINE_KEPT = 200
+"""How many users who went offline the listing remembers (the most recent)."""
+OFFLINE_FOR = 24 * 3600.0
+"""How long, in seconds, an offline user stays in the listing."""
 
 
 @dataclass
@@ -62,6 +69,8 @@ class Presence:
         self.hub = hub
         self.away_after = away_after
         self.users: dict[str, UserPresence] = {}
+        self.gone: dict[str, PresenceData] = {}
+        """Users whose last connection closed, oldest first: what they were when they left."""
         self.shared: Shared | None = None
 
     def _status(self, p: UserPresence, now: float) -> str:
@@ -89,6 +98,7 @@ class Presence:
         now = time.monotonic()
         p = self.users.get(conn.user)
         if p is None:
+            self.gone.pop(conn.user, None)
             p = self.users[conn.user] = UserPresence(conn.user, conn.claims.name,
                                                      conn.claims.email, now, time.time())
             p.connections.add(conn.id)
@@ -105,8 +115,9 @@ class Presence:
         p.connections.discard(conn.id)
         if not p.connections:
             del self.users[conn.user]
-            p.status, p.active_task = "offline", None
+            p.status, p.active_task, p.last_seen = "offline", None, time.time()
             self._broadcast(p, PRESENCE_OFFLINE)
+            self._remember(p.json())
             return
         if p.active_conn == conn.id:
             p.active_task = p.active_conn = None
@@ -144,10 +155,22 @@ class Presence:
         for p in list(self.users.values()):
             self._settle(p, now)
 
+    def _remember(self, data: PresenceData) -> None:
+        self.gone.pop(data["user_id"], None)
+        self.gone[data["user_id"]] = data
+        while len(self.gone) > OFFLINE_KEPT:
+            del self.gone[next(iter(self.gone))]
+
     def snapshot(self) -> list[PresenceData]:
-        if self.shared is not None:
-            return self.shared.snapshot()
-        return [p.json() for p in sorted(self.users.values(), key=lambda p: p.user_id)]
+        """Everyone connected (on every process, when shared), then who left in the last day
+        (as this process saw them leave), each user once, sorted by user id."""
+        here = (self.shared.snapshot() if self.shared is not None
+                else [p.json() for p in self.users.values()])
+        present = {p["user_id"] for p in here}
+        cutoff = protocol.iso(time.time() - OFFLINE_FOR)
+        left = [p for user, p in self.gone.items()
+                if user not in present and p["last_seen"] >= cutoff]
+        return sorted(here + left, key=lambda p: p["user_id"])
 
     async def run_sweeper(self) -> None:
         """Notice users going away: a quarter of ``away_after`` late at most (and ≤ 1 s)."""
