@@ -1,6 +1,8 @@
 """``orc team dashboard [--open]``: a sign-in link to the team server's dashboard.
 
-It mints a short-lived token (as ``orc team invite`` does, so it needs ORC_TEAM_SECRET) and
+It mints a short-lived token: with ORC_TEAM_SECRET (an admin's shell) as ``orc team invite``
+does, otherwise by asking the team server for one with the user's own ``team.token``
+(``POST /api/session``: the same user and role, ending no later than that token).  It
 prints ``http://HOST:PORT/#token=…``: in the fragment, which a browser never sends to the
 server, so the token stays out of request lines, access logs and Referer headers.  The page
 moves it to sessionStorage and strips it from the address bar.  A browser is opened only with
@@ -10,12 +12,13 @@ moves it to sessionStorage and strips it from the address bar.  A browser is ope
 from __future__ import annotations
 
 import argparse
+import os
 import webbrowser
 from typing import Any
 from urllib.parse import quote
 
 from orc_git.cli.output import Output
-from orc_git.errors import InvalidInput
+from orc_git.errors import ConfigError, InvalidInput
 
 DEFAULT_EXPIRES = 8 * 3600
 """A working day: the page is kept open, but a link left in a terminal's scrollback should
@@ -26,10 +29,10 @@ MAX_EXPIRES = 7 * 86400
 def add_parser(actions: argparse._SubParsersAction[Any], number: Any, claim: Any) -> None:
     from orc_team.tokens import email_problem, name_problem, user_problem
 
-    p = actions.add_parser("dashboard", help="print a sign-in link to the live team dashboard "
-                                             "(needs ORC_TEAM_SECRET)")
+    p = actions.add_parser("dashboard", help="print a sign-in link to the live team dashboard")
     p.add_argument("--user", type=claim(user_problem), metavar="ID",
-                   help="who signs in (default: the user of your team.token)")
+                   help="who signs in (default: the user of your team.token; another user "
+                        "needs ORC_TEAM_SECRET)")
     p.add_argument("--name", type=claim(name_problem), metavar="N",
                    help="display name (default: your team.token's, else the user id)")
     p.add_argument("--email", type=claim(email_problem), metavar="E",
@@ -53,14 +56,15 @@ def page_url(server_url: str, token: str) -> str:
 def cmd_dashboard(args: argparse.Namespace, out: Output) -> int:
     from orc_team.cli import _secret
     from orc_team.cli_auth import DEFAULT_URL, _config, _url
-    from orc_team.client.probe import TokenFacts
     from orc_team.client.settings import token_claims
+    from orc_team.server.config import SECRET_ENV
     from orc_team.tokens import mint_token
 
     config = _config()
     configured_url = config.get("team.server_url")
-    url = _url(args.server_url or (configured_url if isinstance(configured_url, str)
-                                   else DEFAULT_URL))
+    first_url = (configured_url.split(",")[0].strip()
+                 if isinstance(configured_url, str) and configured_url.strip() else DEFAULT_URL)
+    url = _url(args.server_url or first_url)
     configured_token = config.get("team.token")
     claims = token_claims(configured_token) if isinstance(configured_token, str) else {}
     user = args.user or claims.get("sub")
@@ -68,6 +72,8 @@ def cmd_dashboard(args: argparse.Namespace, out: Output) -> int:
         raise InvalidInput("whose dashboard? give --user ID (no team.token is configured to "
                            "take the user from)")
     same = claims.get("sub") == user
+    if not os.environ.get(SECRET_ENV) and same and isinstance(configured_token, str):
+        return _link(out, args, url, _asked_for(url, configured_token.strip(), args.expires))
 
     def claim(key: str, given: str | None) -> str | None:
         value = claims.get(key) if same else None
@@ -77,6 +83,29 @@ def cmd_dashboard(args: argparse.Namespace, out: Output) -> int:
     token = mint_token(secret, user, name=claim("name", args.name),
                        email=claim("email", args.email), role="member",
                        expires_in=args.expires)
+    return _link(out, args, url, token)
+
+
+def _asked_for(url: str, token: str, expires_in: int) -> str:
+    """A sign-in token from the server, for the user of ``token``."""
+    from orc_team.client.http import HttpReader
+    from orc_team.client.settings import ClientSettings
+
+    reader = HttpReader(ClientSettings(url, token))
+    try:
+        answer = reader.post("/api/session", {"expires_in": expires_in})
+    finally:
+        reader.close()
+    minted = answer.get("token")
+    if not isinstance(minted, str) or not minted:
+        raise ConfigError(f"{url} answered /api/session without a token; is it an orc team "
+                          "server of this version?")
+    return minted
+
+
+def _link(out: Output, args: argparse.Namespace, url: str, token: str) -> int:
+    from orc_team.client.probe import TokenFacts
+
     link = page_url(url, token)
     out.say(f"a dashboard link for {TokenFacts.read(token).who()}, "
             f"{TokenFacts.read(token).expiry_text()} (whoever has it can act as them until then):")

@@ -10,10 +10,12 @@ and keep its token out of every URL and the server's log.  Every wait is Playwri
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,6 +26,7 @@ from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
 
 from orc_team import protocol
 from orc_team.cli_dashboard import page_url
+from orc_team.tokens import verify_token
 
 from conftest import SECRET, WAIT, Client, Lines, ServerFactory, ServerProc, git_repo, token, unique
 
@@ -609,3 +612,60 @@ def test_dashboard_command_needs_a_user_and_the_secret(tmp_path: Path) -> None:
     assert no_secret.returncode == 2 and "ORC_TEAM_SECRET" in no_secret.stderr
     assert "Traceback" not in no_secret.stderr
 
+
+
+def _session(server: ServerProc, bearer: str | None, body: bytes) -> tuple[int, Any]:
+    request = urllib.request.Request(f"http://{server.base}/api/session", data=body,
+                                     method="POST", headers={"Content-Type": "application/json"})
+    if bearer:
+        request.add_header("Authorization", f"Bearer {bearer}")
+    try:
+        with urllib.request.urlopen(request, timeout=WAIT) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_a_member_without_the_secret_gets_a_link_from_the_server(
+        dash_server: ServerProc, tmp_path: Path) -> None:
+    """Only admins hold ORC_TEAM_SECRET: a member's own token asks the server for a sign-in
+    token, the same user and role, ending no later than the member's token."""
+    own = token("heidi", name="Heidi Lamarr", expires_in=3600)
+    env = {k: v for k, v in os.environ.items() if k != "ORC_TEAM_SECRET"}
+    env.update(ORC_HOME=str(tmp_path), ORC_TEAM_TOKEN=own,
+               ORC_TEAM_URL=f"ws://{dash_server.base}")
+    proc = subprocess.run([sys.executable, "-m", "orc_git", "team", "dashboard"], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    link = proc.stdout.strip()
+    assert link.startswith(f"http://{dash_server.base}/#token=") and "?" not in link
+    minted = link.split("#token=", 1)[1]
+    assert minted != own and "Heidi Lamarr" in proc.stderr
+    claims = verify_token(minted, SECRET)
+    mine = verify_token(own, SECRET)
+    assert (claims.user, claims.role, claims.name) == ("heidi", "member", "Heidi Lamarr")
+    assert claims.expires <= mine.expires
+    status, body = dash_server.http("/api/presence", minted)
+    assert status == 200 and "presence" in body
+
+
+def test_the_session_endpoint_refuses_what_it_cannot_honour(dash_server: ServerProc) -> None:
+    status, body = _session(dash_server, None, b"")
+    assert status == 401 and body["error"]["code"] == "UNAUTHORIZED"
+    member = token("ivan")
+    for bad in (b'{"expires_in": 5}', b'{"expires_in": "1h"}', b"[1]", b"\xff"):
+        status, body = _session(dash_server, member, bad)
+        assert status == 400 and body["error"]["code"] == "INVALID_MESSAGE", bad
+    status, body = _session(dash_server, member, b'{"expires_in": 600}')
+    assert status == 200 and body["user"] == "ivan"
+    assert verify_token(body["token"], SECRET).expires <= verify_token(member, SECRET).expires
+
+
+def test_the_dashboard_command_says_when_the_server_cannot_be_asked(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ORC_TEAM_SECRET"}
+    env.update(ORC_HOME=str(tmp_path), ORC_TEAM_TOKEN=token("judy"),
+               ORC_TEAM_URL="ws://127.0.0.1:9")
+    proc = subprocess.run([sys.executable, "-m", "orc_git", "team", "dashboard"], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 3 and "127.0.0.1:9" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -72,7 +72,16 @@ class HttpReader:
 
     def get(self, path: str) -> dict[str, Any]:
         """GET ``path`` as JSON."""
-        status, body = self.exchange("GET", path)
+        return self._json("GET", path)
+
+    def post(self, path: str, doc: dict[str, Any]) -> dict[str, Any]:
+        """POST ``doc`` to ``path``, the answer as JSON."""
+        return self._json("POST", path, json.dumps(doc).encode(),
+                          {"Content-Type": "application/json"})
+
+    def _json(self, method: str, path: str, body: bytes | None = None,
+              headers: dict[str, str] | None = None) -> dict[str, Any]:
+        status, body = self.exchange(method, path, body, headers)
         if status == 200:
             try:
                 doc = json.loads(body)

@@ -36,7 +36,7 @@ from orc_team.server.pages import Pages
 from orc_team.server.presence import Presence
 from orc_team.server.replay import start_after
 from orc_team.server.store import ClientInstance, Store, StoreUnavailable
-from orc_team.tokens import AuthError, Claims
+from orc_team.tokens import AuthError, Claims, mint_token
 
 log = logging.getLogger("orc_team.server")
 DEFAULT_EVENTS = 100
@@ -358,6 +358,39 @@ async def resource_put(request: web.Request) -> web.Response:
                         headers={"ETag": f'"{made.version}"'})
 
 
+SESSION_SECONDS = 8 * 3600
+"""How long a sign-in token from ``POST /api/session`` lasts by default: a working day."""
+SESSION_MAX = 7 * 86400
+
+
+async def session_token(request: web.Request) -> web.Response:
+    """``POST /api/session`` with ``{"expires_in": S}`` (optional): a short-lived token with
+    the caller's claims, ending no later than the caller's own.  What ``orc team dashboard``
+    asks for when the user has a token but not the team's secret (only admins hold that)."""
+    claims = _admit(request)
+    raw = await request.read()
+    expires_in: object = SESSION_SECONDS
+    if raw.strip():
+        try:
+            doc = protocol.decode(raw)
+        except (ValueError, RecursionError):
+            doc = None
+        if not isinstance(doc, dict):
+            raise _bad_request('the body must be a JSON object such as {"expires_in": 3600}')
+        expires_in = doc.get("expires_in", SESSION_SECONDS)
+    if (not isinstance(expires_in, int) or isinstance(expires_in, bool)
+            or not 60 <= expires_in <= SESSION_MAX):
+        raise _bad_request(f"expires_in must be a whole number of seconds, 60 to {SESSION_MAX}")
+    now = time.time()
+    lifetime = min(float(expires_in), claims.expires - now)
+    if lifetime < 1:
+        raise _unauthorized("the token expires within a second; sign in again")
+    token = mint_token(request.app[SERVER].config.secret, claims.user, name=claims.name,
+                       email=claims.email, role=claims.role, expires_in=lifetime, now=now)
+    return web.json_response({"token": token, "expires_at": protocol.iso(now + int(lifetime)),
+                              "user": claims.user, "role": claims.role})
+
+
 async def _background(app: web.Application) -> AsyncIterator[None]:
     server = app[SERVER]
     tasks = [asyncio.create_task(server.locks.run_sweeper(server.config.sweep_interval)),
@@ -392,6 +425,7 @@ def build_app(config: ServerConfig, store: Store) -> web.Application:
     app.router.add_get("/api/resources", resources_view)
     app.router.add_get("/api/resources/{resource_id}", resource_view)
     app.router.add_put("/api/resources/{resource_id}", resource_put)
+    app.router.add_post("/api/session", session_token)
     app.cleanup_ctx.append(_background)
     app.on_shutdown.append(_close_connections)
     return app
