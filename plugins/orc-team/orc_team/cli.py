@@ -21,7 +21,6 @@ from orc_git.errors import OrcError, UsageError
 
 from orc_team import cli_auth, cli_dashboard
 from orc_team.protocol import EVENTS_KEPT, MAX_REPLAY
-from orc_team.spin import SPIN
 from orc_team.tokens import (
     MAX_LIFETIME,
     ROLES,
@@ -78,9 +77,6 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="messages a connection may send at once (200)")
     p.add_argument("--send-queue", type=_number(1, 1e6, int), default=1024, metavar="N",
                    help="messages queued for a slow client before it is dropped (1024)")
-    p.add_argument("--busy-poll", type=_number(0, 0.01), default=SPIN, metavar="S",
-                   help="seconds the server keeps polling after handling a message, before it "
-                        "sleeps: a request arriving meanwhile needs no wake-up (0.0002; 0 off)")
     p.add_argument("--handshake-timeout", type=_number(0, 3600), default=5.0, metavar="S",
                    help="seconds a connection has to send its request's headers; one that "
                         "sends nothing or half a request is closed (5; 0 disables)")
@@ -320,7 +316,7 @@ def cmd_serve(args: argparse.Namespace, out: Any) -> int:
                           away_after=args.away_after, keepalive=args.keepalive,
                           allowed_origins=frozenset(args.allow_origin), rate=args.rate,
                           burst=args.burst, send_queue=args.send_queue,
-                          busy_poll=args.busy_poll, handshake_timeout=args.handshake_timeout,
+                          handshake_timeout=args.handshake_timeout,
                           max_per_peer=args.max_per_peer, max_per_user=args.max_per_user,
                           max_token_lifetime=args.max_token_lifetime,
                           events_kept=args.events_kept)

@@ -4,8 +4,6 @@ decisions and persistence, INTERNAL errors, the one-reply rule when a handler fa
 from __future__ import annotations
 
 import json
-import selectors
-import socket
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -13,7 +11,6 @@ from typing import Any
 import pytest
 
 from orc_team import protocol
-from orc_team.server.busypoll import SpinningSelector
 from orc_team.server.config import ServerConfig
 from orc_team.server.dispatch import Dispatcher
 from orc_team.server.events import EventBus
@@ -191,41 +188,6 @@ def test_token_bucket_refills() -> None:
 def test_iso_has_milliseconds() -> None:
     assert protocol.iso(0.25) == "1970-01-01T00:00:00.250Z"
     assert protocol.iso(59.9999) == "1970-01-01T00:00:59.999Z"
-
-
-class _CountingSelector(selectors.DefaultSelector):
-    """Counts the looks that do not wait: the spinning selector's polls."""
-
-    looks = 0
-
-    def select(self, timeout: float | None = None) -> list[tuple[Any, int]]:
-        if timeout == 0:
-            self.looks += 1
-        return super().select(timeout)
-
-
-class _Spinning(SpinningSelector, _CountingSelector):
-    pass
-
-
-def test_the_loop_spins_after_io_and_sleeps_at_once_when_idle() -> None:
-    a, b = socket.socketpair()
-    selector = _Spinning(spin=0.002)
-    try:
-        selector.register(a, selectors.EVENT_READ)
-        assert selector.select(0.01) == [] and selector.looks == 0  # idle: straight to sleep
-        b.send(b"x")
-        assert len(selector.select(1)) == 1  # I/O handled ...
-        a.recv(1)
-        assert selector.select(0.05) == [] and selector.looks > 1  # ... so it polled a while
-        looks = selector.looks
-        assert selector.select(0.01) == [] and selector.looks == looks  # idle again: no spin
-        b.send(b"y")
-        assert len(selector.select(0)) == 1  # a look with callbacks pending never spins
-    finally:
-        selector.close()
-        a.close()
-        b.close()
 
 
 async def test_a_store_keeps_one_lock_domain_and_another_store_has_its_own(

@@ -28,8 +28,6 @@ from websockets.frames import BINARY, CONT, TEXT, Frame
 from websockets.http11 import Response
 from websockets.protocol import Event, State
 
-from orc_team.spin import SPIN, spare_cpu
-
 BUFSIZE = 64 * 1024
 """Under the allocator's mmap threshold: recv allocates a buffer this big for every call."""
 
@@ -48,10 +46,6 @@ class Link:
         self._fragments: list[bytes] = []
         self._backlog: list[bytes] = []
         self._tls_pending: Callable[[], int] | None = getattr(sock, "pending", None)
-        # A reader waiting for a reply polls before it sleeps (:mod:`orc_team.spin`): only while
-        # the last reply came that fast, with a CPU to spare, and not over TLS.
-        self._spin = SPIN if spare_cpu() and self._tls_pending is None else 0.0
-        self._spin_pays = True
         self._wake, self._waker = socket.socketpair()
         self._poll = select.poll()
         self._poll.register(sock, select.POLLIN)
@@ -145,19 +139,8 @@ class Link:
             return here
         if self.ended is not None:
             return []
-        started = time.monotonic()
-        if self._spin_pays and self._spin:
-            while time.monotonic() - started < min(self._spin, timeout):
-                try:
-                    return self._receive(self.sock.recv(BUFSIZE, socket.MSG_DONTWAIT))
-                except BlockingIOError:
-                    pass
-                except OSError:
-                    return self._receive(b"")
-        if not self._poll.poll(max(timeout - (time.monotonic() - started), 0.0) * 1000):
-            self._spin_pays = False
+        if not self._poll.poll(max(timeout, 0.0) * 1000):
             return []
-        self._spin_pays = time.monotonic() - started < self._spin
         return self._receive()
 
     def read_or_wake(self, timeout: float) -> list[bytes] | None:

@@ -4,8 +4,7 @@ The wire format is :mod:`orc_team.protocol`, shared with the client.  Modules, o
 ``app`` (routes, connection life cycle), ``auth`` (tokens, Origin, client id), ``fields``
 (validation of a request's fields), ``dispatch`` (one message, one reply),
 ``hub`` (connections, subscriptions, fan-out), ``connection`` (bounded send queue), ``locks``,
-``presence``, ``events``, ``ratelimit``, ``store`` (interface), ``sqlite_store`` and ``busypoll``
-(the event loop).
+``presence``, ``events``, ``ratelimit``, ``store`` (interface) and ``sqlite_store``.
 """
 
 from __future__ import annotations

@@ -480,13 +480,12 @@ def _describe(store: Store, config: ServerConfig) -> str:
 
 
 def run(config: ServerConfig, store: Store) -> None:
-    """On the stdlib event loop, polling briefly after activity (:mod:`busypoll`).  uvloop took
-    about a sixth off a lock request's round trip but tripled the fan-out's p99
-    publish-to-receive latency at 1,000 subscribers (44 ms to about 150 ms), so it is not used."""
-    from orc_team.server.busypoll import event_loop
-
-    with asyncio.Runner(loop_factory=lambda: event_loop(config.busy_poll)) as runner:
-        runner.run(serve(config, store))
+    """On the stdlib event loop, which sleeps in ``epoll`` whenever it has nothing to do: busy
+    polling after activity only paid off for requests sent back to back in one batch, not for
+    leases taken one at a time, and cost CPU (``docs/benchmarks.md``).  uvloop took about a
+    sixth off a lock request's round trip but tripled the fan-out's p99 publish-to-receive
+    latency at 1,000 subscribers, so it is not used."""
+    asyncio.run(serve(config, store))
 
 
 __all__ = ["SERVER", "Server", "build_app", "run", "serve"]

@@ -9,7 +9,6 @@ from orc_git.errors import UsageError
 from orc_git.home import orc_home
 
 from orc_team.protocol import EVENTS_KEPT, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES
-from orc_team.spin import SPIN
 from orc_team.tokens import MAX_LIFETIME
 
 SECRET_ENV = "ORC_TEAM_SECRET"
@@ -44,9 +43,6 @@ class ServerConfig:
     max_subscriptions: int = 10_000
     sweep_interval: float = 0.2
     """How often expired locks are looked for: a lock.expired is announced within this."""
-    busy_poll: float = SPIN
-    """Seconds the event loop keeps polling after it handled I/O, before it sleeps
-    (:mod:`orc_team.server.busypoll`); 0 turns it off."""
     handshake_timeout: float = 5.0
     """Seconds a connection has to deliver its request's headers (after connecting, or after
     its previous response); a socket that sends nothing or half a request is closed (0: none)."""
