@@ -98,8 +98,11 @@ class ServerProc:
             query.append(f"client={client}")
         return f"ws://{self.base}/api/ws" + ("?" + "&".join(query) if query else "")
 
-    def http(self, path: str, token: str | None = None) -> tuple[int, Any]:
-        request = urllib.request.Request(f"http://{self.base}{path}")
+    def http(self, path: str, token: str | None = None, *, method: str = "GET",
+             body: bytes | None = None) -> tuple[int, Any]:
+        request = urllib.request.Request(f"http://{self.base}{path}", data=body, method=method)
+        if body is not None:
+            request.add_header("Content-Type", "application/json")
         if token:
             request.add_header("Authorization", f"Bearer {token}")
         try:

@@ -10,7 +10,6 @@ and keep its token out of every URL and the server's log.  Every wait is Playwri
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -615,15 +614,7 @@ def test_dashboard_command_needs_a_user_and_the_secret(tmp_path: Path) -> None:
 
 
 def _session(server: ServerProc, bearer: str | None, body: bytes) -> tuple[int, Any]:
-    request = urllib.request.Request(f"http://{server.base}/api/session", data=body,
-                                     method="POST", headers={"Content-Type": "application/json"})
-    if bearer:
-        request.add_header("Authorization", f"Bearer {bearer}")
-    try:
-        with urllib.request.urlopen(request, timeout=WAIT) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    return server.http("/api/session", bearer, method="POST", body=body)
 
 
 def test_a_member_without_the_secret_gets_a_link_from_the_server(
