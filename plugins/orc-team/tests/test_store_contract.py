@@ -328,17 +328,45 @@ async def test_every_grant_and_release_is_announced(store: Store) -> None:
     assert grants[-1].stolen is not None and grants[-1].stolen.holder == BOB
 
 
+@pytest.mark.parametrize("with_project", [False, True])
+async def test_a_release_records_its_head_and_every_later_answer_reads_it(
+        store: Store, with_project: bool) -> None:
+    task, project = unique("T"), unique("proj") if with_project else None
+    head: Any = {"commit": "a" * 40, "branch": "origin/main", "by": "alice", "at": "now"}
+    newer: Any = {**head, "commit": "b" * 40, "by": "bob"}
+    events: list[Any] = []
+
+    def announce(change: Any) -> list[KeptEvent]:
+        events.append(change.last_head)
+        return []
+
+    first = await store.acquire(task, ALICE, 30, 100.0, project_id=project)
+    assert first.granted and first.last_head is None
+    refused = await store.release(task, BOB, 101.0, head=newer)  # not Bob's: nothing kept
+    assert not refused.released and await store.last_head(task) is None
+    done = await store.release(task, ALICE, 102.0, head=head, announce=announce)
+    assert done.released and done.last_head == head and events == [head]
+    assert (await store.acquire(task, BOB, 30, 103.0, project_id=project)).last_head == head
+    assert (await store.acquire(task, ALICE, 30, 104.0)).last_head == head  # refused: says it
+    assert (await store.acquire(task, BOB, 30, 105.0)).last_head == head  # extended: says it
+    kept = await store.release(task, BOB, 106.0)  # no head: the last one stays
+    assert kept.last_head == head and await store.last_head(task) == head
+    await store.acquire(task, BOB, 30, 107.0)
+    await store.release(task, BOB, 108.0, head=newer, announce=announce)
+    assert events[-1] == newer and await store.last_head(task) == newer
+
+
 async def test_last_head_and_projects_survive_reopening(opener: Opener) -> None:
     store = opener()
     task, project = unique("T"), unique("proj")
     assert await store.last_head(task) is None
     head: Any = {"commit": "a" * 40, "branch": "origin/main", "by": "alice", "at": "now"}
-    newer: Any = {**head, "commit": "b" * 40}
-    await store.record_head(task, head)
-    await store.record_head(task, newer)
+    await store.acquire(task, ALICE, 30, 100.0)
+    await store.release(task, ALICE, 101.0, head=head)
     await store.stream(project)
     await store.close()
     reopened = opener()
-    assert await reopened.last_head(task) == newer
+    assert await reopened.last_head(task) == head
+    assert (await reopened.acquire(task, BOB, 30, 102.0)).last_head == head
     assert project in await reopened.projects()
     assert await reopened.projects() == sorted(await reopened.projects())

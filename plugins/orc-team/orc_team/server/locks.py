@@ -87,8 +87,7 @@ class LockService:
         if grant.expired is not None:  # announced before the reply, as the lease it was
             event, also = made.pop(0)
             self.events.send(event, task_id, also)
-        lock = grant.lock
-        last_head = await self.store.last_head(task_id)
+        lock, last_head = grant.lock, grant.last_head
         if not grant.granted:
             if force:
                 raise ProtocolError(FORBIDDEN, f"force needs the admin role; {task_id} is held "
@@ -132,17 +131,14 @@ class LockService:
         now = time.time()
         if head is not None:
             head = {**head, "by": conn.user, "at": protocol.iso(now)}
-        last_head = head or await self.store.last_head(task_id)
 
         def announce(done: Release) -> list[KeptEvent]:
             made.clear()  # a store may decide again (another process changed the lock)
-            made.append(self._released(conn, done, last_head))
+            made.append(self._released(conn, done))
             return [made[0][0]]
 
         result = await self.store.release(task_id, None if forced else conn.holder, now,
-                                          announce=announce)
-        if result.released and head is not None:
-            await self.store.record_head(task_id, head)
+                                          head=head, announce=announce)
         if result.expired is not None:
             await self._announce_expired(result.expired)
         lock = result.lock
@@ -158,7 +154,7 @@ class LockService:
         for event, also in made:
             self.events.send(event, task_id, also)
 
-    def _released(self, conn: Connection, done: Release, last_head: HeadData | None
+    def _released(self, conn: Connection, done: Release
                   ) -> tuple[KeptEvent, set[Connection]]:
         lock = done.lock
         assert lock is not None
@@ -166,7 +162,7 @@ class LockService:
         payload: LockReleasedPayload = {
             "task_id": lock.task_id, "owner": lock.holder.user, "client": lock.holder.client,
             "token": lock.token, "forced_by": conn.user if by_other else None,
-            "last_head": last_head}
+            "last_head": done.last_head}
         also = self.hub.holder_connections(lock.holder.key) if by_other else set()
         return (self.events.announcement(LOCK_RELEASED, lock.task_id, lock.project_id, payload,
                                          user=conn.user, user_name=conn.claims.name,

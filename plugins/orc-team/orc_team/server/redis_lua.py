@@ -131,17 +131,18 @@ local wanted, expected = ARGV[A + 8], ARGV[A + 9]
 local cur = read_lock(task_id)
 local live = cur and tonumber(cur[7]) > now
 local project = project_of(task_id)
+local head = redis.call('GET', P .. 'head:' .. task_id) or ''  -- the task's last head
 if live and not (steal and cur[1] ~= key) then
   if wanted ~= '' and project == '' then
     learn_project(task_id, wanted)
     project = wanted
   end
-  if cur[1] ~= key then return answer('held', cur, project) end
+  if cur[1] ~= key then return answer('held', cur, project, {'', head}) end
   redis.call('HSET', P .. 'lock:' .. task_id, 'h', holder, 'ttl', ttl, 'beat', ARGV[A + 2],
              'exp', expires)
   redis.call('ZADD', P .. 'locks', expires, task_id)
   cur[2], cur[4], cur[6], cur[7] = holder, ttl, ARGV[A + 2], expires
-  return answer('extended', cur, project)
+  return answer('extended', cur, project, {'', head})
 end
 if project == '' then project = wanted end
 local tk = P .. 'task:' .. task_id
@@ -152,7 +153,7 @@ local outcome = live and 'stolen' or 'acquired'
 -- announced twice
 local decision = outcome .. ':' .. num(token) .. ':' .. (cur and cur[3] or '')
 if project ~= '' and expected ~= decision then
-  return answer('announce:' .. outcome, cur, project, {token})  -- nothing changed yet
+  return answer('announce:' .. outcome, cur, project, {token, head})  -- nothing changed yet
 end
 redis.call('HSET', tk, 'fence', num(token))
 if project ~= '' then learn_project(task_id, project) end
@@ -160,7 +161,7 @@ redis.call('DEL', P .. 'lock:' .. task_id)
 redis.call('HSET', P .. 'lock:' .. task_id, 'k', key, 'h', holder, 'token', num(token), 'ttl', ttl,
            'acq', ARGV[A + 2], 'beat', ARGV[A + 2], 'exp', expires)
 redis.call('ZADD', P .. 'locks', expires, task_id)
-local extra = {token}
+local extra = {token, head}
 if project ~= '' then
   for _, offset in ipairs(keep_all(project, A + 10, task_id)) do extra[#extra + 1] = offset end
 end
@@ -169,8 +170,11 @@ return answer(outcome, cur, project, extra, heard_elsewhere(task_id))
 
 RELEASE = PRELUDE + r"""
 -- ARGV after the header: task, now, holder key ('' for a forced release), the token expected
--- ('' in the first call), then the announcing events.
+-- ('' in the first call), the releaser's head ('' for none: the last head stays), then the
+-- announcing events.  A release records its head in the same script, so a grant on any
+-- process after it reads the new head.
 local task_id, now, key, expected = ARGV[A + 1], tonumber(ARGV[A + 2]), ARGV[A + 3], ARGV[A + 4]
+local head = ARGV[A + 5]
 local cur = read_lock(task_id)
 if not cur then return answer('none', nil, '') end
 local project = project_of(task_id)
@@ -179,10 +183,15 @@ if tonumber(cur[7]) <= now then
   return answer('expired', cur, project, {}, heard_elsewhere(task_id))
 end
 if key ~= '' and cur[1] ~= key then return answer('other', cur, project) end
-if project ~= '' and expected ~= cur[3] then return answer('announce', cur, project) end
+local hk = P .. 'head:' .. task_id
+local last = head ~= '' and head or (redis.call('GET', hk) or '')
+if project ~= '' and expected ~= cur[3] then return answer('announce', cur, project, {last}) end
 drop_lock(task_id)
-local extra = {}
-if project ~= '' then extra = keep_all(project, A + 5, task_id) end
+if head ~= '' then redis.call('SET', hk, head) end
+local extra = {last}
+if project ~= '' then
+  for _, offset in ipairs(keep_all(project, A + 6, task_id)) do extra[#extra + 1] = offset end
+end
 return answer('released', cur, project, extra, heard_elsewhere(task_id))
 """
 

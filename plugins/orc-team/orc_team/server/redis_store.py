@@ -128,6 +128,14 @@ def _holder(text: Any) -> ClientInstance:
     return ClientInstance(user, client, name, email)
 
 
+def _head(text: bytes | str | None) -> HeadData | None:
+    """A task's last head as a release's script kept it (b"" or None: none)."""
+    head = json.loads(text) if text else None
+    if isinstance(head, dict) and isinstance(head.get("commit"), str):
+        return head  # type: ignore[return-value]  # written by the RELEASE script
+    return None
+
+
 def _key(holder: ClientInstance) -> str:
     return f"{holder.user}\n{holder.client}"
 
@@ -296,9 +304,10 @@ class RedisStore:
             outcome = _s(row[0])
             previous = _lock(task_id, row)
             project = _s(row[1]) or None
+            head = _head(row[11])
             if outcome in ("held", "extended"):
                 assert previous is not None
-                return Grant(outcome, previous)  # type: ignore[arg-type]
+                return Grant(outcome, previous, last_head=head)  # type: ignore[arg-type]
             kind = outcome.removeprefix("announce:")
             token = int(row[10])
             self._saw(token)
@@ -306,24 +315,25 @@ class RedisStore:
             expired = previous if kind == "acquired" else None
             stolen = previous if kind == "stolen" else None
             if outcome == kind:  # applied
-                offsets = [int(x) for x in row[11:]]
+                offsets = [int(x) for x in row[12:]]
                 placed.settle(offsets)
-                grant = self._grant(kind, lock, expired, stolen, offsets)
+                grant = self._grant(kind, lock, expired, stolen, offsets, head)
                 if announce is not None and project is None:
                     announce(grant)  # nothing to keep without a project
                 return grant
             grant = Grant(kind, lock, expired, stolen,  # type: ignore[arg-type]
-                          _PLACE - 1, _PLACE - 2 if expired is not None else None)
+                          _PLACE - 1, _PLACE - 2 if expired is not None else None, head)
             placed = _Placed(announce(grant) if announce else ())
             expected = f"{kind}:{token}:{previous.token if previous else ''}"
         raise StoreUnavailable(f"{task_id}: the lock kept changing hands; retry")
 
     @staticmethod
     def _grant(kind: str, lock: LockRecord, expired: LockRecord | None,
-               stolen: LockRecord | None, offsets: list[int]) -> Grant:
+               stolen: LockRecord | None, offsets: list[int], head: HeadData | None) -> Grant:
         before = offsets[0] if expired is not None and len(offsets) > 1 else None
         offset = offsets[-1] if offsets else None
-        return Grant(kind, lock, expired, stolen, offset, before)  # type: ignore[arg-type]
+        return Grant(kind, lock, expired, stolen, offset, before,  # type: ignore[arg-type]
+                     head)
 
     def _heard(self, task_id: str, row: Sequence[Any]) -> None:
         """Remember whether another process has subscribers for the task (the script says)."""
@@ -336,11 +346,14 @@ class RedisStore:
         self.epoch_floor = max(self.epoch_floor, token // redis_lua.SHIFT)
 
     async def release(self, task_id: str, holder: ClientInstance | None, now: float, *,
-                      announce: Announce | None = None) -> Release:
+                      head: HeadData | None = None, announce: Announce | None = None
+                      ) -> Release:
+        head_json = json.dumps(head, ensure_ascii=False) if head is not None else ""
         base = [task_id, repr(now), _key(holder) if holder is not None else ""]
         expected, placed = "", _Placed(())
         for _ in range(RETRIES):
-            row = (await self.call("RELEASE", *base, expected, *placed.args())).split(b"\0")
+            row = (await self.call("RELEASE", *base, expected, head_json,
+                                   *placed.args())).split(b"\0")
             self._heard(task_id, row)
             outcome = _s(row[0])
             lock = _lock(task_id, row)
@@ -351,14 +364,17 @@ class RedisStore:
             if outcome == "other":
                 return Release(False, lock)
             assert lock is not None
+            last_head = _head(row[10])
             if outcome == "released":
-                offsets = [int(x) for x in row[10:]]
+                offsets = [int(x) for x in row[11:]]
                 placed.settle(offsets)
-                done = Release(True, lock, offset=offsets[0] if offsets else None)
+                done = Release(True, lock, offset=offsets[0] if offsets else None,
+                               last_head=last_head)
                 if announce is not None and lock.project_id is None:
                     announce(done)  # nothing to keep without a project
                 return done
-            placed = _Placed(announce(Release(True, lock, offset=_PLACE - 1))
+            placed = _Placed(announce(Release(True, lock, offset=_PLACE - 1,
+                                              last_head=last_head))
                              if announce else ())
             expected = str(lock.token)
         raise StoreUnavailable(f"{task_id}: the lock kept changing hands; retry")
@@ -372,16 +388,8 @@ class RedisStore:
         found = await self._locks(now, [task_id])
         return found[0] if found else None
 
-    async def record_head(self, task_id: str, head: HeadData) -> None:
-        await self.guard(lambda: self.client.set(PREFIX + "head:" + task_id,
-                                                 json.dumps(head, ensure_ascii=False)))
-
     async def last_head(self, task_id: str) -> HeadData | None:
-        text = await self.guard(lambda: self.client.get(PREFIX + "head:" + task_id))
-        head = json.loads(text) if text else None
-        if isinstance(head, dict) and isinstance(head.get("commit"), str):
-            return head  # type: ignore[return-value]  # written by record_head
-        return None
+        return _head(await self.guard(lambda: self.client.get(PREFIX + "head:" + task_id)))
 
     async def list_locks(self, now: float) -> list[LockRecord]:
         return await self._locks(now, [])

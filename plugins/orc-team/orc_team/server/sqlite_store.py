@@ -87,6 +87,8 @@ _KEEP_EVENT = "INSERT INTO events (event_id, project_id, pos, data) VALUES (?, ?
 _SAVE_OFFSET = ("INSERT INTO projects (project_id, last_offset, epoch) VALUES (?, ?, ?) "
                 "ON CONFLICT (project_id) DO UPDATE SET last_offset = excluded.last_offset, "
                 "epoch = COALESCE(projects.epoch, excluded.epoch)")
+_SAVE_HEAD = ("INSERT INTO heads (task_id, head) VALUES (?, ?) ON CONFLICT (task_id) "
+              "DO UPDATE SET head = excluded.head")
 _ENSURE_TASK = ("INSERT INTO tasks (task_id, project_id, updated_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (task_id) DO UPDATE SET "
                 "project_id = COALESCE(tasks.project_id, excluded.project_id)")
@@ -314,13 +316,13 @@ class SQLiteStore:
             self._learn_project(task_id, project_id)
             current = self._locks[task_id]
         if not current.held_by(holder):
-            return Grant("held", current)
+            return Grant("held", current, last_head=self._heads.get(task_id))
         self.db.execute("UPDATE locks SET ttl = ?, heartbeat_at = ?, expires_at = ?, "
                         "user_name = ?, user_email = ? WHERE task_id = ?",
                         (ttl, now, now + ttl, holder.name, holder.email, task_id))
         extended = self._locks[task_id] = replace(current, holder=holder, ttl=ttl,
                                                    heartbeat_at=now, expires_at=now + ttl)
-        return Grant("extended", extended)
+        return Grant("extended", extended, last_head=self._heads.get(task_id))
 
     def _grant(self, task_id: str, holder: ClientInstance, ttl: int, now: float,
                project_id: str | None, expired: LockRecord | None, stolen: LockRecord | None,
@@ -344,7 +346,7 @@ class SQLiteStore:
                       if project and expired is not None and expired.project_id else None)
             offset = self._take_offset(project) if project else None
             grant = Grant("stolen" if stolen else "acquired", lock, expired, stolen, offset,
-                          before)
+                          before, self._heads.get(task_id))
             self._keep_all(db, announce(grant) if announce else ())
         self._tasks[task_id] = (token, project)
         self._locks[task_id] = lock
@@ -356,7 +358,8 @@ class SQLiteStore:
                 self._keep(db, event.event_id, event.project_id, event.offset, event.data)
 
     async def release(self, task_id: str, holder: ClientInstance | None, now: float, *,
-                      announce: Announce | None = None) -> Release:
+                      head: HeadData | None = None, announce: Announce | None = None
+                      ) -> Release:
         current, expired = self._live(task_id, now)
         if expired is not None:
             self._delete(task_id)
@@ -365,17 +368,23 @@ class SQLiteStore:
             return Release(False, None)
         if holder is not None and not current.held_by(holder):
             return Release(False, current)
-        if current.project_id is None:
+        last_head = head or self._heads.get(task_id)
+        if current.project_id is None and head is None:
             self._delete(task_id)
-            done = Release(True, current)
+            done = Release(True, current, last_head=last_head)
             if announce is not None:
                 announce(done)  # nothing to keep without a project
             return done
         with self._tx() as db:
             db.execute("DELETE FROM locks WHERE task_id = ?", (task_id,))
-            done = Release(True, current, offset=self._take_offset(current.project_id))
+            if head is not None:
+                db.execute(_SAVE_HEAD, (task_id, json.dumps(head)))
+            offset = self._take_offset(current.project_id) if current.project_id else None
+            done = Release(True, current, offset=offset, last_head=last_head)
             self._keep_all(db, announce(done) if announce else ())
         del self._locks[task_id]
+        if head is not None:
+            self._heads[task_id] = head
         return done
 
     def _load_heads(self) -> dict[str, HeadData]:
@@ -386,13 +395,8 @@ class SQLiteStore:
             except ValueError:
                 continue
             if isinstance(head, dict) and isinstance(head.get("commit"), str):
-                heads[task_id] = head  # type: ignore[assignment]  # written by record_head
+                heads[task_id] = head  # type: ignore[assignment]  # written by release
         return heads
-
-    async def record_head(self, task_id: str, head: HeadData) -> None:
-        self.db.execute("INSERT INTO heads (task_id, head) VALUES (?, ?) ON CONFLICT (task_id) "
-                        "DO UPDATE SET head = excluded.head", (task_id, json.dumps(head)))
-        self._heads[task_id] = head
 
     async def last_head(self, task_id: str) -> HeadData | None:
         return self._heads.get(task_id)

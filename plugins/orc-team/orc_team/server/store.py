@@ -65,6 +65,8 @@ class Grant:
     expired_offset: int | None = None
     """The offset for announcing ``expired``, taken just before ``offset``: subscribers see the
     old lease expire, then the new grant, in offset order."""
+    last_head: HeadData | None = None
+    """The head the task's last release recorded, read with the decision (any outcome)."""
 
     @property
     def granted(self) -> bool:
@@ -81,6 +83,8 @@ class Release:
     lock: LockRecord | None
     expired: LockRecord | None = None
     offset: int | None = None
+    last_head: HeadData | None = None
+    """After a release: the head it recorded, or the one kept from before."""
 
 
 @dataclass(frozen=True)
@@ -210,16 +214,14 @@ class Store(Protocol):
         ...
 
     async def release(self, task_id: str, holder: ClientInstance | None, now: float, *,
-                      announce: Announce | None = None) -> Release:
-        """Remove the holder's lease (any lease when ``holder`` is None: a forced release)."""
+                      head: HeadData | None = None, announce: Announce | None = None
+                      ) -> Release:
+        """Remove the holder's lease (any lease when ``holder`` is None: a forced release) and,
+        when it is removed, keep ``head`` as the task's last head in the same transaction (a
+        grant anywhere after it reads the new head; None keeps the head there was)."""
         ...
 
     async def get_lock(self, task_id: str, now: float) -> LockRecord | None: ...
-
-    async def record_head(self, task_id: str, head: HeadData) -> None:
-        """Keep ``head`` as the task's last head (what its latest release recorded), in place
-        of any before it, across restarts."""
-        ...
 
     async def last_head(self, task_id: str) -> HeadData | None:
         """The task's last head, or None when no release recorded one."""
