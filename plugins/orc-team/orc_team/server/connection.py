@@ -4,9 +4,9 @@ Nothing ever awaits a peer's socket except this connection's own writer task: fa
 appends to the queue.  A consumer that stops reading fills its own queue and is disconnected; it
 can never delay delivery to anybody else.  A reply to the connection's own request skips the
 queue and the hop through the writer task while the peer keeps up (nothing queued, nothing left
-unsent in the transport), since that hop was a good part of a lock request's cost.  Fan-out does
-not: a burst queued per connection is written back to back, and each subscriber reads it in a
-few large reads instead of one wake-up per message.
+unsent in the transport), since that hop was a good part of a lock request's cost.  Fan-out
+does the same with one frame made for all its subscribers; a subscriber that is behind gets its
+events queued, written back to back by its writer task.
 """
 
 from __future__ import annotations
@@ -90,8 +90,9 @@ class Connection:
                                                     max(1, config.send_queue // 2)))
         self._max_items = config.send_queue
         self._max_bytes = config.send_queue_bytes
-        self._queue: collections.deque[bytes] = collections.deque()
+        self._queue: collections.deque[tuple[bytes, bytes | None]] = collections.deque()
         self._queued_bytes = 0
+        self._flush_due = False
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()  # set while nothing is queued
         self._idle.set()
@@ -109,32 +110,59 @@ class Connection:
         return f"<conn {self.id} {clean(self.user)}/{clean(self.holder.client)}>"
 
     def send(self, message: dict[str, Any]) -> bool:
-        """A reply: written at once when nothing waits before it, else queued like fan-out.
-        Order holds: the writer task takes a message off the queue and hands it to the transport
-        with no await in between (aiohttp writes an uncompressed frame synchronously), so an
-        empty queue and an empty transport buffer mean nothing is on its way before this."""
+        """A reply: written at once when nothing waits before it, else queued.  Order holds:
+        nothing is queued, and the transport's buffer is empty, so nothing is on its way
+        before it (the writer task hands a message to the transport with no await in between:
+        aiohttp writes an uncompressed frame synchronously)."""
         data = protocol.encode(message)
-        transport = self._request.transport
-        if (not self._queue and not self.closing and transport is not None
-                and not transport.get_write_buffer_size() and not transport.is_closing()
-                and not self.ws.closed):
+        transport = self._writable()
+        if transport is not None and not self._queue:
             transport.write(text_frame(data))  # never blocks: it buffers what the OS won't take
             return True
         return self.send_bytes(data)
 
-    def send_bytes(self, data: bytes) -> bool:
-        """Queue a message; False (and the connection is being dropped) when it is full."""
+    def send_bytes(self, data: bytes, frame: bytes | None = None) -> bool:
+        """Queue a message (``frame``: its frame, when a fan-out made it once for all its
+        subscribers); False (and the connection is being dropped) when the queue is full.
+        What is queued is written once this turn of the event loop ends, in one write: a burst
+        of events reaches a subscriber in one wake-up, not one per event."""
         if self.closing:
             return False
         if (len(self._queue) >= self._max_items
                 or self._queued_bytes + len(data) > self._max_bytes):
             self.drop("send queue full: the client is not reading", None)
             return False
-        self._queue.append(data)
+        self._queue.append((data, frame))
         self._queued_bytes += len(data)
         self._idle.clear()
-        self._wakeup.set()
+        if not self._flush_due:
+            self._flush_due = True
+            asyncio.get_running_loop().call_soon(self._flush)
         return True
+
+    def _writable(self) -> asyncio.Transport | None:
+        """The transport, when a write goes straight to the OS (nothing left unsent)."""
+        transport = self._request.transport
+        if (self.closing or transport is None or transport.is_closing() or self.ws.closed
+                or transport.get_write_buffer_size()):
+            return None
+        return transport
+
+    def _flush(self) -> None:
+        """Write everything queued in one write while the peer keeps up; else the writer task
+        writes it as the peer reads (aiohttp's writer waits for the socket to drain)."""
+        self._flush_due = False
+        if not self._queue or self.closing:
+            return
+        transport = self._writable()
+        if transport is None:
+            self._wakeup.set()
+            return
+        frames = [frame or text_frame(data) for data, frame in self._queue]
+        self._queue.clear()
+        self._queued_bytes = 0
+        transport.write(b"".join(frames))
+        self._idle.set()
 
     def has_room(self, size: int) -> bool:
         """Would a message of ``size`` bytes fit in half the queue?  A replay fills only
@@ -158,7 +186,7 @@ class Connection:
         try:
             while not self.closing:
                 while self._queue and not self.closing:
-                    data = self._queue.popleft()
+                    data, _ = self._queue.popleft()
                     self._queued_bytes -= len(data)
                     await self.ws.send_frame(data, WSMsgType.TEXT)
                 self._wakeup.clear()

@@ -1,8 +1,8 @@
 """Who is connected and who listens to what; fan-out of one encoded message to many queues.
 
-Fan-out never awaits: it appends the same bytes to each target's bounded queue (see
-:mod:`orc_team.server.connection`), so delivery to a thousand subscribers costs a thousand
-appends, and a slow subscriber only ever fills its own queue.
+Fan-out never awaits: it frames the message once and appends that frame to each target's
+bounded queue, written at the end of the loop's turn (see :mod:`orc_team.server.connection`), so
+a slow subscriber only ever fills its own queue and delays nobody else.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Iterable
 from typing import Literal, Protocol
 
-from orc_team.server.connection import Connection
+from orc_team.server.connection import Connection, text_frame
 
 Kind = Literal["task", "project"]
 
@@ -112,12 +112,13 @@ class Hub:
         its replay catches up (an event of that project is never sent twice or out of order)."""
         sent = 0
         now = time.time()
+        frame = text_frame(data)  # once for every target
         for conn in targets:
             if conn.claims.expires <= now:
                 continue
             if conn.replays and project_id in conn.replays:
                 conn.replays[project_id].hold(offset, data)
                 sent += 1
-            elif conn.send_bytes(data):
+            elif conn.send_bytes(data, frame):
                 sent += 1
         return sent
