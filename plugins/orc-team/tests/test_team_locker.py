@@ -175,9 +175,10 @@ def test_an_expired_lease_is_renewed_only_if_nobody_had_it(server: ServerProc,
     bob = make_locker(server, "bob", project=project)
     bob.acquire(busy)
     bob.release(busy)
+    next_event(events, "lock.released", busy)  # Bob's
     with pytest.raises(LeaseLost, match=r"another holder had it meanwhile \(token 1 -> 3\)"):
         alice.heartbeat(busy)
-    next_event(events, "lock.released", busy)  # the grant it must not keep was given back
+    next_event(events, "lock.released", busy)  # alice's: the grant it must not keep, given back
     assert not bob.is_locked(busy).locked
 
 
