@@ -176,7 +176,13 @@ async def test_one_presence_for_connections_on_two_instances(
     await bob.presence(user, "online")  # still connected on the other process
     assert [p["status"] for p in listed()] == ["online"]
     await first.close()
-    await bob.presence(user, "offline")
+    left = await bob.presence(user, "offline")
+    # every instance lists who left, as announced, though the user was never connected to c
+    for instance in (a, b, c):
+        [gone] = [p for p in instance.http("/api/presence", token("bob"))[1]["presence"]
+                  if p["user_id"] == user]
+        assert (gone["status"], gone["connections"]) == ("offline", 0)
+    assert [p["last_seen"] for p in listed()] == [left["last_seen"]]
 
 
 @pytest.mark.parametrize("how", ["kill -9", "SIGTERM"])

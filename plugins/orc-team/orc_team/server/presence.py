@@ -117,7 +117,8 @@ class Presence:
             del self.users[conn.user]
             p.status, p.active_task, p.last_seen = "offline", None, time.time()
             self._broadcast(p, PRESENCE_OFFLINE)
-            self._remember(p.json())
+            if self.shared is None:  # shared: every process remembers what it announces
+                self.remember_gone(p.json())
             return
         if p.active_conn == conn.id:
             p.active_task = p.active_conn = None
@@ -155,7 +156,8 @@ class Presence:
         for p in list(self.users.values()):
             self._settle(p, now)
 
-    def _remember(self, data: PresenceData) -> None:
+    def remember_gone(self, data: PresenceData) -> None:
+        """Keep a user who left (the offline presence announced) for the listing."""
         self.gone.pop(data["user_id"], None)
         self.gone[data["user_id"]] = data
         while len(self.gone) > OFFLINE_KEPT:
@@ -163,7 +165,8 @@ class Presence:
 
     def snapshot(self) -> list[PresenceData]:
         """Everyone connected (on every process, when shared), then who left in the last day
-        (as this process saw them leave), each user once, sorted by user id."""
+        (as announced: with several processes, once they left all of them), each user once,
+        sorted by user id."""
         here = (self.shared.snapshot() if self.shared is not None
                 else [p.json() for p in self.users.values()])
         present = {p["user_id"] for p in here}

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -221,8 +222,10 @@ class Relay:
             if before is None:
                 return
             del self.shown[user]
-            self._broadcast({**before, "status": "offline", "active_task": None,
-                             "connections": 0}, PRESENCE_OFFLINE)
+            gone: PresenceData = {**before, "status": "offline", "active_task": None,
+                                  "connections": 0, "last_seen": protocol.iso(time.time())}
+            self._broadcast(gone, PRESENCE_OFFLINE)
+            self.server.presence.remember_gone(gone)  # on every process, as announced
             return
         self.shown[user] = merged
         if before is None or (before["status"], before["active_task"]) != (
