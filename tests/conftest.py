@@ -140,12 +140,17 @@ class HolderProcess:
         self.proc.stdin.flush()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
+        end_process(self.proc)
+
+
+def end_process(proc: subprocess.Popen[str]) -> None:
+    """Kill a child the test left running, reap it and close its pipes."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(10)
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import (
     HolderProcess,
+    end_process,
     identity_env,
     leased,
     lock_path,
@@ -48,12 +49,7 @@ def lock_run(repo: Path) -> Iterator[subprocess.Popen[str]]:
     wait_for(lambda: _written(repo, "T") or proc.poll() is not None, what="the lease")
     assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
     yield proc
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(10)
-    for stream in (proc.stdin, proc.stderr):
-        if stream is not None:
-            stream.close()
+    end_process(proc)
 
 
 def test_a_lock_run_lease_is_released_by_another_shell_only_with_force(

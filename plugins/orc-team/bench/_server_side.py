@@ -19,10 +19,10 @@ from typing import Any, cast
 
 from _procs import percentile
 
-from orc_team.server.app import Server
 from orc_team.server.config import ServerConfig
 from orc_team.server.connection import Connection
 from orc_team.server.sqlite_store import SQLiteStore
+from orc_team.server.state import Server
 from orc_team.server.store import ClientInstance
 from orc_team.tokens import Claims
 

@@ -6,18 +6,25 @@ a plain HTTP status (401, 403, 400) and never a socket.  Reasons are logged; tok
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from orc_team import protocol
 from orc_team.protocol import BEARER_PREFIX
+from orc_team.server.logtext import clean
+from orc_team.server.state import SERVER
 from orc_team.tokens import MAX_LIFETIME, AuthError, Claims, verify_token
+
+log = logging.getLogger("orc_team.server")
 
 _CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
-__all__ = ["authenticate", "client_instance", "origin_allowed", "token_from"]
+__all__ = ["admit_claims", "authenticate", "client_instance", "origin_allowed", "token_from",
+           "unauthorized"]
 
 
 def token_from(request: web.Request) -> str | None:
@@ -40,6 +47,23 @@ def authenticate(request: web.Request, secret: str, max_lifetime: float = MAX_LI
     if token is None:
         raise AuthError("no token (use ?token= or Authorization: Bearer)")
     return verify_token(token, secret, max_lifetime)
+
+
+def unauthorized(reason: str) -> web.HTTPUnauthorized:
+    body = protocol.encode(protocol.http_error(protocol.UNAUTHORIZED, reason))
+    return web.HTTPUnauthorized(body=body, content_type="application/json",
+                                headers={"WWW-Authenticate": 'Bearer realm="orc-team"'})
+
+
+def admit_claims(request: web.Request) -> Claims:
+    """The request's claims under this server's secret, or 401 with the reason logged."""
+    config = request.app[SERVER].config
+    try:
+        return authenticate(request, config.secret, config.max_token_lifetime)
+    except AuthError as exc:
+        log.warning("auth refused: %s %s from %s: %s", clean(request.method),
+                    clean(request.path), request.remote, clean(exc))
+        raise unauthorized(str(exc)) from None
 
 
 def origin_allowed(request: web.Request, allowed: frozenset[str]) -> bool:

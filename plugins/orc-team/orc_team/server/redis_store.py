@@ -59,7 +59,7 @@ from orc_team.server.store import (
 )
 
 if TYPE_CHECKING:
-    from orc_team.server.app import Server
+    from orc_team.server.state import Server
 
 log = logging.getLogger("orc_team.server")
 

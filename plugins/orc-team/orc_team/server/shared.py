@@ -43,9 +43,9 @@ from orc_team.protocol import (
 from orc_team.server.events import frame
 
 if TYPE_CHECKING:
-    from orc_team.server.app import Server
     from orc_team.server.presence import UserPresence
     from orc_team.server.redis_store import RedisStore
+    from orc_team.server.state import Server
 
 log = logging.getLogger("orc_team.server")
 
