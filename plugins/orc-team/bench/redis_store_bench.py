@@ -10,7 +10,7 @@ leases are taken).  Target (issue 13): team at most 1.5x redis-py, p99 at most 5
 
 Then lock grants per second with 100 clients (asyncio WebSocket clients in this process, each
 locking and unlocking its own task in a loop for a few seconds), spread over 1 and over 3 server
-processes on the same redis-server.
+processes on the same redis-server, and 3 processes with 100 clients each.
 
     python bench/redis_store_bench.py [ROUNDS]     (4 rounds of 300 cycles per row; ~90 s)
 """
@@ -111,12 +111,12 @@ def main() -> None:
             for extra in range(2):
                 (work / f"extra{extra}").mkdir()
                 servers.append(TeamServer(work / f"extra{extra}", "--store", url))
-            print(f"\nlock grants/s, {CLIENTS} clients, each locking and unlocking its own task "
-                  f"for {SPAN:g} s")
-            for n in (1, 3):
+            print(f"\nlock grants/s, each client locking and unlocking its own task for "
+                  f"{SPAN:g} s")
+            for n, clients in ((1, CLIENTS), (3, CLIENTS), (3, 3 * CLIENTS)):
                 urls = [on_redis.url, *(s.url for s in servers[2:])][:n]
-                grants = asyncio.run(grants_per_second(urls))
-                row(f"{n} server process{'es' if n > 1 else ''} on one Redis",
+                grants = asyncio.run(grants_per_second(urls, clients))
+                row(f"{n} server process{'es' if n > 1 else ''} on one Redis, {clients} clients",
                     f"{grants:,.0f} grants/s")
         finally:
             for server in servers:
@@ -128,12 +128,12 @@ CLIENTS = 100
 SPAN = 3.0
 
 
-async def grants_per_second(urls: list[str]) -> float:
-    """Lock grants per second, ``CLIENTS`` clients spread over ``urls`` in turn."""
+async def grants_per_second(urls: list[str], clients: int) -> float:
+    """Lock grants per second, ``clients`` clients spread over ``urls`` in turn."""
     from websockets.asyncio.client import connect
 
     token = mint_token(SECRET, "bench", expires_in=3600)
-    counts = [0] * CLIENTS
+    counts = [0] * clients
     stop = time.monotonic() + SPAN
 
     async def client(i: int) -> None:
@@ -149,7 +149,7 @@ async def grants_per_second(urls: list[str]) -> float:
                 counts[i] += 1
 
     started = time.monotonic()
-    await asyncio.gather(*(client(i) for i in range(CLIENTS)))
+    await asyncio.gather(*(client(i) for i in range(clients)))
     return sum(counts) / (time.monotonic() - started)
 
 
