@@ -111,12 +111,12 @@ def main() -> None:
             for extra in range(2):
                 (work / f"extra{extra}").mkdir()
                 servers.append(TeamServer(work / f"extra{extra}", "--store", url))
-            print(f"\nlock grants/s, each client locking and unlocking its own task for "
-                  f"{SPAN:g} s")
+            print(f"\nlock grants/s on one Redis, each client locking and unlocking its own "
+                  f"task for {SPAN:g} s")
             for n, clients in ((1, CLIENTS), (3, CLIENTS), (3, 3 * CLIENTS)):
                 urls = [on_redis.url, *(s.url for s in servers[2:])][:n]
                 grants = asyncio.run(grants_per_second(urls, clients))
-                row(f"{n} server process{'es' if n > 1 else ''} on one Redis, {clients} clients",
+                row(f"{n} server process{'es' if n > 1 else ''}, {clients} clients",
                     f"{grants:,.0f} grants/s")
         finally:
             for server in servers:
