@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import calendar
-import datetime
 import re
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -22,6 +20,28 @@ _RFC3339 = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ]([0-9]{2}:[0-9]{2}:[0-9
                       r"(?:\.[0-9]{1,9})?(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))")
 
 
+_MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def _is_date(year: int, month: int, day: int) -> bool:
+    """A real proleptic Gregorian date from year 1 (no year 0, no February 30th), as
+    ``datetime.date`` decides: its import (with ``calendar``'s) is a cost every hook would pay."""
+    if year < 1 or not 1 <= month <= 12 or day < 1:
+        return False
+    leap = month == 2 and year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    return day <= _MONTH_DAYS[month - 1] + leap
+
+
+def _days_since_epoch(year: int, month: int, day: int) -> int:
+    """Days from 1970-01-01 to a valid date (``calendar.timegm``'s arithmetic, in a March-based
+    year so that the leap day comes last)."""
+    year -= month <= 2
+    era, year_of_era = divmod(year, 400)
+    day_of_year = (153 * (month - 3 if month > 2 else month + 9) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146097 + day_of_era - 719468
+
+
 def parse_rfc3339(text: str) -> float | None:
     """Whole seconds since the epoch of an RFC 3339 time (``Z`` or a ``+hh:mm`` offset, which
     is applied); ``None`` for anything else, trailing text or a missing offset included."""
@@ -33,13 +53,9 @@ def parse_rfc3339(text: str) -> float | None:
     hour, minute, second = int(clock[:2]), int(clock[3:5]), int(clock[6:])
     # The rules of time.strptime("%Y-%m-%dT%H:%M:%S") (leap seconds 60 and 61 allowed), without
     # it: its first call builds locale tables, a cost every git hook would pay.
-    if hour > 23 or minute > 59 or second > 61:
+    if hour > 23 or minute > 59 or second > 61 or not _is_date(year, month, day):
         return None
-    try:
-        datetime.date(year, month, day)  # year 0, February 30th and friends
-    except ValueError:
-        return None
-    t = calendar.timegm((year, month, day, hour, minute, 0, 0, 0, 0)) + second
+    t = _days_since_epoch(year, month, day) * 86400 + hour * 3600 + minute * 60 + second
     if m[3]:
         if int(m[4]) > 23 or int(m[5]) > 59:
             return None
