@@ -16,7 +16,7 @@ from pathlib import Path
 from conftest import git, orc
 
 HOOK_NEVER = ("git", "yaml", "pluggy", "dataclasses", "inspect", "importlib.metadata", "logging",
-              "orc_git.plugin.manager")
+              "calendar", "orc_git.plugin.manager")
 SOLO_LEASE_NEVER = ("git", "yaml", "pluggy", "psutil", "orc_git.plugin.manager")
 
 _RUN_HOOK = """

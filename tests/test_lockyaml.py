@@ -392,3 +392,9 @@ def test_a_holders_own_lease_reads_back_as_its_own(tmp_path: Path, case: tuple[s
         assert not locker.is_locked(TASK).stale
     finally:
         assert locker.release(TASK)
+
+
+@pytest.mark.parametrize("value", ["2024-05-01T10:00:00Z", "2024-05-01 12:00:00+02:00"])
+def test_unquoted_times_as_yaml_reads_them_are_accepted(value: str) -> None:
+    info = parse(with_field("heartbeat_at", value))
+    assert parse_rfc3339(info.heartbeat_at or "") == parse_rfc3339("2024-05-01T10:00:00Z")

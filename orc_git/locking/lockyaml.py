@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import math
-from datetime import UTC, datetime
 from typing import Any
 
 from orc_git import flatyaml
@@ -80,7 +79,9 @@ def tombstone(info: LockInfo, head: Head | None) -> bytes:
 def _check(name: str, kind: str, value: Any) -> Any:
     if isinstance(value, bool):
         raise Unreadable(f"{name} must not be a boolean")
-    if kind == "time" and isinstance(value, datetime):  # YAML reads unquoted times as datetimes
+    if kind == "time" and hasattr(value, "timestamp"):  # PyYAML reads unquoted times as
+        from datetime import UTC  # datetimes; only it makes them, and it imported datetime
+
         value = rfc3339(value.replace(tzinfo=value.tzinfo or UTC).timestamp())
     if kind == "str" or kind == "time":
         if not isinstance(value, str) or not value or len(value) > _MAX_TEXT:
