@@ -43,7 +43,7 @@ def cpu_seconds(pid: int) -> float:
     return float(times.user + times.system)
 
 
-def one_round(name: str, url: str, pid: int, publish_url: str, subscribers: int, burst: int,
+def one_round(url: str, pid: int, publish_url: str, subscribers: int, burst: int,
               paced: int) -> dict[str, float]:
     split = [subscribers // 2, subscribers - subscribers // 2]
     token = mint_token(SECRET, "sub", expires_in=3600)
@@ -105,7 +105,7 @@ def main() -> None:
                 order = list(targets) if n % 2 == 0 else list(reversed(targets))
                 for name in order:
                     url, pid, publish_url = targets[name]
-                    figures[name].append(one_round(name, url, pid, publish_url,
+                    figures[name].append(one_round(url, pid, publish_url,
                                                    args.subscribers, args.burst, args.paced))
         finally:
             team.stop()

@@ -370,3 +370,22 @@ async def test_last_head_and_projects_survive_reopening(opener: Opener) -> None:
     assert (await reopened.acquire(task, BOB, 30, 102.0)).last_head == head
     assert project in await reopened.projects()
     assert await reopened.projects() == sorted(await reopened.projects())
+
+
+async def test_a_stored_head_that_is_not_one_reads_as_none(opener: Opener) -> None:
+    """Garbage where a head is kept (a hand-edited store, another program's key) is no head:
+    the lock answers say none, never an internal error."""
+    store = opener()
+    task = unique("T")
+    await store.acquire(task, ALICE, 30, 100.0)
+    head: Any = {"commit": "a" * 40, "branch": None}
+    await store.release(task, ALICE, 101.0, head=head)
+    if isinstance(store, RedisStore):
+        await store.client.set("orc:head:" + task, b"{not json")
+    else:
+        assert isinstance(store, SQLiteStore)
+        store.db.execute("UPDATE heads SET head = '{not json' WHERE task_id = ?", (task,))
+        await store.close()
+        store = opener()
+    assert await store.last_head(task) is None
+    assert (await store.acquire(task, BOB, 30, 102.0)).last_head is None

@@ -5,8 +5,8 @@ appends to the queue.  A consumer that stops reading fills its own queue and is 
 can never delay delivery to anybody else.  A reply to the connection's own request skips the
 queue and the hop through the writer task while the peer keeps up (nothing queued, nothing left
 unsent in the transport), since that hop was a good part of a lock request's cost.  Fan-out
-does the same with one frame made for all its subscribers; a subscriber that is behind gets its
-events queued, written back to back by its writer task.
+queues one frame made for all its subscribers; each queue is written in one write when the
+event loop's turn ends, or by the writer task, at the peer's pace, when the peer is behind.
 """
 
 from __future__ import annotations

@@ -56,6 +56,7 @@ from orc_team.server.store import (
     Stream,
     TaskRecord,
     VersionConflict,
+    stored_head,
 )
 
 if TYPE_CHECKING:
@@ -126,14 +127,6 @@ def _holder_json(holder: ClientInstance) -> str:
 def _holder(text: Any) -> ClientInstance:
     user, client, name, email = protocol.decode(text)
     return ClientInstance(user, client, name, email)
-
-
-def _head(text: bytes | str | None) -> HeadData | None:
-    """A task's last head as a release's script kept it (b"" or None: none)."""
-    head = json.loads(text) if text else None
-    if isinstance(head, dict) and isinstance(head.get("commit"), str):
-        return head  # type: ignore[return-value]  # written by the RELEASE script
-    return None
 
 
 def _key(holder: ClientInstance) -> str:
@@ -304,7 +297,7 @@ class RedisStore:
             outcome = _s(row[0])
             previous = _lock(task_id, row)
             project = _s(row[1]) or None
-            head = _head(row[11])
+            head = stored_head(row[11])
             if outcome in ("held", "extended"):
                 assert previous is not None
                 return Grant(outcome, previous, last_head=head)  # type: ignore[arg-type]
@@ -364,7 +357,7 @@ class RedisStore:
             if outcome == "other":
                 return Release(False, lock)
             assert lock is not None
-            last_head = _head(row[10])
+            last_head = stored_head(row[10])
             if outcome == "released":
                 offsets = [int(x) for x in row[11:]]
                 placed.settle(offsets)
@@ -389,7 +382,7 @@ class RedisStore:
         return found[0] if found else None
 
     async def last_head(self, task_id: str) -> HeadData | None:
-        return _head(await self.guard(lambda: self.client.get(PREFIX + "head:" + task_id)))
+        return stored_head(await self.guard(lambda: self.client.get(PREFIX + "head:" + task_id)))
 
     async def list_locks(self, now: float) -> list[LockRecord]:
         return await self._locks(now, [])

@@ -51,6 +51,7 @@ from orc_team.server.store import (
     Stream,
     TaskRecord,
     VersionConflict,
+    stored_head,
 )
 
 SCHEMA = """
@@ -390,12 +391,9 @@ class SQLiteStore:
     def _load_heads(self) -> dict[str, HeadData]:
         heads: dict[str, HeadData] = {}
         for task_id, text in self.db.execute("SELECT task_id, head FROM heads"):
-            try:
-                head = json.loads(text)
-            except ValueError:
-                continue
-            if isinstance(head, dict) and isinstance(head.get("commit"), str):
-                heads[task_id] = head  # type: ignore[assignment]  # written by release
+            head = stored_head(text)
+            if head is not None:
+                heads[task_id] = head
         return heads
 
     async def last_head(self, task_id: str) -> HeadData | None:

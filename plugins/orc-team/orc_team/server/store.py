@@ -9,6 +9,7 @@ are async for that future store; the SQLite one does its short transactions inli
 from __future__ import annotations
 
 import functools
+import json
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,18 @@ from typing import Any, Literal, Protocol
 from orc_team.protocol import HeadData, Resource, encode
 
 Outcome = Literal["acquired", "extended", "stolen", "held"]
+
+
+def stored_head(text: str | bytes | None) -> HeadData | None:
+    """A task's last head as a store kept it (JSON written at a release), or None: none kept, or
+    text that is not one (a store's data is read, never trusted to be well-formed)."""
+    try:
+        head = json.loads(text) if text else None
+    except ValueError:
+        return None
+    if isinstance(head, dict) and isinstance(head.get("commit"), str):
+        return head  # type: ignore[return-value]  # a release's head, as written
+    return None
 
 
 @dataclass(frozen=True)
